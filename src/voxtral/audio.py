@@ -1,0 +1,568 @@
+"""Audio input: WAV files (parsed here, chunk by chunk), raw PCM, numpy arrays.
+
+Everything ends up as a 1-D float32 mono array at 16 kHz (``load_audio``).
+
+The WAV reader is written from the RIFF layout rather than with the stdlib
+``wave`` module, which rejects IEEE-float and WAVE_FORMAT_EXTENSIBLE files.
+Supported: PCM 8 (unsigned), 16, 24, 32-bit integers, IEEE float 32 and 64,
+WAVE_FORMAT_EXTENSIBLE with those sub-formats, RF64/BW64, any channel count
+(downmixed by averaging), any sample rate (resampled with soxr).
+
+:func:`read_wav_header` reads a header sequentially from a file object (it never
+seeks, so it works on pipes) and leaves the object positioned at the first
+sample byte; :func:`pcm_bytes_to_float` turns raw PCM bytes into float samples.
+Both are shared by the file loader and the stdin streaming code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from .errors import AudioError, UsageError
+
+__all__ = [
+    "TARGET_SAMPLE_RATE",
+    "SampleFormat",
+    "WavHeader",
+    "is_wav_prefix",
+    "read_wav_header",
+    "pcm_bytes_to_float",
+    "decode_wav",
+    "resample",
+    "load_audio",
+]
+
+TARGET_SAMPLE_RATE = 16000
+
+WAVE_FORMAT_PCM = 0x0001
+WAVE_FORMAT_IEEE_FLOAT = 0x0003
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+# Sub-format GUIDs of WAVE_FORMAT_EXTENSIBLE are the 16-bit format tag followed
+# by this fixed suffix (KSDATAFORMAT_SUBTYPE_*).
+_GUID_SUFFIX = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+# A data chunk size of 0 or 0xFFFFFFFF is what programs writing to a pipe put
+# in the header (they cannot seek back to fix it): read until end of input.
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+
+_KNOWN_TAGS = {
+    0x0002: "Microsoft ADPCM",
+    0x0006: "A-law",
+    0x0007: "mu-law",
+    0x0011: "IMA ADPCM",
+    0x0031: "GSM 6.10",
+    0x0050: "MPEG",
+    0x0055: "MP3",
+    0x00FF: "AAC",
+    0x1610: "AAC",
+    0x2000: "AC-3",
+}
+
+_CONVERT_HINT = "convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 -c:a pcm_s16le out.wav"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ---------------------------------------------------------------------------
+# Sample formats
+
+
+@dataclass(frozen=True)
+class SampleFormat:
+    """How one PCM sample is stored: ``kind`` "int" or "float", ``bits`` per
+    sample (the container size: 8, 16, 24, 32 for int, 32, 64 for float), and
+    the number of interleaved ``channels``. 8-bit integer PCM is unsigned
+    (centred at 128), as in WAV; wider integers are signed little-endian."""
+
+    kind: str
+    bits: int
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind == "int":
+            ok = self.bits in (8, 16, 24, 32)
+        elif self.kind == "float":
+            ok = self.bits in (32, 64)
+        else:
+            ok = False
+        if not ok:
+            raise AudioError(f"unsupported sample format: {self.kind} {self.bits}-bit")
+        if self.channels < 1:
+            raise AudioError(f"invalid channel count {self.channels}")
+
+    @property
+    def sample_bytes(self) -> int:
+        return self.bits // 8
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes per frame (one sample of every channel)."""
+        return self.sample_bytes * self.channels
+
+    @classmethod
+    def parse(cls, spec: str, channels: int = 1) -> "SampleFormat":
+        """Parse a raw PCM format name: ``s16le`` (``s16``), ``s24le``, ``s32le``,
+        ``u8``, ``f32le`` (``f32``, ``float32``), ``f64le``; ffmpeg-style
+        ``pcm_s16le`` is accepted too. Big-endian formats are not supported."""
+        s = spec.strip().lower()
+        if s.startswith("pcm_"):
+            s = s[4:]
+        aliases = {
+            "s16": "s16le", "int16": "s16le", "s16le": "s16le",
+            "s24": "s24le", "s24le": "s24le",
+            "s32": "s32le", "int32": "s32le", "s32le": "s32le",
+            "u8": "u8", "uint8": "u8",
+            "f32": "f32le", "float32": "f32le", "f32le": "f32le", "float": "f32le",
+            "f64": "f64le", "float64": "f64le", "f64le": "f64le", "double": "f64le",
+        }
+        canon = aliases.get(s)
+        if canon is None:
+            raise UsageError(
+                f"unknown PCM format {spec!r} (use one of s16le, s24le, s32le, u8, f32le, f64le)"
+            )
+        kind = "float" if canon[0] == "f" else "int"
+        bits = int(canon[1:].rstrip("le"))
+        return cls(kind, bits, channels)
+
+
+# ---------------------------------------------------------------------------
+# WAV header
+
+
+@dataclass(frozen=True)
+class WavHeader:
+    """What :func:`read_wav_header` found.
+
+    ``format`` is "pcm" (integer samples) or "float"; ``format_tag`` the tag as
+    written in the fmt chunk (1, 3 or 0xFFFE for WAVE_FORMAT_EXTENSIBLE);
+    ``bits`` the container bits per sample; ``data_offset`` the byte offset of
+    the first sample from the start of the file; ``data_size`` the number of
+    audio bytes the header declares, or None when it is unknown (a header
+    written by a pipe: read until end of input)."""
+
+    format: str
+    channels: int
+    rate: int
+    bits: int
+    data_offset: int
+    data_size: int | None
+    format_tag: int = WAVE_FORMAT_PCM
+    block_align: int = 0
+    valid_bits: int | None = None
+    container: str = "RIFF"
+
+    @property
+    def sample_format(self) -> SampleFormat:
+        return SampleFormat("float" if self.format == "float" else "int", self.bits, self.channels)
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.bits // 8 * self.channels
+
+    @property
+    def num_frames(self) -> int | None:
+        """Number of whole sample frames the header declares (None if unknown)."""
+        if self.data_size is None:
+            return None
+        return self.data_size // self.frame_bytes
+
+    @property
+    def duration(self) -> float | None:
+        n = self.num_frames
+        return None if n is None else n / self.rate
+
+
+def is_wav_prefix(prefix: bytes) -> bool:
+    """True if ``prefix`` (at least 12 bytes of a stream) starts a RIFF/RF64 WAVE file."""
+    return len(prefix) >= 12 and prefix[:4] in (b"RIFF", b"RF64", b"BW64") and prefix[8:12] == b"WAVE"
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    """Read up to ``n`` bytes, looping over short reads (pipes); fewer only at EOF."""
+    if n <= 0:
+        return b""
+    first = f.read(n)
+    if first is None:
+        first = b""
+    if len(first) == n or not first:
+        return bytes(first)
+    parts = [first]
+    got = len(first)
+    while got < n:
+        chunk = f.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _skip(f: BinaryIO, n: int) -> int:
+    """Skip ``n`` bytes (seeking if possible); return how many were skipped."""
+    if n <= 0:
+        return 0
+    try:
+        if f.seekable():
+            pos = f.tell()
+            end = f.seek(0, io.SEEK_END)
+            target = min(pos + n, end)
+            f.seek(target)
+            return target - pos
+    except (AttributeError, OSError, ValueError):
+        pass
+    skipped = 0
+    while skipped < n:
+        chunk = f.read(min(1 << 16, n - skipped))
+        if not chunk:
+            break
+        skipped += len(chunk)
+    return skipped
+
+
+def _parse_fmt(body: bytes, name: str) -> tuple[str, int, int, int, int, int, int | None]:
+    """Return (format, format_tag, channels, rate, bits, block_align, valid_bits)."""
+    if len(body) < 16:
+        raise AudioError(f"{name}: fmt chunk too short ({len(body)} bytes), not a valid WAV file")
+    tag, channels, rate, _byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", body, 0)
+    valid_bits = None
+    effective = tag
+    if tag == WAVE_FORMAT_EXTENSIBLE:
+        if len(body) < 40:
+            raise AudioError(f"{name}: WAVE_FORMAT_EXTENSIBLE fmt chunk too short ({len(body)} bytes)")
+        valid_bits, _mask = struct.unpack_from("<HI", body, 18)
+        guid = body[24:40]
+        if guid[2:] != _GUID_SUFFIX:
+            raise AudioError(
+                f"{name}: unsupported WAVE_FORMAT_EXTENSIBLE sub-format {guid.hex()}; {_CONVERT_HINT}"
+            )
+        effective = struct.unpack_from("<H", guid, 0)[0]
+    if effective == WAVE_FORMAT_PCM:
+        fmt = "pcm"
+    elif effective == WAVE_FORMAT_IEEE_FLOAT:
+        fmt = "float"
+    else:
+        what = _KNOWN_TAGS.get(effective, "unknown")
+        raise AudioError(
+            f"{name}: unsupported WAV encoding (format tag 0x{effective:04X}, {what}); {_CONVERT_HINT}"
+        )
+    if channels == 0:
+        raise AudioError(f"{name}: WAV header says 0 channels")
+    if rate == 0:
+        raise AudioError(f"{name}: WAV header says a sample rate of 0 Hz")
+    if bits == 0:
+        raise AudioError(f"{name}: WAV header says 0 bits per sample")
+    # Samples are left-justified in byte containers: 12-bit PCM lives in 16 bits, 20 in 24.
+    container = (bits + 7) // 8 * 8
+    if fmt == "pcm" and container not in (8, 16, 24, 32):
+        raise AudioError(f"{name}: unsupported PCM bit depth {bits}; {_CONVERT_HINT}")
+    if fmt == "float" and bits not in (32, 64):
+        raise AudioError(f"{name}: unsupported float bit depth {bits}; {_CONVERT_HINT}")
+    return fmt, tag, channels, rate, container, block_align, valid_bits
+
+
+def read_wav_header(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str | None = None) -> WavHeader:
+    """Parse a WAV header from bytes or a binary file object.
+
+    Reads sequentially (never seeks backwards), so it works on pipes: on return a
+    file object is positioned at the first sample byte. Unknown chunks are
+    skipped (with their pad byte when odd-sized). Raises :class:`AudioError` if
+    the input is not a RIFF/WAVE (or RF64) file, the fmt or data chunk is missing,
+    or the encoding is unsupported. ``name`` is used in error messages.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        f: BinaryIO = io.BytesIO(bytes(source))
+        name = name or "<bytes>"
+    else:
+        f = source
+        name = name or str(getattr(source, "name", "<stream>"))
+
+    head = _read_exact(f, 12)
+    if not is_wav_prefix(head):
+        if len(head) == 0:
+            raise AudioError(f"{name}: empty file, not a WAV file")
+        raise AudioError(f"{name}: not a WAV file (no RIFF/WAVE header); {_CONVERT_HINT}")
+    container = head[:4].decode("ascii")
+    pos = 12
+    fmt_info = None
+    ds64_data_size: int | None = None
+
+    while True:
+        ch = _read_exact(f, 8)
+        if len(ch) < 8:
+            if fmt_info is None:
+                raise AudioError(f"{name}: no fmt chunk found, not a valid WAV file")
+            raise AudioError(f"{name}: no data chunk found (no audio in this WAV file)")
+        cid = ch[:4]
+        size = struct.unpack_from("<I", ch, 4)[0]
+        pos += 8
+        if cid == b"data":
+            if fmt_info is None:
+                raise AudioError(f"{name}: data chunk comes before the fmt chunk, not a valid WAV file")
+            fmt, tag, channels, rate, bits, block_align, valid_bits = fmt_info
+            if container != "RIFF" and size == 0xFFFFFFFF and ds64_data_size is not None:
+                data_size: int | None = ds64_data_size
+            elif size in _UNKNOWN_SIZES:
+                data_size = None
+            else:
+                data_size = size
+            return WavHeader(
+                format=fmt,
+                channels=channels,
+                rate=rate,
+                bits=bits,
+                data_offset=pos,
+                data_size=data_size,
+                format_tag=tag,
+                block_align=block_align,
+                valid_bits=valid_bits,
+                container=container,
+            )
+        padded = size + (size & 1)
+        if cid in (b"fmt ", b"ds64"):
+            body = _read_exact(f, padded)
+            if len(body) < size:
+                raise AudioError(f"{name}: truncated WAV header ({cid.decode('latin-1').strip()} chunk cut short)")
+            body = body[:size]
+            if cid == b"fmt ":
+                fmt_info = _parse_fmt(body, name)
+            elif container != "RIFF":
+                if len(body) < 16:
+                    raise AudioError(f"{name}: RF64 ds64 chunk too short")
+                ds64_data_size = struct.unpack_from("<Q", body, 8)[0]
+        else:
+            if _skip(f, padded) < size:
+                if fmt_info is None:
+                    raise AudioError(f"{name}: no fmt chunk found, not a valid WAV file")
+                raise AudioError(f"{name}: no data chunk found (no audio in this WAV file)")
+        pos += padded
+
+
+# ---------------------------------------------------------------------------
+# Sample decoding
+
+
+def _as_format(fmt: Union[str, SampleFormat, WavHeader], channels: int | None) -> SampleFormat:
+    if isinstance(fmt, WavHeader):
+        sf = fmt.sample_format
+    elif isinstance(fmt, SampleFormat):
+        sf = fmt
+    elif isinstance(fmt, str):
+        sf = SampleFormat.parse(fmt)
+    else:
+        raise UsageError(f"fmt must be a format name, SampleFormat or WavHeader, not {type(fmt).__name__}")
+    if channels is not None and channels != sf.channels:
+        sf = SampleFormat(sf.kind, sf.bits, channels)
+    return sf
+
+
+def pcm_bytes_to_float(
+    buf: Union[bytes, bytearray, memoryview],
+    fmt: Union[str, SampleFormat, WavHeader] = "s16le",
+    *,
+    channels: int | None = None,
+    downmix: bool = True,
+    name: str = "<pcm>",
+) -> np.ndarray:
+    """Decode interleaved little-endian PCM bytes to float32.
+
+    ``fmt`` is a format name ("s16le", "s24le", "s32le", "u8", "f32le", "f64le"),
+    a :class:`SampleFormat` or a :class:`WavHeader`; ``channels`` overrides its
+    channel count. Integers are scaled to [-1, 1) (int16 by 1/32768, 24-bit by
+    1/2^23, int32 by 1/2^31, uint8 as (x - 128) / 128); floats are taken as is.
+    Returns a 1-D mono array (channels averaged) or, with ``downmix=False``, a
+    ``[frames, channels]`` array. ``len(buf)`` must be a whole number of frames
+    (streaming callers keep the remainder for the next call); NaN or infinite
+    samples raise :class:`AudioError`.
+    """
+    sf = _as_format(fmt, channels)
+    mv = memoryview(buf).cast("B")
+    n = len(mv)
+    if n % sf.frame_bytes:
+        raise AudioError(
+            f"{name}: {n} bytes is not a whole number of {sf.frame_bytes}-byte sample frames"
+        )
+    if sf.kind == "float":
+        raw = np.frombuffer(mv, dtype="<f4" if sf.bits == 32 else "<f8")
+        x = raw.astype(np.float32)
+        if not np.isfinite(x).all():
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise AudioError(f"{name}: audio contains {bad} NaN or infinite sample(s)")
+    elif sf.bits == 8:
+        x = np.frombuffer(mv, dtype=np.uint8).astype(np.float32)
+        x -= 128.0
+        x *= 1.0 / 128.0
+    elif sf.bits == 16:
+        x = np.frombuffer(mv, dtype="<i2").astype(np.float32)
+        x *= 1.0 / 32768.0
+    elif sf.bits == 24:
+        b = np.frombuffer(mv, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        v = (v << 8) >> 8  # sign-extend from 24 bits
+        x = v.astype(np.float32)
+        x *= 1.0 / 8388608.0
+    else:  # 32-bit int
+        x = np.frombuffer(mv, dtype="<i4").astype(np.float32)
+        x *= 1.0 / 2147483648.0
+    if sf.channels > 1:
+        x = x.reshape(-1, sf.channels)
+        if downmix:
+            x = x.mean(axis=1, dtype=np.float32)
+    elif not downmix:
+        x = x.reshape(-1, 1)
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Whole files
+
+
+def _read_data(f: BinaryIO, header: WavHeader, name: str) -> bytes:
+    if header.data_size is None:
+        data = f.read()
+        data = data or b""
+        data = data[: len(data) - len(data) % header.frame_bytes]
+    else:
+        data = _read_exact(f, header.data_size)
+        if len(data) < header.data_size:
+            raise AudioError(
+                f"{name}: truncated: header says {header.data_size} bytes of audio, file has {len(data)}"
+            )
+        # A declared size that is not a whole number of frames: drop the partial frame.
+        data = data[: len(data) - len(data) % header.frame_bytes]
+    return data
+
+
+def decode_wav(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode a whole WAV file (bytes or a binary file object) to
+    ``(float32 mono samples, sample rate)``, without resampling."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        f: BinaryIO = io.BytesIO(bytes(source))
+        name = name or "<bytes>"
+    else:
+        f = source
+        name = name or str(getattr(source, "name", "<stream>"))
+    header = read_wav_header(f, name=name)
+    data = _read_data(f, header, name)
+    if not data:
+        raise AudioError(f"{name}: no audio samples (empty data chunk)")
+    x = pcm_bytes_to_float(data, header, name=name)
+    return x, header.rate
+
+
+def resample(x: np.ndarray, in_rate: int, out_rate: int = TARGET_SAMPLE_RATE, *, name: str = "<audio>") -> np.ndarray:
+    """Resample mono float32 audio with soxr (HQ); returns ``x`` unchanged if the rates match."""
+    if in_rate == out_rate:
+        return x
+    try:
+        import soxr
+    except ImportError as e:  # pragma: no cover - soxr is a hard dependency
+        raise AudioError(
+            f"{name}: resampling {in_rate} Hz to {out_rate} Hz needs the 'soxr' package (pip install soxr)"
+        ) from e
+    y = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), in_rate, out_rate, quality="HQ")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _array_to_float(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim == 0 or a.ndim > 2:
+        raise AudioError(f"{name}: expected a 1-D [samples] or 2-D [samples, channels] array, got shape {a.shape}")
+    if a.ndim == 2:
+        if a.shape[1] == 0:
+            raise AudioError(f"{name}: audio array has 0 channels (shape {a.shape})")
+        if a.shape[1] > 64 and a.shape[0] < a.shape[1]:
+            raise AudioError(
+                f"{name}: array of shape {a.shape} looks like [channels, samples]; pass [samples, channels] (transpose it)"
+            )
+    if a.size == 0:
+        raise AudioError(f"{name}: no audio samples (empty array)")
+    dt = a.dtype
+    if dt == np.int16:
+        x = a.astype(np.float32) * np.float32(1.0 / 32768.0)
+    elif dt == np.int32:
+        x = (a.astype(np.float64) * (1.0 / 2147483648.0)).astype(np.float32)
+    elif dt == np.uint8:
+        x = (a.astype(np.float32) - np.float32(128.0)) * np.float32(1.0 / 128.0)
+    elif dt == np.int8:
+        x = a.astype(np.float32) * np.float32(1.0 / 128.0)
+    elif dt.kind == "f":
+        x = a.astype(np.float32)
+        if not np.isfinite(x).all():
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise AudioError(f"{name}: audio contains {bad} NaN or infinite sample(s)")
+    else:
+        raise AudioError(
+            f"{name}: unsupported array dtype {dt} (use float32/float64, int16, int32 or uint8)"
+        )
+    if x.ndim == 2:
+        x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def load_audio(
+    source: Union[PathLike, bytes, bytearray, memoryview, np.ndarray],
+    sample_rate: int | None = None,
+    target_rate: int = TARGET_SAMPLE_RATE,
+) -> np.ndarray:
+    """Load audio as a 1-D float32 mono array at ``target_rate`` (16 kHz).
+
+    ``source`` is a WAV file path, the bytes of a WAV file, or a numpy array of
+    samples (1-D, or 2-D ``[samples, channels]``, downmixed by averaging) whose
+    rate ``sample_rate`` must then be given. int16 arrays are scaled by 1/32768,
+    int32 by 1/2^31, uint8 centred at 128; float arrays are taken as is (values
+    outside [-1, 1] are kept, not clipped). Raises :class:`AudioError` for
+    unreadable, malformed, unsupported, empty, or NaN/Inf audio and
+    :class:`UsageError` for invalid arguments.
+    """
+    if not isinstance(target_rate, (int, np.integer)) or isinstance(target_rate, bool) or target_rate <= 0:
+        raise UsageError(f"target_rate must be a positive integer, got {target_rate!r}")
+    target_rate = int(target_rate)
+
+    if isinstance(source, np.ndarray):
+        if sample_rate is None:
+            raise UsageError("load_audio: sample_rate is required when passing a numpy array")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float)) or sample_rate <= 0:
+            raise UsageError(f"load_audio: sample_rate must be a positive number, got {sample_rate!r}")
+        if float(sample_rate) != int(sample_rate):
+            raise UsageError(f"load_audio: sample_rate must be a whole number of Hz, got {sample_rate!r}")
+        name = "<array>"
+        x = _array_to_float(source, name)
+        return resample(x, int(sample_rate), target_rate, name=name)
+
+    if sample_rate is not None:
+        raise UsageError("load_audio: sample_rate is only for numpy arrays (a WAV file carries its own rate)")
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        x, rate = decode_wav(source, name="<bytes>")
+        return resample(x, rate, target_rate, name="<bytes>")
+
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        if isinstance(name, bytes):
+            name = name.decode(errors="replace")
+        try:
+            f = open(source, "rb")
+        except FileNotFoundError:
+            raise AudioError(f"{name}: file not found") from None
+        except IsADirectoryError:
+            raise AudioError(f"{name}: is a directory, not an audio file") from None
+        except PermissionError:
+            raise AudioError(f"{name}: permission denied") from None
+        except OSError as e:
+            raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
+        try:
+            with f:
+                x, rate = decode_wav(f, name=name)
+        except OSError as e:
+            raise AudioError(f"{name}: read error ({e.strerror or e})") from None
+        return resample(x, rate, target_rate, name=name)
+
+    raise UsageError(
+        f"load_audio: source must be a path, WAV bytes or a numpy array, not {type(source).__name__}"
+    )

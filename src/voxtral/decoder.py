@@ -1,0 +1,99 @@
+"""Text decoder: GQA transformer with RoPE, a sliding-window KV cache, the
+delay-conditioned adaptive norm and the tied LM head."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _kernels as K
+from .config import ModelConfig
+from .kvcache import KVCache
+from .rope import RotaryTables
+from .weights import Weights
+
+
+def bf16_rows_to_f32(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Gather rows of a BF16 (uint16 bits) matrix as float32."""
+    rows = table[np.asarray(ids, dtype=np.int64)]
+    return (rows.astype(np.uint32) << 16).view(np.float32)
+
+
+def time_embedding(t: float, dim: int, theta: float = 10000.0) -> np.ndarray:
+    """Sinusoidal embedding of the delay, float32 as in the reference: [cos(t f), sin(t f)]."""
+    half = dim // 2
+    inv_freq = np.exp(np.float32(-math.log(theta)) * np.arange(half, dtype=np.float32) / np.float32(half)).astype(
+        np.float32
+    )
+    angles = np.float32(t) * inv_freq
+    return np.concatenate([np.cos(angles), np.sin(angles)]).astype(np.float32)
+
+
+class TextDecoder:
+    def __init__(self, cfg: ModelConfig, w: Weights):
+        self.cfg = cfg
+        self.w = w
+        d = cfg.decoder
+        self.rope = RotaryTables(d.head_dim, d.rope_theta)
+        self.interleaved = cfg.rope_style == "interleaved"
+        self.scale = float(d.head_dim) ** -0.5
+        self._ada_cache: dict[int, np.ndarray] = {}
+
+    def new_cache(self) -> KVCache:
+        d = self.cfg.decoder
+        return KVCache(d.n_layers, d.n_kv_heads * d.head_dim, d.sliding_window, initial_rows=128)
+
+    def ada_scales(self, n_delay_tokens: int) -> np.ndarray:
+        """Per-layer FFN-norm multipliers 1 + up(gelu(down(t_cond))): [n_layers, dim]."""
+        got = self._ada_cache.get(n_delay_tokens)
+        if got is None:
+            t_cond = time_embedding(float(n_delay_tokens), self.cfg.decoder.dim)[None, :]
+            rows = []
+            for lw in self.w.decoder_layers:
+                hidden = K.gelu(K.matmul_bf16(t_cond, lw.ada_down))
+                rows.append(1.0 + K.matmul_bf16(hidden, lw.ada_up)[0])
+            got = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+            self._ada_cache[n_delay_tokens] = got
+        return got
+
+    def embed(self, token_ids) -> np.ndarray:
+        return bf16_rows_to_f32(self.w.tok_embeddings, token_ids)
+
+    def forward(self, cache: KVCache, x: np.ndarray, ada: np.ndarray) -> np.ndarray:
+        """Run positions cache.next_pos .. +n with inputs x [n, dim] (modified in
+        place); returns the final-normed hidden state of the LAST position [1, dim]."""
+        d = self.cfg.decoder
+        n = x.shape[0]
+        cache.reserve(n)
+        pos = cache.next_pos
+        cos, sin = self.rope(pos, n)
+        q = np.empty((n, d.n_heads * d.head_dim), dtype=np.float32)
+        attn = np.empty_like(q)
+        for i, lw in enumerate(self.w.decoder_layers):
+            h = K.rms_norm(x, lw.attn_norm, d.norm_eps)
+            k_new, v_new = cache.slots(i, n)
+            K.matmul_bf16(h, lw.wq, None, out=q)
+            K.matmul_bf16(h, lw.wk, None, out=k_new)
+            K.matmul_bf16(h, lw.wv, None, out=v_new)
+            K.rope(q.reshape(n, d.n_heads, d.head_dim), cos, sin, self.interleaved)
+            K.rope(k_new.reshape(n, d.n_kv_heads, d.head_dim), cos, sin, self.interleaved)
+            keys, values = cache.keys_values(i, n)
+            K.attention(
+                q.reshape(n, d.n_heads, d.head_dim),
+                keys.reshape(-1, d.n_kv_heads, d.head_dim),
+                values.reshape(-1, d.n_kv_heads, d.head_dim),
+                attn.reshape(n, d.n_heads, d.head_dim),
+                pos, cache.pos0, d.sliding_window, self.scale,
+            )
+            K.matmul_bf16(attn, lw.wo, None, out=x, accumulate=True)
+            h = K.rms_norm(x, lw.ffn_norm, d.norm_eps)
+            h *= ada[i]
+            gate = K.matmul_bf16(h, lw.w1)
+            up = K.matmul_bf16(h, lw.w3)
+            K.matmul_bf16(K.silu_mul(gate, up), lw.w2, None, out=x, accumulate=True)
+        cache.commit(n)
+        return K.rms_norm(np.ascontiguousarray(x[-1:]), self.w.decoder_norm, d.norm_eps)
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        return K.matmul_bf16(hidden, self.w.tok_embeddings)

@@ -1,0 +1,127 @@
+"""Audio encoder: causal conv stem, causal sliding-window transformer,
+4x frame stacking and the adapter to the decoder's width.
+
+Everything is incremental: ``AudioEncoder.push(state, mel_frames)`` returns
+the audio embeddings that the new mel frames complete, carrying the conv
+boundary frames, the attention KV cache and the stacking remainder in
+``EncoderState``. Offline and streaming share this one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as K
+from .config import ModelConfig
+from .kvcache import KVCache
+from .rope import RotaryTables
+from .weights import Weights
+
+_KERNEL = 3  # conv stem kernel size (architecture)
+_MAX_FRAMES_PER_PASS = 256  # bounds activation memory on long inputs
+
+
+@dataclass
+class EncoderState:
+    conv1_tail: np.ndarray  # last (kernel - 1) mel frames
+    conv2_pending: np.ndarray  # conv1 outputs not yet consumed by the stride-2 conv
+    cache: KVCache
+    stack_pending: np.ndarray  # encoder frames waiting for a full group of `downsample_factor`
+    frames_out: int = 0
+
+
+class AudioEncoder:
+    def __init__(self, cfg: ModelConfig, w: Weights):
+        self.cfg = cfg
+        self.w = w
+        e = cfg.encoder
+        self.rope = RotaryTables(e.head_dim, e.rope_theta)
+        self.interleaved = cfg.rope_style == "interleaved"
+        self.scale = float(e.head_dim) ** -0.5
+
+    def new_state(self) -> EncoderState:
+        e, a = self.cfg.encoder, self.cfg.audio
+        return EncoderState(
+            conv1_tail=np.zeros((_KERNEL - 1, a.num_mel_bins), dtype=np.float32),
+            # causal padding of the stride-2 conv: kernel - stride zero frames
+            conv2_pending=np.zeros((_KERNEL - a.conv_stride, e.dim), dtype=np.float32),
+            cache=KVCache(e.n_layers, e.n_kv_heads * e.head_dim, e.sliding_window),
+            stack_pending=np.zeros((0, e.dim), dtype=np.float32),
+        )
+
+    # ---- conv stem ----
+    def _conv_stem(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
+        stride = self.cfg.audio.conv_stride
+        x = np.concatenate([st.conv1_tail, mel])
+        st.conv1_tail = x[-(_KERNEL - 1):].copy()
+        y1 = K.gelu(K.conv1d_bf16(x, self.w.conv1_w, self.w.conv1_b, 1))
+        buf = np.concatenate([st.conv2_pending, y1])
+        n_out = (buf.shape[0] - _KERNEL) // stride + 1 if buf.shape[0] >= _KERNEL else 0
+        st.conv2_pending = buf[n_out * stride:].copy()
+        if n_out == 0:
+            return np.zeros((0, self.cfg.encoder.dim), dtype=np.float32)
+        used = buf[: (n_out - 1) * stride + _KERNEL]
+        return K.gelu(K.conv1d_bf16(np.ascontiguousarray(used), self.w.conv2_w, self.w.conv2_b, stride))
+
+    # ---- transformer ----
+    def _layers(self, st: EncoderState, x: np.ndarray) -> np.ndarray:
+        e = self.cfg.encoder
+        n = x.shape[0]
+        cache = st.cache
+        cache.reserve(n)
+        pos = cache.next_pos
+        cos, sin = self.rope(pos, n)
+        q = np.empty((n, e.n_heads * e.head_dim), dtype=np.float32)
+        attn = np.empty_like(q)
+        for i, lw in enumerate(self.w.encoder_layers):
+            h = K.rms_norm(x, lw.attn_norm, e.norm_eps)
+            k_new, v_new = cache.slots(i, n)
+            K.matmul_bf16(h, lw.wq, lw.bq, out=q)
+            K.matmul_bf16(h, lw.wk, None, out=k_new)
+            K.matmul_bf16(h, lw.wv, lw.bv, out=v_new)
+            K.rope(q.reshape(n, e.n_heads, e.head_dim), cos, sin, self.interleaved)
+            K.rope(k_new.reshape(n, e.n_kv_heads, e.head_dim), cos, sin, self.interleaved)
+            keys, values = cache.keys_values(i, n)
+            K.attention(
+                q.reshape(n, e.n_heads, e.head_dim),
+                keys.reshape(-1, e.n_kv_heads, e.head_dim),
+                values.reshape(-1, e.n_kv_heads, e.head_dim),
+                attn.reshape(n, e.n_heads, e.head_dim),
+                pos, cache.pos0, e.sliding_window, self.scale,
+            )
+            K.matmul_bf16(attn, lw.wo, lw.bo, out=x, accumulate=True)
+            h = K.rms_norm(x, lw.ffn_norm, e.norm_eps)
+            gate = K.matmul_bf16(h, lw.w1)
+            up = K.matmul_bf16(h, lw.w3)
+            K.matmul_bf16(K.silu_mul(gate, up), lw.w2, lw.b2, out=x, accumulate=True)
+        cache.commit(n)
+        return K.rms_norm(x, self.w.encoder_norm, e.norm_eps)
+
+    def _adapter(self, frames: np.ndarray) -> np.ndarray:
+        stacked = frames.reshape(-1, frames.shape[1] * self.cfg.audio.downsample_factor)
+        return K.matmul_bf16(K.gelu(K.matmul_bf16(stacked, self.w.adapter1)), self.w.adapter2)
+
+    def encode_frames(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
+        """Mel frames -> final encoder frames (before stacking), incremental."""
+        stem = self._conv_stem(st, np.ascontiguousarray(mel, dtype=np.float32))
+        outs = []
+        for s in range(0, stem.shape[0], _MAX_FRAMES_PER_PASS):
+            chunk = np.ascontiguousarray(stem[s : s + _MAX_FRAMES_PER_PASS])
+            outs.append(self._layers(st, chunk))
+        st.frames_out += stem.shape[0]
+        if not outs:
+            return np.zeros((0, self.cfg.encoder.dim), dtype=np.float32)
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    def push(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
+        """Mel frames -> audio embeddings [n_tokens, decoder dim] for every complete group."""
+        frames = self.encode_frames(st, mel)
+        group = self.cfg.audio.downsample_factor
+        pending = np.concatenate([st.stack_pending, frames]) if st.stack_pending.shape[0] else frames
+        n_full = pending.shape[0] // group * group
+        st.stack_pending = pending[n_full:].copy()
+        if n_full == 0:
+            return np.zeros((0, self.cfg.decoder.dim), dtype=np.float32)
+        return self._adapter(np.ascontiguousarray(pending[:n_full]))

@@ -1,0 +1,229 @@
+"""Live audio sources: a pipe on stdin and the microphone.
+
+Both yield float32 mono chunks at the model's rate as they arrive, so that
+the stream can decode while audio is still coming in.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from .audio import SampleFormat, is_wav_prefix, pcm_bytes_to_float, read_wav_header
+from .errors import AudioError, DeviceError
+
+_READ_SIZE = 1 << 14  # bytes per read from a pipe: ~0.5 s of s16le at 16 kHz
+
+
+class Resampler:
+    """Incremental band-limited resampler (soxr stream) to the model's rate."""
+
+    def __init__(self, in_rate: int, out_rate: int):
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self._stream = None
+        if in_rate != out_rate:
+            import soxr
+
+            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._stream is None:
+            return x
+        return self._stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+
+class _Prefixed:
+    """A binary reader that serves already-read bytes before the rest."""
+
+    def __init__(self, prefix: bytes, f: BinaryIO):
+        self._prefix, self._f = prefix, f
+
+    def _raw(self, n: int) -> bytes:
+        read1 = getattr(self._f, "read1", None)
+        data = read1(n) if read1 else self._f.read(n)
+        return data or b""
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if n < 0:
+                out, self._prefix = self._prefix, b""
+                return out + (self._f.read() or b"")
+            out, self._prefix = self._prefix[:n], self._prefix[n:]
+            return out
+        if n < 0:
+            return self._f.read() or b""
+        return self._raw(n)
+
+
+def _read_prefix(f: BinaryIO, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = f.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def read_pcm_stream(
+    f: BinaryIO, target_rate: int, raw_format: str = "s16le", raw_rate: int = 16000, name: str = "<stdin>"
+) -> Iterator[np.ndarray]:
+    """Chunks of float32 mono audio at ``target_rate`` from a byte stream:
+    a WAV file (detected by its header) or raw PCM (``raw_format`` at
+    ``raw_rate``, mono). Bytes may arrive in any piece sizes; a stream that ends
+    inside a sample frame drops that partial frame."""
+    head = _read_prefix(f, 12)
+    reader = _Prefixed(head, f)
+    remaining = None
+    if is_wav_prefix(head):
+        header = read_wav_header(reader, name=name)
+        fmt, rate, remaining = header.sample_format, header.rate, header.data_size
+    else:
+        if not head:
+            raise AudioError(f"{name}: no audio on the input")
+        fmt, rate = SampleFormat.parse(raw_format), raw_rate
+    resample = Resampler(rate, target_rate)
+    carry = b""
+    got_any = False
+    while remaining is None or remaining > 0:
+        want = _READ_SIZE if remaining is None else min(_READ_SIZE, remaining)
+        data = reader.read(want)
+        if not data:
+            break
+        if remaining is not None:
+            remaining -= len(data)
+        buf = carry + data
+        usable = len(buf) - len(buf) % fmt.frame_bytes
+        carry = buf[usable:]
+        if usable:
+            got_any = True
+            yield resample(pcm_bytes_to_float(buf[:usable], fmt, name=name))
+    tail = resample(np.zeros(0, dtype=np.float32), last=True)
+    if tail.shape[0]:
+        yield tail
+    if not got_any:
+        raise AudioError(f"{name}: the input ended before any audio samples")
+
+
+class Microphone:
+    """Capture from an input device in a PortAudio callback thread.
+
+    A bounded queue sits between capture and the model: when the model falls
+    behind, the OLDEST audio is dropped (live transcription should stay live)
+    and counted in ``dropped_seconds``, which the caller reports."""
+
+    def __init__(self, sample_rate: int, device: str | int | None = None, block_seconds: float = 0.08,
+                 max_queue_seconds: float = 10.0):
+        try:
+            import sounddevice as sd
+        except OSError as exc:  # the wheel is there, the PortAudio library is not
+            raise DeviceError(
+                f"PortAudio is not installed ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)"
+            ) from None
+        except ImportError:
+            raise DeviceError("microphone input needs sounddevice: pip install 'voxtral[mic]'") from None
+        self._sd = sd
+        self.sample_rate = sample_rate
+        self.block = max(1, int(block_seconds * sample_rate))
+        self._queue: collections.deque[np.ndarray] = collections.deque()
+        self._max_samples = int(max_queue_seconds * sample_rate)
+        self._queued = 0
+        self._lock = threading.Condition()
+        self.dropped_samples = 0
+        self.captured_samples = 0
+        self.status_flags = 0
+        self._closed = False
+        try:
+            self._stream = sd.InputStream(
+                samplerate=sample_rate, channels=1, dtype="float32", device=device,
+                blocksize=self.block, callback=self._callback,
+            )
+        except (sd.PortAudioError, ValueError) as exc:
+            what = f"input device {device!r}" if device is not None else "the default input device"
+            raise DeviceError(f"cannot open {what}: {exc}".replace("\n", " ")) from None
+
+    @property
+    def dropped_seconds(self) -> float:
+        return self.dropped_samples / self.sample_rate
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        block = indata[:, 0].copy()
+        with self._lock:
+            if status:
+                self.status_flags += 1
+            self.captured_samples += block.shape[0]
+            self._queue.append(block)
+            self._queued += block.shape[0]
+            while self._queued > self._max_samples and len(self._queue) > 1:
+                old = self._queue.popleft()
+                self._queued -= old.shape[0]
+                self.dropped_samples += old.shape[0]
+            self._lock.notify()
+
+    def __enter__(self) -> "Microphone":
+        try:
+            self._stream.start()
+        except self._sd.PortAudioError as exc:
+            raise DeviceError(f"cannot start audio capture: {exc}") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self._stream.abort()  # stop() can hang on a source that stopped producing
+            finally:
+                self._stream.close()
+            with self._lock:
+                self._lock.notify_all()
+
+    def read(self, timeout: float = 1.0) -> np.ndarray:
+        """All audio captured since the last read (waits up to ``timeout`` for some)."""
+        with self._lock:
+            if not self._queue and not self._closed:
+                self._lock.wait(timeout)
+            blocks = list(self._queue)
+            self._queue.clear()
+            self._queued = 0
+        if not blocks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(blocks)
+
+
+class WavRecorder:
+    """Writes float32 mono audio to a WAV file as it arrives (--record), so
+    that a live session can be replayed exactly; the header is completed on close."""
+
+    def __init__(self, path, sample_rate: int):
+        self.path = path
+        self.sample_rate = sample_rate
+        self.frames = 0
+        try:
+            self._f = open(path, "wb")
+        except OSError as exc:
+            raise AudioError(f"{path}: cannot write recording ({exc.strerror})") from None
+        self._f.write(self._header(0))
+
+    def _header(self, frames: int) -> bytes:
+        data = frames * 4
+        fmt = (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + self.sample_rate.to_bytes(4, "little")
+        fmt += (self.sample_rate * 4).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
+        return (b"RIFF" + (36 + data).to_bytes(4, "little") + b"WAVE" + b"fmt " + (16).to_bytes(4, "little") + fmt
+                + b"data" + data.to_bytes(4, "little"))
+
+    def write(self, samples: np.ndarray) -> None:
+        self._f.write(np.ascontiguousarray(samples, dtype="<f4").tobytes())
+        self.frames += samples.shape[0]
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.seek(0)
+            self._f.write(self._header(self.frames))
+            self._f.close()

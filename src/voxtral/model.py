@@ -1,0 +1,114 @@
+"""Public entry points: ``load()`` a model once, then ``transcribe()`` audio
+or open a ``stream()``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import _kernels
+from .audio import load_audio
+from .config import DEFAULT_DELAY_MS, ModelConfig
+from .decoder import TextDecoder
+from .encoder import AudioEncoder
+from .errors import ConfigError, TokenizerError
+from .mel import MelFrontEnd
+from .segments import Segment, Word, build_segments
+from .stream import Stream, TokenEvent
+from .tokenizer import TekkenTokenizer
+from .weights import Weights, load_weights
+
+# Offline input is fed in pieces so that text appears while a long file is read.
+_OFFLINE_CHUNK_SECONDS = 4.0
+
+
+@dataclass
+class Transcription:
+    """Result of ``transcribe()``: the text, the token ids, and segments with
+    word timestamps (faster-whisper style)."""
+
+    text: str
+    token_ids: list[int]
+    segments: list[Segment] = field(default_factory=list)
+    events: list[TokenEvent] = field(default_factory=list)
+    delay_ms: int = DEFAULT_DELAY_MS
+    duration: float = 0.0
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for seg in self.segments for w in seg.words]
+
+
+class VoxtralModel:
+    def __init__(self, config: ModelConfig, weights: Weights, tokenizer: TekkenTokenizer, model_dir: Path, layout: str):
+        self.config = config
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.model_dir = model_dir
+        self.layout = layout
+        if tokenizer.vocab_size != config.decoder.vocab_size:
+            raise ConfigError(
+                f"{model_dir}: tekken.json vocabulary ({tokenizer.vocab_size}) does not match the model's "
+                f"vocab_size ({config.decoder.vocab_size})"
+            )
+        self.front = MelFrontEnd(config.audio)
+        self.encoder = AudioEncoder(config, weights)
+        self.decoder = TextDecoder(config, weights)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.audio.sampling_rate
+
+    def stream(self, delay_ms: int = DEFAULT_DELAY_MS, *, sample_rate: int | None = None,
+               keep_logits: bool = False) -> Stream:
+        """A live transcription stream: ``feed()`` samples (16 kHz unless
+        ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end."""
+        return Stream(self, delay_ms, keep_logits=keep_logits, sample_rate=sample_rate)
+
+    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Iterator[TokenEvent]:
+        """Yield token events as they are decoded."""
+        samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
+        stream = self.stream(delay_ms)
+        step = int(_OFFLINE_CHUNK_SECONDS * self.sample_rate)
+        for start in range(0, samples.shape[0], step):
+            yield from stream.feed(samples[start : start + step])
+        yield from stream.finish()
+
+    def transcribe(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Transcription:
+        """Transcribe a path, WAV bytes, or a numpy array (+ sample_rate)."""
+        samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
+        events = list(self.transcribe_iter(samples, self.sample_rate, delay_ms))
+        ids = [e.token_id for e in events if e.token_id >= 0]
+        return Transcription(
+            text=self.tokenizer.decode(ids),
+            token_ids=ids,
+            segments=build_segments(events),
+            events=events,
+            delay_ms=delay_ms,
+            duration=samples.shape[0] / self.sample_rate,
+        )
+
+
+def load(model: str | os.PathLike | None = None, *, num_threads: int | None = None, download: bool = True) -> VoxtralModel:
+    """Load a model directory (Mistral-native or Hugging Face layout).
+
+    ``model`` is a directory or a Hugging Face repo id; without it the model
+    comes from ``VOXTRAL_MODEL_DIR`` or the Hugging Face cache.
+    """
+    from .hub import resolve_model_dir
+
+    if num_threads is not None:
+        if int(num_threads) < 1:
+            raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
+        _kernels.set_num_threads(int(num_threads))
+    model_dir = Path(resolve_model_dir(model, download=download))
+    tekken = model_dir / "tekken.json"
+    if not tekken.is_file():
+        raise TokenizerError(f"{model_dir}: tekken.json is missing")
+    tokenizer = TekkenTokenizer.from_file(tekken)
+    config, weights, layout = load_weights(model_dir, audio_section=tokenizer.audio_config)
+    return VoxtralModel(config, weights, tokenizer, model_dir, layout)

@@ -1,0 +1,210 @@
+"""The transcription engine: audio in, tokens out, incrementally.
+
+One ``Stream`` carries the whole pipeline state (log-mel framing, encoder
+caches, pending audio embeddings, decoder KV cache, greedy schedule), so that
+offline transcription is just ``feed(everything)`` + ``finish()`` and live
+audio is many small feeds: both give the same tokens.
+
+Schedule (model.md): the stream starts with ``n_left_pad_tokens`` tokens of
+silence; the prompt is BOS + STREAMING_PAD x (left pad + delay tokens); the
+decoder input at position p is audio_embedding[p] + embedding(token[p]); the
+prompt's last position yields the first token; at the end the audio is padded
+to a whole token plus (delay + 1 + buffer) tokens of silence and decoding stops
+at EOS or when the last audio embedding would be needed (total positions N,
+as the reference's max_length).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
+
+import numpy as np
+
+from .errors import AudioError, UsageError
+from .live import Resampler
+from .mel import LogMelStream
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One decoded token. ``text`` is the text it completes ('' for control
+    tokens or an unfinished UTF-8 character). ``start``/``end`` are seconds of
+    the input audio that the token describes: its 80 ms slot, the delay taken
+    off (the token at decoder position p has seen audio up to slot
+    p - left_pad - 1 and describes slot p - left_pad - 1 - delay)."""
+
+    token_id: int
+    text: str
+    position: int
+    start: float
+    end: float
+    control: bool = False
+
+
+class Stream:
+    def __init__(self, model, delay_ms: int, keep_logits: bool = False, sample_rate: int | None = None):
+        cfg = model.config
+        self.model = model
+        rate = cfg.audio.sampling_rate if sample_rate is None else int(sample_rate)
+        if rate <= 0:
+            raise UsageError(f"sample_rate must be positive, got {sample_rate}")
+        self._resample = Resampler(rate, cfg.audio.sampling_rate)
+        self.delay_ms = delay_ms
+        self.n_delay = cfg.delay_tokens(delay_ms)
+        tok = model.tokenizer
+        self.prompt = [tok.bos_id] + [tok.streaming_pad_id] * (cfg.n_left_pad_tokens + self.n_delay)
+        self.samples_per_token = cfg.audio.samples_per_token
+        self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
+        self._mel = LogMelStream(model.front)
+        self._enc = model.encoder.new_state()
+        self._cache = model.decoder.new_cache()
+        self._ada = model.decoder.ada_scales(self.n_delay)
+        self._text = tok.stream_decoder()
+        self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
+        self._pending_pos = 0  # position of _pending[0]
+        self._last_token: int | None = None
+        self.tokens: list[int] = []
+        self.samples_in = 0
+        self.finished = False
+        self.ended_by_eos = False
+        self._limit: int | None = None  # total positions N, known at finish
+        # Tests compare every step's logits with the reference.
+        self.logits: list[np.ndarray] | None = [] if keep_logits else None
+        self._push_audio(np.zeros(cfg.n_left_pad_tokens * self.samples_per_token, dtype=np.float32))
+
+    # ---- audio side ----
+    def _push_audio(self, samples: np.ndarray) -> None:
+        mel = self._mel.push(samples)
+        self._add_embeddings(self.model.encoder.push(self._enc, mel))
+
+    def _add_embeddings(self, emb: np.ndarray) -> None:
+        if emb.shape[0]:
+            self._pending = np.concatenate([self._pending, emb]) if self._pending.shape[0] else emb
+
+    def _check_samples(self, samples) -> np.ndarray:
+        arr = np.asarray(samples)
+        if arr.ndim != 1:
+            raise AudioError(f"feed() takes 1-D mono samples, got shape {arr.shape}")
+        if arr.dtype == np.int16:
+            return arr.astype(np.float32) / 32768.0
+        if arr.dtype.kind != "f":
+            raise AudioError(f"feed() takes float32 or int16 samples, got {arr.dtype}")
+        arr = arr.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(arr)):
+            raise AudioError("audio contains NaN or infinite samples")
+        return arr
+
+    # ---- decoder side ----
+    def _event(self, token: int, position: int) -> TokenEvent:
+        slot = position - self.model.config.n_left_pad_tokens - 1 - self.n_delay
+        start = max(0.0, slot * self.seconds_per_token)
+        end = max(0.0, (slot + 1) * self.seconds_per_token)
+        control = self.model.tokenizer.is_control(token)
+        return TokenEvent(token, self._text.push(token), position, start, end, control)
+
+    def _take(self, position: int) -> np.ndarray:
+        row = position - self._pending_pos
+        return self._pending[row : row + 1]
+
+    def _emit(self, logits: np.ndarray, position: int) -> TokenEvent:
+        if self.logits is not None:
+            self.logits.append(logits[0].copy())
+        token = int(np.argmax(logits[0]))
+        self._last_token = token
+        self.tokens.append(token)
+        if token == self.model.tokenizer.eos_id:
+            self.ended_by_eos = True
+        return self._event(token, position)
+
+    def _decode(self) -> list[TokenEvent]:
+        dec = self.model.decoder
+        events: list[TokenEvent] = []
+        available_end = self._pending_pos + self._pending.shape[0]  # positions with embeddings
+        L = len(self.prompt)
+        while not self.ended_by_eos:
+            pos = self._cache.next_pos
+            if self._last_token is None:
+                # prefill: positions 0..L-1 at once; yields the token of position L
+                if available_end < L or (self._limit is not None and L > self._limit - 1):
+                    break
+                x = self._pending[:L] + dec.embed(self.prompt)
+                hidden = dec.forward(self._cache, np.ascontiguousarray(x), self._ada)
+                events.append(self._emit(dec.logits(hidden), L))
+            else:
+                if pos >= available_end or (self._limit is not None and pos + 1 > self._limit - 1):
+                    break
+                x = self._take(pos) + dec.embed([self._last_token])
+                hidden = dec.forward(self._cache, np.ascontiguousarray(x), self._ada)
+                events.append(self._emit(dec.logits(hidden), pos + 1))
+            self._drop_consumed()
+        return events
+
+    def _drop_consumed(self) -> None:
+        used = self._cache.next_pos - self._pending_pos
+        if used > 0:
+            self._pending = self._pending[used:]
+            self._pending_pos += used
+
+    # ---- public API ----
+    def feed(self, samples) -> list[TokenEvent]:
+        """Add mono samples (float32 in [-1, 1] or int16) at the stream's rate;
+        returns the tokens they complete."""
+        if self.finished:
+            raise UsageError("feed() after finish(): open a new stream")
+        arr = self._resample(self._check_samples(samples))
+        if arr.shape[0] == 0:
+            return []
+        self.samples_in += arr.shape[0]
+        self._push_audio(arr)
+        return self._decode()
+
+    def flush(self) -> list[TokenEvent]:
+        """Emit what the delay still holds, keeping the stream open: inserts
+        silence up to the next token boundary plus (delay + 1) tokens, exactly
+        as if that silence had been fed (so the stream stays equal to offline
+        transcription of the audio with the silence in it)."""
+        if self.finished:
+            return []
+        spt = self.samples_per_token
+        pad = (-self.samples_in) % spt + (self.n_delay + 1) * spt
+        return self.feed(np.zeros(pad, dtype=np.float32))
+
+    def transcribe_chunks(self, chunks: Iterable) -> Iterator[TokenEvent]:
+        """Feed every chunk of an iterable, then finish; yields events as decoded."""
+        for chunk in chunks:
+            yield from self.feed(chunk)
+        yield from self.finish()
+
+    async def atranscribe_chunks(self, chunks: AsyncIterable) -> AsyncIterator[TokenEvent]:
+        """Async version: the model runs in a worker thread so the event loop stays free."""
+        async for chunk in chunks:
+            for event in await asyncio.to_thread(self.feed, chunk):
+                yield event
+        for event in await asyncio.to_thread(self.finish):
+            yield event
+
+    def finish(self) -> list[TokenEvent]:
+        """End of audio: pad as the model's schedule says and decode the rest."""
+        if self.finished:
+            return []
+        self.finished = True
+        cfg = self.model.config
+        tail = self._resample(np.zeros(0, dtype=np.float32), last=True)
+        if tail.shape[0]:
+            self.samples_in += tail.shape[0]
+            self._push_audio(tail)
+        spt = self.samples_per_token
+        right = (-self.samples_in) % spt + (self.n_delay + 1 + cfg.n_right_pad_buffer_tokens) * spt
+        self._push_audio(np.zeros(right, dtype=np.float32))
+        self._add_embeddings(self.model.encoder.push(self._enc, self._mel.finish()))
+        total_samples = cfg.n_left_pad_tokens * spt + self.samples_in + right
+        self._limit = total_samples // spt
+        events = self._decode()
+        leftover = self._text.flush()  # an incomplete UTF-8 sequence at the very end
+        if leftover:
+            last = events[-1] if events else None
+            pos = last.position if last else self._cache.next_pos
+            events.append(TokenEvent(-1, leftover, pos, last.start if last else 0.0, last.end if last else 0.0))
+        return events

@@ -1,0 +1,1 @@
+"""Test support: random-weight Voxtral checkpoints in the real file formats."""

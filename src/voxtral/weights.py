@@ -1,0 +1,325 @@
+"""Model weights: both on-disk layouts mapped into one internal form.
+
+Matrices stay BF16 (uint16 bit patterns) as zero-copy views of the mmapped
+files, so loading the 8.9 GB checkpoint reads only headers and the small
+vectors (norms, biases), which are converted to float32.
+
+The Hugging Face layout stores q/k rows permuted for rotate-half RoPE. Since
+attention only uses q.k, we keep those rows as they are and apply RoPE in the
+matching ("half") indexing: zero-copy, and the same model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelConfig, from_hf_config, from_params_json
+from .errors import CheckpointError, ModelFileError
+from .safetensors_io import SafetensorsFile
+
+_NATIVE_ENC = "mm_streams_embeddings.embedding_module.whisper_encoder."
+_NATIVE_ADAPTER = "mm_streams_embeddings.embedding_module.audio_language_projection."
+_NATIVE_TOK = "mm_streams_embeddings.embedding_module.tok_embeddings.weight"
+
+
+@dataclass
+class EncoderLayerWeights:
+    attn_norm: np.ndarray
+    wq: np.ndarray
+    bq: np.ndarray
+    wk: np.ndarray
+    wv: np.ndarray
+    bv: np.ndarray
+    wo: np.ndarray
+    bo: np.ndarray
+    ffn_norm: np.ndarray
+    w1: np.ndarray  # gate
+    w3: np.ndarray  # up
+    w2: np.ndarray  # down
+    b2: np.ndarray
+
+
+@dataclass
+class DecoderLayerWeights:
+    attn_norm: np.ndarray
+    wq: np.ndarray
+    wk: np.ndarray
+    wv: np.ndarray
+    wo: np.ndarray
+    ffn_norm: np.ndarray
+    w1: np.ndarray
+    w3: np.ndarray
+    w2: np.ndarray
+    ada_down: np.ndarray
+    ada_up: np.ndarray
+
+
+@dataclass
+class Weights:
+    conv1_w: np.ndarray
+    conv1_b: np.ndarray
+    conv2_w: np.ndarray
+    conv2_b: np.ndarray
+    encoder_layers: list[EncoderLayerWeights]
+    encoder_norm: np.ndarray
+    adapter1: np.ndarray
+    adapter2: np.ndarray
+    tok_embeddings: np.ndarray  # also the LM head (tied)
+    decoder_layers: list[DecoderLayerWeights]
+    decoder_norm: np.ndarray
+
+
+def _native_names(cfg: ModelConfig) -> dict[str, str]:
+    """internal key -> native tensor name."""
+    n = {
+        "conv1_w": _NATIVE_ENC + "conv_layers.0.conv.weight",
+        "conv1_b": _NATIVE_ENC + "conv_layers.0.conv.bias",
+        "conv2_w": _NATIVE_ENC + "conv_layers.1.conv.weight",
+        "conv2_b": _NATIVE_ENC + "conv_layers.1.conv.bias",
+        "encoder_norm": _NATIVE_ENC + "transformer.norm.weight",
+        "adapter1": _NATIVE_ADAPTER + "0.weight",
+        "adapter2": _NATIVE_ADAPTER + "2.weight",
+        "tok_embeddings": _NATIVE_TOK,
+        "decoder_norm": "norm.weight",
+    }
+    for i in range(cfg.encoder.n_layers):
+        p = f"{_NATIVE_ENC}transformer.layers.{i}."
+        n.update({
+            f"enc.{i}.attn_norm": p + "attention_norm.weight",
+            f"enc.{i}.wq": p + "attention.wq.weight",
+            f"enc.{i}.bq": p + "attention.wq.bias",
+            f"enc.{i}.wk": p + "attention.wk.weight",
+            f"enc.{i}.wv": p + "attention.wv.weight",
+            f"enc.{i}.bv": p + "attention.wv.bias",
+            f"enc.{i}.wo": p + "attention.wo.weight",
+            f"enc.{i}.bo": p + "attention.wo.bias",
+            f"enc.{i}.ffn_norm": p + "ffn_norm.weight",
+            f"enc.{i}.w1": p + "feed_forward.w1.weight",
+            f"enc.{i}.w3": p + "feed_forward.w3.weight",
+            f"enc.{i}.w2": p + "feed_forward.w2.weight",
+            f"enc.{i}.b2": p + "feed_forward.w2.bias",
+        })
+    for i in range(cfg.decoder.n_layers):
+        p = f"layers.{i}."
+        n.update({
+            f"dec.{i}.attn_norm": p + "attention_norm.weight",
+            f"dec.{i}.wq": p + "attention.wq.weight",
+            f"dec.{i}.wk": p + "attention.wk.weight",
+            f"dec.{i}.wv": p + "attention.wv.weight",
+            f"dec.{i}.wo": p + "attention.wo.weight",
+            f"dec.{i}.ffn_norm": p + "ffn_norm.weight",
+            f"dec.{i}.w1": p + "feed_forward.w1.weight",
+            f"dec.{i}.w3": p + "feed_forward.w3.weight",
+            f"dec.{i}.w2": p + "feed_forward.w2.weight",
+            f"dec.{i}.ada_down": p + "ada_rms_norm_t_cond.0.weight",
+            f"dec.{i}.ada_up": p + "ada_rms_norm_t_cond.2.weight",
+        })
+    return n
+
+
+def _hf_names(cfg: ModelConfig) -> dict[str, str]:
+    """internal key -> Hugging Face tensor name."""
+    e, d = "model.audio_tower.", "model.language_model."
+    n = {
+        "conv1_w": e + "embedder.conv1.weight",
+        "conv1_b": e + "embedder.conv1.bias",
+        "conv2_w": e + "embedder.conv2.weight",
+        "conv2_b": e + "embedder.conv2.bias",
+        "encoder_norm": e + "norm.weight",
+        "adapter1": "model.multi_modal_projector.linear_1.weight",
+        "adapter2": "model.multi_modal_projector.linear_2.weight",
+        "tok_embeddings": d + "embed_tokens.weight",
+        "decoder_norm": d + "norm.weight",
+    }
+    for i in range(cfg.encoder.n_layers):
+        p = f"{e}layers.{i}."
+        n.update({
+            f"enc.{i}.attn_norm": p + "self_attn_layer_norm.weight",
+            f"enc.{i}.wq": p + "self_attn.q_proj.weight",
+            f"enc.{i}.bq": p + "self_attn.q_proj.bias",
+            f"enc.{i}.wk": p + "self_attn.k_proj.weight",
+            f"enc.{i}.wv": p + "self_attn.v_proj.weight",
+            f"enc.{i}.bv": p + "self_attn.v_proj.bias",
+            f"enc.{i}.wo": p + "self_attn.o_proj.weight",
+            f"enc.{i}.bo": p + "self_attn.o_proj.bias",
+            f"enc.{i}.ffn_norm": p + "final_layer_norm.weight",
+            f"enc.{i}.w1": p + "mlp.gate_proj.weight",
+            f"enc.{i}.w3": p + "mlp.up_proj.weight",
+            f"enc.{i}.w2": p + "mlp.down_proj.weight",
+            f"enc.{i}.b2": p + "mlp.down_proj.bias",
+        })
+    for i in range(cfg.decoder.n_layers):
+        p = f"{d}layers.{i}."
+        n.update({
+            f"dec.{i}.attn_norm": p + "input_layernorm.weight",
+            f"dec.{i}.wq": p + "self_attn.q_proj.weight",
+            f"dec.{i}.wk": p + "self_attn.k_proj.weight",
+            f"dec.{i}.wv": p + "self_attn.v_proj.weight",
+            f"dec.{i}.wo": p + "self_attn.o_proj.weight",
+            f"dec.{i}.ffn_norm": p + "post_attention_layernorm.weight",
+            f"dec.{i}.w1": p + "mlp.gate_proj.weight",
+            f"dec.{i}.w3": p + "mlp.up_proj.weight",
+            f"dec.{i}.w2": p + "mlp.down_proj.weight",
+            f"dec.{i}.ada_down": p + "ada_rms_norm.linear1.weight",
+            f"dec.{i}.ada_up": p + "ada_rms_norm.linear2.weight",
+        })
+    return n
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """internal key -> shape, every dimension from the config."""
+    e, d, a = cfg.encoder, cfg.decoder, cfg.audio
+    eq, ekv = e.n_heads * e.head_dim, e.n_kv_heads * e.head_dim
+    dq, dkv = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
+    s = {
+        "conv1_w": (e.dim, a.num_mel_bins, 3),
+        "conv1_b": (e.dim,),
+        "conv2_w": (e.dim, e.dim, 3),
+        "conv2_b": (e.dim,),
+        "encoder_norm": (e.dim,),
+        "adapter1": (d.dim, e.dim * a.downsample_factor),
+        "adapter2": (d.dim, d.dim),
+        "tok_embeddings": (d.vocab_size, d.dim),
+        "decoder_norm": (d.dim,),
+    }
+    for i in range(e.n_layers):
+        s.update({
+            f"enc.{i}.attn_norm": (e.dim,), f"enc.{i}.wq": (eq, e.dim), f"enc.{i}.bq": (eq,),
+            f"enc.{i}.wk": (ekv, e.dim), f"enc.{i}.wv": (ekv, e.dim), f"enc.{i}.bv": (ekv,),
+            f"enc.{i}.wo": (e.dim, eq), f"enc.{i}.bo": (e.dim,), f"enc.{i}.ffn_norm": (e.dim,),
+            f"enc.{i}.w1": (e.hidden_dim, e.dim), f"enc.{i}.w3": (e.hidden_dim, e.dim),
+            f"enc.{i}.w2": (e.dim, e.hidden_dim), f"enc.{i}.b2": (e.dim,),
+        })
+    for i in range(d.n_layers):
+        s.update({
+            f"dec.{i}.attn_norm": (d.dim,), f"dec.{i}.wq": (dq, d.dim), f"dec.{i}.wk": (dkv, d.dim),
+            f"dec.{i}.wv": (dkv, d.dim), f"dec.{i}.wo": (d.dim, dq), f"dec.{i}.ffn_norm": (d.dim,),
+            f"dec.{i}.w1": (d.hidden_dim, d.dim), f"dec.{i}.w3": (d.hidden_dim, d.dim),
+            f"dec.{i}.w2": (d.dim, d.hidden_dim),
+            f"dec.{i}.ada_down": (d.ada_cond_dim, d.dim), f"dec.{i}.ada_up": (d.dim, d.ada_cond_dim),
+        })
+    return s
+
+
+def _to_f32(arr: np.ndarray, dtype_name: str) -> np.ndarray:
+    if dtype_name == "BF16":
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class _TensorSource:
+    """Name -> file lookup over one or several safetensors files."""
+
+    def __init__(self, files: list[SafetensorsFile]):
+        self.files = files
+        self.where: dict[str, SafetensorsFile] = {}
+        for f in files:
+            for name in f.keys():
+                if name in self.where:
+                    raise CheckpointError(f"tensor {name} appears in both {self.where[name].path} and {f.path}")
+                self.where[name] = f
+
+
+def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optional: set[str]) -> Weights:
+    shapes = expected_shapes(cfg)
+    wanted = set(names.values())
+    unexpected = sorted(n for n in src.where if n not in wanted and n not in optional)
+    if unexpected:
+        more = f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""
+        raise CheckpointError(
+            f"{src.where[unexpected[0]].path}: tensors not part of the configured model: "
+            f"{', '.join(unexpected[:3])}{more} (config and checkpoint disagree?)"
+        )
+    got: dict[str, np.ndarray] = {}
+    for key, name in names.items():
+        f = src.where.get(name)
+        if f is None:
+            files = ", ".join(str(x.path.name) for x in src.files)
+            raise CheckpointError(f"{src.files[0].path.parent}: tensor {name} is missing from {files}")
+        shape = f.shape(name)
+        if shape != shapes[key]:
+            raise CheckpointError(f"{f.path}: tensor {name} has shape {list(shape)}, expected {list(shapes[key])}")
+        dtype_name = f.dtype_name(name)
+        if len(shape) >= 2:
+            if dtype_name != "BF16":
+                raise CheckpointError(f"{f.path}: tensor {name} is {dtype_name}; weight matrices must be BF16")
+            got[key] = f.tensor(name)
+        else:
+            if dtype_name not in ("BF16", "F16", "F32"):
+                raise CheckpointError(f"{f.path}: tensor {name} has unsupported dtype {dtype_name}")
+            vec = _to_f32(f.tensor(name), dtype_name)
+            if not np.all(np.isfinite(vec)):
+                raise CheckpointError(f"{f.path}: tensor {name} contains NaN or Inf")
+            got[key] = vec
+
+    def layer(cls, prefix, i):
+        return cls(**{fl.name: got[f"{prefix}.{i}.{fl.name}"] for fl in fields(cls)})
+
+    return Weights(
+        conv1_w=got["conv1_w"], conv1_b=got["conv1_b"], conv2_w=got["conv2_w"], conv2_b=got["conv2_b"],
+        encoder_layers=[layer(EncoderLayerWeights, "enc", i) for i in range(cfg.encoder.n_layers)],
+        encoder_norm=got["encoder_norm"], adapter1=got["adapter1"], adapter2=got["adapter2"],
+        tok_embeddings=got["tok_embeddings"],
+        decoder_layers=[layer(DecoderLayerWeights, "dec", i) for i in range(cfg.decoder.n_layers)],
+        decoder_norm=got["decoder_norm"],
+    )
+
+
+def load_native(model_dir: Path) -> tuple[ModelConfig, Weights]:
+    cfg = from_params_json(model_dir / "params.json")
+    src = _TensorSource([SafetensorsFile(model_dir / "consolidated.safetensors")])
+    return cfg, _assemble(cfg, _native_names(cfg), src, optional=set())
+
+
+def load_hf(model_dir: Path, audio_section: dict | None = None) -> tuple[ModelConfig, Weights]:
+    cfg = from_hf_config(model_dir / "config.json", audio_section)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shard_names = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index}: malformed index ({exc})") from None
+        for shard in shard_names:
+            if Path(shard).name != shard:
+                raise CheckpointError(f"{index}: shard name {shard!r} must be a plain file name")
+        files = [SafetensorsFile(model_dir / s) for s in shard_names]
+        src = _TensorSource(files)
+        for name, shard in weight_map.items():
+            if name in src.where and src.where[name].path.name != shard:
+                raise CheckpointError(f"{index}: says {name} is in {shard}, found in {src.where[name].path.name}")
+    else:
+        shard_paths = sorted(model_dir.glob("model*.safetensors"))
+        if not shard_paths:
+            raise CheckpointError(f"{model_dir}: no model*.safetensors files")
+        src = _TensorSource([SafetensorsFile(p) for p in shard_paths])
+    # lm_head may be saved although tied; it must then equal the embeddings' shape.
+    return cfg, _assemble(cfg, _hf_names(cfg), src, optional={"lm_head.weight"})
+
+
+def detect_layout(model_dir: Path) -> str:
+    if (model_dir / "params.json").is_file() and (model_dir / "consolidated.safetensors").is_file():
+        return "native"
+    if (model_dir / "config.json").is_file() and (
+        (model_dir / "model.safetensors.index.json").is_file() or any(model_dir.glob("model*.safetensors"))
+    ):
+        return "hf"
+    raise ModelFileError(
+        f"{model_dir}: neither a Mistral-native model directory (consolidated.safetensors, params.json, "
+        "tekken.json) nor a Hugging Face one (config.json, model*.safetensors)"
+    )
+
+
+def load_weights(model_dir: str | Path, audio_section: dict | None = None) -> tuple[ModelConfig, Weights, str]:
+    """Load config + weights of either layout; returns (config, weights, layout)."""
+    model_dir = Path(model_dir)
+    layout = detect_layout(model_dir)
+    if layout == "native":
+        cfg, w = load_native(model_dir)
+    else:
+        cfg, w = load_hf(model_dir, audio_section)
+    return cfg, w, layout
