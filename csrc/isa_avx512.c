@@ -1,0 +1,139 @@
+/* AVX-512F kernels (compiled with -mavx512f; only called when the CPU has it).
+ * Same "dot form" as the AVX2 file with 16-lane accumulators: each output's
+ * sum runs over k in order and is reduced by one fixed tree, whatever M is. */
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512)
+#include "vx_isa.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define VX_INLINE static inline __attribute__((always_inline))
+
+VX_INLINE __m512 bf16x16(const uint16_t *p) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+VX_INLINE float hsum16(__m512 v) {
+    __m256 lo = _mm512_castps512_ps256(v);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+VX_INLINE void store_out(float *o, float r, const float *bias, int64_t n, int accumulate) {
+    if (bias) r += bias[n];
+    if (accumulate) *o += r;
+    else *o = r;
+}
+
+VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, const void *wp, int64_t wstride,
+                      const float *bias, int64_t n0, float *out, int64_t ldo, int accumulate) {
+    __m512 acc[4][4];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+    const int64_t K16 = K & ~(int64_t)15;
+    int64_t k = 0;
+    for (; k < K16; k += 16) {
+        __m512 xv[4];
+        for (int i = 0; i < MR; i++) xv[i] = _mm512_loadu_ps(x + i * K + k);
+        for (int j = 0; j < NR; j++) {
+            __m512 wv = W_F32 ? _mm512_loadu_ps((const float *)wp + j * wstride + k)
+                              : bf16x16((const uint16_t *)wp + j * wstride + k);
+            for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
+        }
+    }
+    if (k < K) {
+        const int64_t r = K - k;
+        const __mmask16 m = (__mmask16)((1u << r) - 1u);
+        __m512 xv[4];
+        for (int i = 0; i < MR; i++) xv[i] = _mm512_maskz_loadu_ps(m, x + i * K + k);
+        for (int j = 0; j < NR; j++) {
+            __m512 wv;
+            if (W_F32) {
+                wv = _mm512_loadu_ps((const float *)wp + j * wstride + k);
+            } else {
+                uint16_t buf[16] = {0};
+                memcpy(buf, (const uint16_t *)wp + j * wstride + k, (size_t)r * sizeof(uint16_t));
+                wv = bf16x16(buf);
+            }
+            for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++)
+            store_out(out + i * ldo + j, hsum16(acc[i][j]), bias, n0 + j, accumulate);
+}
+
+#define CASE(a, b) case a * 8 + b: kernel(a, b, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;
+#define KERNEL_CASES(WF32_, XPTR_, WPTR_, WSTRIDE_)                                                         \
+    {                                                                                                       \
+        const int WF32 = WF32_;                                                                             \
+        const float *XPTR = XPTR_;                                                                          \
+        const void *WPTR = WPTR_;                                                                           \
+        const int64_t WSTRIDE = WSTRIDE_;                                                                   \
+        switch (mr * 8 + nr) {                                                                              \
+            CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)                                                     \
+            CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(2, 4)                                                     \
+            CASE(3, 1) CASE(3, 2) CASE(3, 3) CASE(3, 4)                                                     \
+            CASE(4, 1) CASE(4, 2) CASE(4, 3)                                                                \
+            default: kernel(4, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;        \
+        }                                                                                                   \
+    }
+
+static void gemm_bf16_avx512(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K,
+                             const float *bias, float *out, int64_t ldo, int accumulate, float *scratch) {
+    const int64_t KP = (K + 15) & ~(int64_t)15;
+    for (int64_t n = 0; n < N; n += VX_GEMM_ROWS) {
+        const int nr = (int)((N - n) < VX_GEMM_ROWS ? (N - n) : VX_GEMM_ROWS);
+        const uint16_t *wn = w + n * K;
+        if (M < 3) {
+            for (int64_t m = 0; m < M; m++) {
+                const int mr = 1;
+                float *o = out + m * ldo + n;
+                KERNEL_CASES(0, x + m * K, wn, K)
+            }
+            continue;
+        }
+        for (int j = 0; j < nr; j++) {
+            float *dst = scratch + j * KP;
+            const uint16_t *src = wn + j * K;
+            int64_t k = 0;
+            for (; k + 16 <= K; k += 16) _mm512_storeu_ps(dst + k, bf16x16(src + k));
+            for (; k < K; k++) {
+                uint32_t bits = (uint32_t)src[k] << 16;
+                memcpy(dst + k, &bits, 4);
+            }
+            for (; k < KP; k++) dst[k] = 0.0f;
+        }
+        for (int64_t m = 0; m < M; m += 4) {
+            const int mr = (int)((M - m) < 4 ? (M - m) : 4);
+            float *o = out + m * ldo + n;
+            KERNEL_CASES(1, x + m * K, scratch, KP)
+        }
+    }
+}
+
+static float dot_avx512(const float *a, const float *b, int64_t n) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+    }
+    return hsum16(acc);
+}
+
+static void axpy_avx512(float *y, float a, const float *x, int64_t n) {
+    __m512 av = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+const vx_ops vx_ops_avx512 = {gemm_bf16_avx512, dot_avx512, axpy_avx512};
+#endif

@@ -1,0 +1,58 @@
+/* voxtral C core: the entry points the Cython layer calls.
+ *
+ * Every pointer and size is validated by the Cython layer before these run;
+ * the C side re-checks only what is cheap (NULL, non-positive sizes) and
+ * returns a negative error code instead of touching memory it was not given.
+ */
+#ifndef VX_H
+#define VX_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { VX_OK = 0, VX_EINVAL = -1, VX_ENOMEM = -2 };
+
+/* ISA selection: detected once; can be capped (env VOXTRAL_ISA or vx_set_isa). */
+enum { VX_ISA_SCALAR = 0, VX_ISA_NEON = 1, VX_ISA_AVX2 = 2, VX_ISA_AVX512 = 3, VX_ISA_COUNT = 4 };
+const char *vx_isa_name(int isa);
+int vx_isa_available(int isa);      /* CPU supports it and it was compiled in */
+int vx_active_isa(void);
+int vx_set_isa(int isa);            /* VX_EINVAL if not available */
+int vx_cpu_feature(const char *name); /* "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512bf16", "neon" */
+
+void vx_set_num_threads(int n);
+int vx_get_num_threads(void);
+
+/* out[M,N] (+)= x[M,K] @ bf16(w[N,K])^T (+ bias[N]); fp32 accumulation. */
+int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
+                   int64_t M, int64_t N, int64_t K, int accumulate);
+
+/* Causal sliding-window GQA attention over a KV cache (see _kernels.pyx). */
+int vx_attention(const float *q, const float *k, const float *v, float *out,
+                 int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
+                 int64_t q_pos0, int64_t k_pos0, int64_t window, float scale);
+
+int vx_rms_norm(const float *x, const float *w, float *out, int64_t M, int64_t D, float eps);
+int vx_rope(float *x, const float *cos_t, const float *sin_t, int64_t M, int64_t H, int64_t D, int interleaved);
+int vx_gelu(const float *x, float *out, int64_t n);
+int vx_silu_mul(const float *gate, const float *up, float *out, int64_t n);
+
+/* x[T_in, Cin] time-major, w[Cout, Cin, Kw]; out[T_out, Cout]. */
+int vx_conv1d_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
+                   int64_t T_in, int64_t Cin, int64_t Cout, int64_t Kw, int64_t stride);
+
+/* |rfft(window * signal[f*hop : f*hop + n_fft])|^2 for f < n_frames: out[n_frames, n_fft/2+1]. */
+int vx_stft_power(const float *signal, int64_t n_signal, const float *window, int64_t n_fft,
+                  int64_t hop, int64_t n_frames, float *out);
+
+/* out[F, n_mels] = (max(log10(max(power @ filters, 1e-10)), floor) + 4) / 4 */
+int vx_log_mel(const float *power, const float *filters, float *out,
+               int64_t F, int64_t n_freq, int64_t n_mels, float log_floor);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,196 @@
+/* Threaded drivers: split work across OpenMP threads and call the active
+ * ISA's single-threaded kernels; plus the light element-wise kernels, which
+ * are memory-bound and left to the compiler's baseline vectoriser. */
+#include "vx.h"
+#include "vx_isa.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Below this much work a parallel region costs more than it saves. */
+#define VX_PARALLEL_MIN_WORK (1 << 16)
+
+static int threads_for(int64_t work) {
+    int n = vx_get_num_threads();
+    return (work < VX_PARALLEL_MIN_WORK) ? 1 : n;
+}
+
+int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
+                   int64_t M, int64_t N, int64_t K, int accumulate) {
+    if (!x || !w || !out || M <= 0 || N <= 0 || K <= 0) return VX_EINVAL;
+    const vx_ops *ops = vx_ops_active();
+    /* Tasks of 16 W rows: enough to balance, few enough to keep W panels hot. */
+    const int64_t rows_per_task = 4 * VX_GEMM_ROWS;
+    const int64_t n_tasks = (N + rows_per_task - 1) / rows_per_task;
+    const int nthreads = threads_for(M * N * K);
+    int status = VX_OK;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        float *scratch = (float *)malloc((size_t)vx_gemm_scratch_floats(K) * sizeof(float));
+        if (!scratch) {
+#pragma omp atomic write
+            status = VX_ENOMEM;
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < n_tasks; t++) {
+                const int64_t n0 = t * rows_per_task;
+                const int64_t nb = (N - n0) < rows_per_task ? (N - n0) : rows_per_task;
+                ops->gemm_bf16(x, M, w + n0 * K, nb, K, bias ? bias + n0 : NULL, out + n0, N, accumulate, scratch);
+            }
+            free(scratch);
+        }
+    }
+    return status;
+}
+
+int vx_attention(const float *q, const float *k, const float *v, float *out,
+                 int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
+                 int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) {
+    if (!q || !k || !v || !out || M <= 0 || Hq <= 0 || T < 0 || Hkv <= 0 || D <= 0 || window <= 0 || Hq % Hkv)
+        return VX_EINVAL;
+    const vx_ops *ops = vx_ops_active();
+    const int64_t group = Hq / Hkv;
+    const int64_t n_tasks = M * Hq;
+    const int nthreads = threads_for(n_tasks * (T + 1) * D);
+    int status = VX_OK;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        float *scores = (float *)malloc((size_t)(T > 0 ? T : 1) * sizeof(float));
+        if (!scores) {
+#pragma omp atomic write
+            status = VX_ENOMEM;
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < n_tasks; t++) {
+                const int64_t i = t / Hq, h = t % Hq, kvh = h / group;
+                const int64_t qpos = q_pos0 + i;
+                /* visible keys: kpos <= qpos and qpos - kpos < window: one contiguous run */
+                int64_t hi = qpos - k_pos0;
+                int64_t lo = qpos - window + 1 - k_pos0;
+                if (hi > T - 1) hi = T - 1;
+                if (lo < 0) lo = 0;
+                float *o = out + (i * Hq + h) * D;
+                memset(o, 0, (size_t)D * sizeof(float));
+                if (hi < lo) continue;
+                const float *qv = q + (i * Hq + h) * D;
+                float mx = -INFINITY;
+                for (int64_t j = lo; j <= hi; j++) {
+                    float s = scale * ops->dot(qv, k + (j * Hkv + kvh) * D, D);
+                    scores[j - lo] = s;
+                    if (s > mx) mx = s;
+                }
+                double sum = 0.0;
+                for (int64_t j = lo; j <= hi; j++) {
+                    float e = expf(scores[j - lo] - mx);
+                    scores[j - lo] = e;
+                    sum += e;
+                }
+                const float inv = (float)(1.0 / sum);
+                for (int64_t j = lo; j <= hi; j++) ops->axpy(o, scores[j - lo] * inv, v + (j * Hkv + kvh) * D, D);
+            }
+            free(scores);
+        }
+    }
+    return status;
+}
+
+int vx_rms_norm(const float *x, const float *w, float *out, int64_t M, int64_t D, float eps) {
+    if (!x || !w || !out || M <= 0 || D <= 0) return VX_EINVAL;
+    const int nthreads = threads_for(M * D * 8);
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+        const float *xr = x + m * D;
+        float *orow = out + m * D;
+        double ss = 0.0;
+        for (int64_t d = 0; d < D; d++) ss += (double)xr[d] * xr[d];
+        const float r = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
+        for (int64_t d = 0; d < D; d++) orow[d] = w[d] * (xr[d] * r);
+    }
+    return VX_OK;
+}
+
+int vx_rope(float *x, const float *cos_t, const float *sin_t, int64_t M, int64_t H, int64_t D, int interleaved) {
+    if (!x || !cos_t || !sin_t || M <= 0 || H <= 0 || D <= 0 || D % 2) return VX_EINVAL;
+    const int64_t half = D / 2;
+    for (int64_t m = 0; m < M; m++) {
+        const float *c = cos_t + m * half, *s = sin_t + m * half;
+        for (int64_t h = 0; h < H; h++) {
+            float *v = x + (m * H + h) * D;
+            if (interleaved) {
+                for (int64_t i = 0; i < half; i++) {
+                    const float a = v[2 * i], b = v[2 * i + 1];
+                    v[2 * i] = a * c[i] - b * s[i];
+                    v[2 * i + 1] = a * s[i] + b * c[i];
+                }
+            } else {
+                for (int64_t i = 0; i < half; i++) {
+                    const float a = v[i], b = v[i + half];
+                    v[i] = a * c[i] - b * s[i];
+                    v[i + half] = a * s[i] + b * c[i];
+                }
+            }
+        }
+    }
+    return VX_OK;
+}
+
+int vx_gelu(const float *x, float *out, int64_t n) {
+    if (!x || !out || n < 0) return VX_EINVAL;
+    const int nthreads = threads_for(n * 16);
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    return VX_OK;
+}
+
+int vx_silu_mul(const float *gate, const float *up, float *out, int64_t n) {
+    if (!gate || !up || !out || n < 0) return VX_EINVAL;
+    const int nthreads = threads_for(n * 16);
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+    return VX_OK;
+}
+
+int vx_conv1d_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
+                   int64_t T_in, int64_t Cin, int64_t Cout, int64_t Kw, int64_t stride) {
+    if (!x || !w || !out || T_in < Kw || Cin <= 0 || Cout <= 0 || Kw <= 0 || stride <= 0) return VX_EINVAL;
+    const int64_t T_out = (T_in - Kw) / stride + 1;
+    const int64_t cols = Cin * Kw;
+    /* im2col in the weight's [Cin, Kw] order, then one GEMM */
+    float *col = (float *)malloc((size_t)(T_out * cols) * sizeof(float));
+    if (!col) return VX_ENOMEM;
+    for (int64_t t = 0; t < T_out; t++) {
+        float *row = col + t * cols;
+        const float *src = x + t * stride * Cin;
+        for (int64_t c = 0; c < Cin; c++)
+            for (int64_t kk = 0; kk < Kw; kk++) row[c * Kw + kk] = src[kk * Cin + c];
+    }
+    int status = vx_matmul_bf16(col, w, bias, out, T_out, Cout, cols, 0);
+    free(col);
+    return status;
+}
+
+int vx_log_mel(const float *power, const float *filters, float *out,
+               int64_t F, int64_t n_freq, int64_t n_mels, float log_floor) {
+    if (!power || !filters || !out || F < 0 || n_freq <= 0 || n_mels <= 0) return VX_EINVAL;
+    const int nthreads = threads_for(F * n_freq * n_mels);
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
+    for (int64_t f = 0; f < F; f++) {
+        const float *p = power + f * n_freq;
+        for (int64_t m = 0; m < n_mels; m++) {
+            double s = 0.0;
+            for (int64_t b = 0; b < n_freq; b++) s += (double)p[b] * (double)filters[b * n_mels + m];
+            double v = log10(s > 1e-10 ? s : 1e-10);
+            if (v < log_floor) v = log_floor;
+            out[f * n_mels + m] = (float)((v + 4.0) / 4.0);
+        }
+    }
+    return VX_OK;
+}

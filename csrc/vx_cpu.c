@@ -1,0 +1,132 @@
+/* CPU features, detected once; the active kernel table; the thread count. */
+#include "vx.h"
+#include "vx_isa.h"
+
+#include <string.h>
+
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <immintrin.h>
+#include <intrin.h>
+#endif
+
+typedef struct {
+    int detected;
+    int avx2, fma, f16c, avx512f, avx512bw, avx512bf16, neon;
+} vx_features;
+
+static vx_features features;
+static int active_isa = -1;
+static int num_threads = 1;
+
+static void detect(void) {
+    if (features.detected) return;
+#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_cpu_init();
+    /* libgcc/compiler-rt also check that the OS saves the YMM/ZMM state */
+    features.avx2 = __builtin_cpu_supports("avx2") != 0;
+    features.fma = __builtin_cpu_supports("fma") != 0;
+    features.avx512f = __builtin_cpu_supports("avx512f") != 0;
+    features.avx512bw = __builtin_cpu_supports("avx512bw") != 0;
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11)
+    features.avx512bf16 = __builtin_cpu_supports("avx512bf16") != 0;
+#endif
+    {
+        unsigned int eax, ebx, ecx, edx;
+        __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
+        features.f16c = (ecx >> 29) & 1;
+    }
+#elif defined(_MSC_VER)
+    int r[4];
+    __cpuid(r, 1);
+    int osxsave = (r[2] >> 27) & 1;
+    unsigned long long xcr0 = osxsave ? _xgetbv(0) : 0;
+    int ymm = (xcr0 & 6) == 6, zmm = (xcr0 & 0xe6) == 0xe6;
+    features.fma = ymm && ((r[2] >> 12) & 1);
+    features.f16c = ymm && ((r[2] >> 29) & 1);
+    __cpuidex(r, 7, 0);
+    features.avx2 = ymm && ((r[1] >> 5) & 1);
+    features.avx512f = zmm && ((r[1] >> 16) & 1);
+    features.avx512bw = zmm && ((r[1] >> 30) & 1);
+#endif
+#endif
+#if defined(__aarch64__)
+    features.neon = 1;
+#endif
+    features.detected = 1;
+}
+
+int vx_cpu_feature(const char *name) {
+    detect();
+    if (!name) return 0;
+    if (!strcmp(name, "avx2")) return features.avx2;
+    if (!strcmp(name, "fma")) return features.fma;
+    if (!strcmp(name, "f16c")) return features.f16c;
+    if (!strcmp(name, "avx512f")) return features.avx512f;
+    if (!strcmp(name, "avx512bw")) return features.avx512bw;
+    if (!strcmp(name, "avx512bf16")) return features.avx512bf16;
+    if (!strcmp(name, "neon")) return features.neon;
+    return 0;
+}
+
+const char *vx_isa_name(int isa) {
+    switch (isa) {
+    case VX_ISA_SCALAR: return "scalar";
+    case VX_ISA_NEON: return "neon";
+    case VX_ISA_AVX2: return "avx2";
+    case VX_ISA_AVX512: return "avx512";
+    default: return "unknown";
+    }
+}
+
+int vx_isa_available(int isa) {
+    detect();
+    switch (isa) {
+    case VX_ISA_SCALAR: return 1;
+#if defined(__aarch64__)
+    case VX_ISA_NEON: return features.neon;
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+    case VX_ISA_AVX2: return features.avx2 && features.fma;
+#if defined(VX_HAVE_AVX512)
+    case VX_ISA_AVX512: return features.avx512f && features.avx2 && features.fma;
+#endif
+#endif
+    default: return 0;
+    }
+}
+
+static int best_isa(void) {
+    for (int isa = VX_ISA_COUNT - 1; isa > 0; isa--)
+        if (vx_isa_available(isa)) return isa;
+    return VX_ISA_SCALAR;
+}
+
+int vx_active_isa(void) {
+    if (active_isa < 0) active_isa = best_isa();
+    return active_isa;
+}
+
+int vx_set_isa(int isa) {
+    if (isa < 0 || isa >= VX_ISA_COUNT || !vx_isa_available(isa)) return VX_EINVAL;
+    active_isa = isa;
+    return VX_OK;
+}
+
+const vx_ops *vx_ops_active(void) {
+    switch (vx_active_isa()) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case VX_ISA_AVX2: return &vx_ops_avx2;
+#if defined(VX_HAVE_AVX512)
+    case VX_ISA_AVX512: return &vx_ops_avx512;
+#endif
+#endif
+#if defined(__aarch64__)
+    case VX_ISA_NEON: return &vx_ops_neon;
+#endif
+    default: return &vx_ops_scalar;
+    }
+}
+
+void vx_set_num_threads(int n) { num_threads = n < 1 ? 1 : n; }
+int vx_get_num_threads(void) { return num_threads; }

@@ -1,0 +1,386 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Thin, checking layer over the C kernels (csrc/).
+
+Every argument is validated here (dtype, C-contiguity, shapes, writeability)
+before any pointer reaches C, so that C code never sees memory it was not
+given. The GIL is released around each kernel.
+"""
+
+import os
+
+import numpy as np
+
+from libc.stdint cimport int64_t, uint16_t
+
+
+cdef extern from "vx.h":
+    int VX_OK, VX_EINVAL, VX_ENOMEM
+    int VX_ISA_SCALAR, VX_ISA_NEON, VX_ISA_AVX2, VX_ISA_AVX512, VX_ISA_COUNT
+    const char *vx_isa_name(int isa)
+    int vx_isa_available(int isa)
+    int vx_active_isa()
+    int vx_set_isa(int isa)
+    int vx_cpu_feature(const char *name)
+    void vx_set_num_threads(int n)
+    int vx_get_num_threads()
+    int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
+                       int64_t M, int64_t N, int64_t K, int accumulate) nogil
+    int vx_attention(const float *q, const float *k, const float *v, float *out,
+                     int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
+                     int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) nogil
+    int vx_rms_norm(const float *x, const float *w, float *out, int64_t M, int64_t D, float eps) nogil
+    int vx_rope(float *x, const float *c, const float *s, int64_t M, int64_t H, int64_t D, int interleaved) nogil
+    int vx_gelu(const float *x, float *out, int64_t n) nogil
+    int vx_silu_mul(const float *gate, const float *up, float *out, int64_t n) nogil
+    int vx_conv1d_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
+                       int64_t T_in, int64_t Cin, int64_t Cout, int64_t Kw, int64_t stride) nogil
+    int vx_stft_power(const float *signal, int64_t n_signal, const float *window, int64_t n_fft,
+                      int64_t hop, int64_t n_frames, float *out) nogil
+    int vx_log_mel(const float *power, const float *filters, float *out,
+                   int64_t F, int64_t n_freq, int64_t n_mels, float log_floor) nogil
+
+
+_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512bf16", "neon")
+
+
+cdef _check(int status, str what):
+    if status == VX_OK:
+        return
+    if status == VX_ENOMEM:
+        raise MemoryError(f"{what}: out of memory")
+    raise ValueError(f"{what}: invalid arguments")
+
+
+# ---- argument checking -------------------------------------------------------
+
+def _arr(a, str name, dtype, int ndim=-1):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {a.dtype}")
+    if ndim >= 0 and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return a
+
+
+def _out(out, str name, shape):
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    _arr(out, name, np.float32)
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+cdef const float* _fp(a):
+    cdef const float[::1] mv = a.reshape(-1)
+    return &mv[0] if mv.shape[0] else NULL
+
+
+cdef float* _fpw(a):
+    cdef float[::1] mv = a.reshape(-1)
+    return &mv[0] if mv.shape[0] else NULL
+
+
+cdef const uint16_t* _up(a):
+    cdef const uint16_t[::1] mv = a.reshape(-1)
+    return &mv[0] if mv.shape[0] else NULL
+
+
+# ---- CPU dispatch and threads -------------------------------------------------
+
+def cpu_features():
+    """What this CPU supports (detected once)."""
+    return {name: bool(vx_cpu_feature(name.encode())) for name in _FEATURES}
+
+
+def _isa_id(str name):
+    for i in range(VX_ISA_COUNT):
+        if vx_isa_name(i).decode() == name:
+            return i
+    raise ValueError(f"unknown ISA {name!r} (known: scalar, neon, avx2, avx512)")
+
+
+def available_isas():
+    """ISAs this build can run on this CPU, slowest first."""
+    return [vx_isa_name(i).decode() for i in range(VX_ISA_COUNT) if vx_isa_available(i)]
+
+
+def active_isa():
+    return vx_isa_name(vx_active_isa()).decode()
+
+
+def set_isa(str name):
+    """Use the kernels of ``name`` (e.g. to test a fallback); ValueError if this CPU/build lacks it."""
+    cdef int isa = _isa_id(name)
+    if vx_set_isa(isa) != VX_OK:
+        raise ValueError(f"ISA {name!r} is not available on this CPU/build (available: {available_isas()})")
+
+
+def set_num_threads(int n):
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    vx_set_num_threads(n)
+
+
+def get_num_threads():
+    return vx_get_num_threads()
+
+
+def physical_cores():
+    """Physical cores available to this process (hyper-threads do not help
+    memory-bound decoding); falls back to the logical count."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            return len(cpus) or 1
+    return max(1, len(cores))
+
+
+def _init_from_env():
+    cap = os.environ.get("VOXTRAL_ISA", "").strip().lower()
+    if cap:
+        wanted = _isa_id(cap)  # unknown name: ValueError at import is the clear answer
+        # a cap: the best available ISA not above the one asked for
+        best = 0
+        for i in range(VX_ISA_COUNT):
+            if i <= wanted and vx_isa_available(i):
+                best = i
+        vx_set_isa(best)
+    threads = os.environ.get("VOXTRAL_NUM_THREADS", "").strip()
+    if threads:
+        try:
+            n = int(threads)
+        except ValueError:
+            raise ValueError(f"VOXTRAL_NUM_THREADS must be a positive integer, got {threads!r}") from None
+        if n < 1:
+            raise ValueError(f"VOXTRAL_NUM_THREADS must be a positive integer, got {threads!r}")
+        vx_set_num_threads(n)
+    else:
+        vx_set_num_threads(physical_cores())
+
+
+_init_from_env()
+
+
+# ---- kernels ------------------------------------------------------------------
+
+def matmul_bf16(x, w, bias=None, out=None, bint accumulate=False):
+    """out[M,N] (+)= x[M,K] @ w[N,K]^T (+ bias); w holds bfloat16 bits as uint16."""
+    _arr(x, "x", np.float32, 2)
+    _arr(w, "w", np.uint16, 2)
+    cdef int64_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
+    if w.shape[1] != K:
+        raise ValueError(f"x is [{M}, {K}] but w is {list(w.shape)}: inner dimensions differ")
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError(f"empty matmul: x {x.shape}, w {w.shape}")
+    if bias is not None:
+        _arr(bias, "bias", np.float32, 1)
+        if bias.shape[0] != N:
+            raise ValueError(f"bias has {bias.shape[0]} entries, expected {N}")
+    if accumulate and out is None:
+        raise ValueError("accumulate=True needs an out array")
+    out = _out(out, "out", (M, N))
+    cdef const float *px = _fp(x)
+    cdef const uint16_t *pw = _up(w)
+    cdef const float *pb = _fp(bias) if bias is not None else NULL
+    cdef float *po = _fpw(out)
+    cdef int acc = accumulate
+    cdef int status
+    with nogil:
+        status = vx_matmul_bf16(px, pw, pb, po, M, N, K, acc)
+    _check(status, "matmul_bf16")
+    return out
+
+
+def attention(q, k, v, out, int64_t q_pos0, int64_t k_pos0, int64_t window, float scale):
+    """Causal sliding-window GQA attention of q[M,Hq,D] over a cache k/v[T,Hkv,D]."""
+    _arr(q, "q", np.float32, 3)
+    _arr(k, "k", np.float32, 3)
+    _arr(v, "v", np.float32, 3)
+    cdef int64_t M = q.shape[0], Hq = q.shape[1], D = q.shape[2]
+    cdef int64_t T = k.shape[0], Hkv = k.shape[1]
+    if k.shape[2] != D or v.shape[0] != T or v.shape[1] != Hkv or v.shape[2] != D:
+        raise ValueError(f"shapes q {q.shape}, k {k.shape}, v {v.shape} do not match")
+    if M == 0 or Hq == 0 or D == 0 or Hkv == 0:
+        raise ValueError("empty attention")
+    if Hq % Hkv:
+        raise ValueError(f"{Hq} query heads are not a multiple of {Hkv} kv heads")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if T and (k_pos0 < 0 or q_pos0 < 0):
+        raise ValueError("positions must be non-negative")
+    out = _out(out, "out", (M, Hq, D))
+    cdef const float *pq = _fp(q)
+    cdef const float *pk = _fp(k) if T else pq
+    cdef const float *pv = _fp(v) if T else pq
+    cdef float *po = _fpw(out)
+    cdef int status
+    with nogil:
+        status = vx_attention(pq, pk, pv, po, M, Hq, T, Hkv, D, q_pos0, k_pos0, window, scale)
+    _check(status, "attention")
+    return out
+
+
+def rms_norm(x, weight, float eps, out=None):
+    _arr(x, "x", np.float32, 2)
+    _arr(weight, "weight", np.float32, 1)
+    cdef int64_t M = x.shape[0], D = x.shape[1]
+    if weight.shape[0] != D:
+        raise ValueError(f"weight has {weight.shape[0]} entries, x rows have {D}")
+    if M == 0 or D == 0:
+        raise ValueError("empty rms_norm")
+    if not eps > 0:
+        raise ValueError("eps must be positive")
+    out = _out(out, "out", (M, D))
+    cdef const float *px = _fp(x)
+    cdef const float *pw = _fp(weight)
+    cdef float *po = _fpw(out)
+    cdef int status
+    with nogil:
+        status = vx_rms_norm(px, pw, po, M, D, eps)
+    _check(status, "rms_norm")
+    return out
+
+
+def rope(x, cos, sin, bint interleaved):
+    """Rotate x[M,H,D] in place by angle tables cos/sin[M, D/2]."""
+    _arr(x, "x", np.float32, 3)
+    _arr(cos, "cos", np.float32, 2)
+    _arr(sin, "sin", np.float32, 2)
+    if not x.flags.writeable:
+        raise ValueError("x is read-only")
+    cdef int64_t M = x.shape[0], H = x.shape[1], D = x.shape[2]
+    if D % 2 or D == 0 or M == 0 or H == 0:
+        raise ValueError(f"rope needs a non-empty x with an even head dim, got {x.shape}")
+    if cos.shape != (M, D // 2) or sin.shape != (M, D // 2):
+        raise ValueError(f"cos/sin must be [{M}, {D // 2}], got {cos.shape} and {sin.shape}")
+    cdef float *px = _fpw(x)
+    cdef const float *pc = _fp(cos)
+    cdef const float *ps = _fp(sin)
+    cdef int il = interleaved
+    cdef int status
+    with nogil:
+        status = vx_rope(px, pc, ps, M, H, D, il)
+    _check(status, "rope")
+
+
+def gelu(x, out=None):
+    """Exact (erf) GELU, element-wise."""
+    _arr(x, "x", np.float32)
+    out = _out(out, "out", x.shape)
+    cdef int64_t n = x.size
+    if n == 0:
+        return out
+    cdef const float *px = _fp(x)
+    cdef float *po = _fpw(out)
+    cdef int status
+    with nogil:
+        status = vx_gelu(px, po, n)
+    _check(status, "gelu")
+    return out
+
+
+def silu_mul(gate, up, out=None):
+    """silu(gate) * up, element-wise."""
+    _arr(gate, "gate", np.float32)
+    _arr(up, "up", np.float32)
+    if gate.shape != up.shape:
+        raise ValueError(f"gate {gate.shape} and up {up.shape} differ")
+    out = _out(out, "out", gate.shape)
+    cdef int64_t n = gate.size
+    if n == 0:
+        return out
+    cdef const float *pg = _fp(gate)
+    cdef const float *pu = _fp(up)
+    cdef float *po = _fpw(out)
+    cdef int status
+    with nogil:
+        status = vx_silu_mul(pg, pu, po, n)
+    _check(status, "silu_mul")
+    return out
+
+
+def conv1d_bf16(x, w, bias, int64_t stride, out=None):
+    """Valid 1-D convolution of time-major x[T_in, Cin] (already padded) with w[Cout, Cin, Kw]."""
+    _arr(x, "x", np.float32, 2)
+    _arr(w, "w", np.uint16, 3)
+    cdef int64_t T_in = x.shape[0], Cin = x.shape[1], Cout = w.shape[0], Kw = w.shape[2]
+    if w.shape[1] != Cin:
+        raise ValueError(f"x has {Cin} channels, w expects {w.shape[1]}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if Kw < 1 or T_in < Kw:
+        raise ValueError(f"{T_in} input frames are fewer than the kernel size {Kw}")
+    if bias is not None:
+        _arr(bias, "bias", np.float32, 1)
+        if bias.shape[0] != Cout:
+            raise ValueError(f"bias has {bias.shape[0]} entries, expected {Cout}")
+    cdef int64_t T_out = (T_in - Kw) // stride + 1
+    out = _out(out, "out", (T_out, Cout))
+    cdef const float *px = _fp(x)
+    cdef const uint16_t *pw = _up(w)
+    cdef const float *pb = _fp(bias) if bias is not None else NULL
+    cdef float *po = _fpw(out)
+    cdef int status
+    with nogil:
+        status = vx_conv1d_bf16(px, pw, pb, po, T_in, Cin, Cout, Kw, stride)
+    _check(status, "conv1d_bf16")
+    return out
+
+
+def stft_power(signal, window, int64_t hop, int64_t n_frames, out=None):
+    """|rfft(window * frame)|^2 of frames signal[f*hop : f*hop+n_fft], f < n_frames."""
+    _arr(signal, "signal", np.float32, 1)
+    _arr(window, "window", np.float32, 1)
+    cdef int64_t n_fft = window.shape[0], n = signal.shape[0]
+    if n_fft < 2:
+        raise ValueError("window must have at least 2 samples")
+    if hop < 1 or n_frames < 0:
+        raise ValueError(f"bad hop {hop} / n_frames {n_frames}")
+    if n_frames and (n_frames - 1) * hop + n_fft > n:
+        raise ValueError(f"signal of {n} samples is too short for {n_frames} frames (hop {hop}, n_fft {n_fft})")
+    out = _out(out, "out", (n_frames, n_fft // 2 + 1))
+    if n_frames == 0:
+        return out
+    cdef const float *ps = _fp(signal)
+    cdef const float *pw = _fp(window)
+    cdef float *po = _fpw(out)
+    cdef int status
+    with nogil:
+        status = vx_stft_power(ps, n, pw, n_fft, hop, n_frames, po)
+    _check(status, "stft_power")
+    return out
+
+
+def log_mel(power, filters, float log_floor, out=None):
+    """(max(log10(max(power @ filters, 1e-10)), log_floor) + 4) / 4."""
+    _arr(power, "power", np.float32, 2)
+    _arr(filters, "filters", np.float32, 2)
+    cdef int64_t F = power.shape[0], n_freq = power.shape[1], n_mels = filters.shape[1]
+    if filters.shape[0] != n_freq:
+        raise ValueError(f"power has {n_freq} bins, filters expect {filters.shape[0]}")
+    if n_mels == 0 or n_freq == 0:
+        raise ValueError("empty filter bank")
+    out = _out(out, "out", (F, n_mels))
+    if F == 0:
+        return out
+    cdef const float *pp = _fp(power)
+    cdef const float *pf = _fp(filters)
+    cdef float *po = _fpw(out)
+    cdef int status
+    with nogil:
+        status = vx_log_mel(pp, pf, po, F, n_freq, n_mels, log_floor)
+    _check(status, "log_mel")
+    return out
