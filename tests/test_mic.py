@@ -185,11 +185,29 @@ def test_microphone_capture_end_to_end(pulse, tiny_ckpt, audio_dir, tmp_path):
 
 
 def test_no_input_device_is_one_line_error(tiny_ckpt, tmp_path):
-    # A PulseAudio server that does not exist: PortAudio finds no input device.
-    env = dict(os.environ, PULSE_SERVER=f"unix:{tmp_path}/nothing", ALSA_CONFIG_PATH=str(tmp_path / "none.conf"))
-    (tmp_path / "none.conf").write_text("")
-    r = subprocess.run([sys.executable, "-m", "voxtral", "--mic", "--model", str(tiny_ckpt["native"])],
-                       env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == voxtral.DeviceError.exit_code, r.stderr
-    lines = [x for x in r.stderr.strip().splitlines() if x.startswith("voxtral: error")]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    # No audio server where the ALSA/PulseAudio default points: no input device.
+    env = dict(os.environ, PULSE_SERVER=f"unix:{tmp_path}/nothing", PULSE_RUNTIME_PATH=str(tmp_path))
+    for extra in ([], ["--device", "no-such-device"]):
+        r = subprocess.run([sys.executable, "-m", "voxtral", "--mic", "--model", str(tiny_ckpt["native"]), *extra],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == voxtral.DeviceError.exit_code, r.stderr
+        lines = [x for x in r.stderr.strip().splitlines() if x.startswith("voxtral: error")]
+        assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "input device" in lines[0]
+
+
+def test_missing_portaudio_names_what_to_install(monkeypatch):
+    import importlib.abc
+
+    class NoPortAudio(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "sounddevice":
+                raise OSError("PortAudio library not found")
+            return None
+
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [NoPortAudio(), *sys.meta_path])
+    from voxtral.live import Microphone
+
+    with pytest.raises(voxtral.DeviceError, match="libportaudio2"):
+        Microphone(16000)

@@ -66,7 +66,7 @@ def test_int16_feed_equals_float(model, audio_dir):
     with wave.open(str(audio_dir / "night1968_5s_dont_worry_about_him.wav")) as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     a = model.stream()
-    ta = [e.token_id for e in a.feed(pcm)] + [e.token_id for e in a.finish()]
+    ta = [e.token_id for e in a.feed(pcm) + a.finish() if e.token_id >= 0]
     assert ta == model.transcribe(pcm.astype(np.float32) / 32768, 16000).token_ids
 
 

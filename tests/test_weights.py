@@ -74,7 +74,7 @@ def test_truncated_file(native_copy):
     path = native_copy / ST
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) - 1000])
-    with pytest.raises(CheckpointError, match=r"consolidated\.safetensors: tensor .* truncated"):
+    with pytest.raises(CheckpointError, match=r"consolidated\.safetensors: tensor .*truncated"):
         load_weights(native_copy)
 
 

@@ -54,6 +54,8 @@ class AudioEncoder:
     # ---- conv stem ----
     def _conv_stem(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
         stride = self.cfg.audio.conv_stride
+        if mel.shape[0] == 0:
+            return np.zeros((0, self.cfg.encoder.dim), dtype=np.float32)
         x = np.concatenate([st.conv1_tail, mel])
         st.conv1_tail = x[-(_KERNEL - 1):].copy()
         y1 = K.gelu(K.conv1d_bf16(x, self.w.conv1_w, self.w.conv1_b, 1))

@@ -23,7 +23,7 @@ class KVCache:
         self.v: list[np.ndarray] = []
         self.pos0 = 0  # absolute position of row 0
         self.length = 0  # valid rows
-        self._resize(max(1, initial_rows))
+        self._resize(max(1, min(initial_rows, window + self.slack)))
 
     @property
     def next_pos(self) -> int:

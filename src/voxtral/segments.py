@@ -69,17 +69,21 @@ class SegmentBuilder:
         done: list[Segment] = []
         if event.token_id >= 0:
             self._tokens.append(event.token_id)
+        if event.text:
+            done.extend(self._add_text(event))
         if event.control:
             self._silent_run += 1
             if self._silent_run == self.pause_tokens:
                 seg = self._close_segment()
                 if seg:
                     done.append(seg)
-            return done
-        self._silent_run = 0
+        elif event.text:
+            self._silent_run = 0
+        return done
+
+    def _add_text(self, event: TokenEvent) -> list[Segment]:
+        done: list[Segment] = []
         text = event.text
-        if not text:
-            return done  # part of a character still being assembled
         if text[0].isspace() and self._word is not None:
             self._close_word()
             if self._words and self._words[-1].word.rstrip().endswith(_SENTENCE_END):

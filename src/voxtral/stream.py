@@ -17,6 +17,7 @@ as the reference's max_length).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 
@@ -204,7 +205,9 @@ class Stream:
         events = self._decode()
         leftover = self._text.flush()  # an incomplete UTF-8 sequence at the very end
         if leftover:
-            last = events[-1] if events else None
-            pos = last.position if last else self._cache.next_pos
-            events.append(TokenEvent(-1, leftover, pos, last.start if last else 0.0, last.end if last else 0.0))
+            if events:
+                events[-1] = dataclasses.replace(events[-1], text=events[-1].text + leftover)
+            else:  # rare: nothing decoded in this call; token_id -1 marks "text only"
+                at = self._cache.next_pos
+                events.append(TokenEvent(-1, leftover, at, 0.0, 0.0))
         return events
