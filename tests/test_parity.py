@@ -103,6 +103,21 @@ def test_tiny_matches_reference(tiny_ckpt, tiny_model, audio_dir, delay_ms):
     _check_against_reference(tiny_model, ref_model, audio, delay_ms, f"tiny@{delay_ms}")
 
 
+def test_every_isa_gives_the_reference_tokens(tiny_ckpt, tiny_model, audio_dir):
+    from voxtral import _kernels
+
+    ref_model = reference.load_reference(tiny_ckpt["hf"])
+    audio = load_audio(audio_dir / "night1968_5s_dont_worry_about_him.wav")
+    expected = list(reference.reference_offline(ref_model, audio, delay_ms=480)["tokens"])
+    before = _kernels.active_isa()
+    try:
+        for isa in _kernels.available_isas():
+            _kernels.set_isa(isa)
+            assert tiny_model.transcribe(audio, 16000).token_ids == expected, isa
+    finally:
+        _kernels.set_isa(before)
+
+
 def test_hf_layout_gives_identical_tokens(tiny_ckpt, tiny_model, audio_dir):
     hf_model = voxtral.load(tiny_ckpt["hf"])
     assert hf_model.layout == "hf" and tiny_model.layout == "native"
