@@ -48,6 +48,19 @@ int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *
     return status;
 }
 
+/* K/V rows of one head are Hkv*D floats apart: a stride the hardware
+ * prefetchers do not follow across pages, so fetch a few rows ahead. */
+#define VX_PREFETCH_ROWS 6
+
+static inline void prefetch_row(const float *p, int64_t D) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(p + d, 0, 1);
+#else
+    (void)p;
+    (void)D;
+#endif
+}
+
 int vx_attention(const float *q, const float *k, const float *v, float *out,
                  int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
                  int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) {
@@ -55,43 +68,54 @@ int vx_attention(const float *q, const float *k, const float *v, float *out,
         return VX_EINVAL;
     const vx_ops *ops = vx_ops_active();
     const int64_t group = Hq / Hkv;
-    const int64_t n_tasks = M * Hq;
-    const int nthreads = threads_for(n_tasks * (T + 1) * D);
+    /* One task = one query position x one KV head with its `group` query
+     * heads, so each K/V row is read once for all the heads that share it. */
+    const int64_t n_tasks = M * Hkv;
+    const int nthreads = threads_for(M * Hq * (T + 1) * D);
     int status = VX_OK;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-        float *scores = (float *)malloc((size_t)(T > 0 ? T : 1) * sizeof(float));
+        float *scores = (float *)malloc((size_t)(group * (T > 0 ? T : 1)) * sizeof(float));
         if (!scores) {
 #pragma omp atomic write
             status = VX_ENOMEM;
         } else {
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < n_tasks; t++) {
-                const int64_t i = t / Hq, h = t % Hq, kvh = h / group;
+                const int64_t i = t / Hkv, kvh = t % Hkv;
                 const int64_t qpos = q_pos0 + i;
                 /* visible keys: kpos <= qpos and qpos - kpos < window: one contiguous run */
                 int64_t hi = qpos - k_pos0;
                 int64_t lo = qpos - window + 1 - k_pos0;
                 if (hi > T - 1) hi = T - 1;
                 if (lo < 0) lo = 0;
-                float *o = out + (i * Hq + h) * D;
-                memset(o, 0, (size_t)D * sizeof(float));
+                const float *qg = q + (i * Hq + kvh * group) * D; /* the group's query heads */
+                float *og = out + (i * Hq + kvh * group) * D;
+                memset(og, 0, (size_t)(group * D) * sizeof(float));
                 if (hi < lo) continue;
-                const float *qv = q + (i * Hq + h) * D;
-                float mx = -INFINITY;
-                for (int64_t j = lo; j <= hi; j++) {
-                    float s = scale * ops->dot(qv, k + (j * Hkv + kvh) * D, D);
-                    scores[j - lo] = s;
-                    if (s > mx) mx = s;
+                const int64_t n = hi - lo + 1;
+                for (int64_t j = 0; j < n; j++) {
+                    const float *kj = k + ((lo + j) * Hkv + kvh) * D;
+                    if (j + VX_PREFETCH_ROWS < n) prefetch_row(kj + VX_PREFETCH_ROWS * Hkv * D, D);
+                    for (int64_t g = 0; g < group; g++) scores[g * n + j] = scale * ops->dot(qg + g * D, kj, D);
                 }
-                double sum = 0.0;
-                for (int64_t j = lo; j <= hi; j++) {
-                    float e = expf(scores[j - lo] - mx);
-                    scores[j - lo] = e;
-                    sum += e;
+                for (int64_t g = 0; g < group; g++) {
+                    float *s = scores + g * n;
+                    float mx = -INFINITY;
+                    for (int64_t j = 0; j < n; j++) if (s[j] > mx) mx = s[j];
+                    double sum = 0.0;
+                    for (int64_t j = 0; j < n; j++) {
+                        s[j] = expf(s[j] - mx);
+                        sum += s[j];
+                    }
+                    const float inv = (float)(1.0 / sum);
+                    for (int64_t j = 0; j < n; j++) s[j] *= inv;
                 }
-                const float inv = (float)(1.0 / sum);
-                for (int64_t j = lo; j <= hi; j++) ops->axpy(o, scores[j - lo] * inv, v + (j * Hkv + kvh) * D, D);
+                for (int64_t j = 0; j < n; j++) {
+                    const float *vj = v + ((lo + j) * Hkv + kvh) * D;
+                    if (j + VX_PREFETCH_ROWS < n) prefetch_row(vj + VX_PREFETCH_ROWS * Hkv * D, D);
+                    for (int64_t g = 0; g < group; g++) ops->axpy(og + g * D, scores[g * n + j], vj, D);
+                }
             }
             free(scores);
         }
