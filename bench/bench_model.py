@@ -25,7 +25,8 @@ import voxtral
 from voxtral import _kernels
 from voxtral.audio import load_audio
 
-AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "audio" / "jfk.wav"
+from conftest import sgemm_rate
+
 
 
 def _bench_dir() -> Path:
@@ -35,40 +36,16 @@ def _bench_dir() -> Path:
 @pytest.fixture(scope="module")
 def full_dir() -> Path:
     target = _bench_dir()
-    native = target / "native"
-    if not (native / "consolidated.safetensors").is_file():
+    if not (target / "consolidated.safetensors").is_file():
         from voxtral.testing.checkpoint import make_checkpoint
 
         make_checkpoint(target, preset="full", layout="native", seed=0)
-    return native
+    return target
 
 
 @pytest.fixture(scope="module")
 def model(full_dir):
     return voxtral.load(full_dir)
-
-
-def _memory_bandwidth() -> float:
-    """Bytes/s of a large copy (read + write), best of 3."""
-    src = np.ones(256 * 1024 * 1024 // 4, dtype=np.float32)
-    dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t)
-    return 2 * src.nbytes / best
-
-
-def _sgemm_rate(m: int, n: int, k: int) -> float:
-    a = np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * m * n * k / best
 
 
 def _info(benchmark, **kw):
@@ -82,8 +59,8 @@ def test_load_time(benchmark, full_dir):
     assert model.config.decoder.n_layers == 26
 
 
-def test_encoder_per_audio_second(benchmark, model):
-    audio = load_audio(AUDIO)[: 4 * 16000]
+def test_encoder_per_audio_second(benchmark, model, audio_dir):
+    audio = load_audio(audio_dir / "jfk.wav")[: 4 * 16000]
     mel = model.front.spectrogram(audio)
     seconds = audio.shape[0] / 16000
 
@@ -98,13 +75,13 @@ def test_encoder_per_audio_second(benchmark, model):
                                    + 3 * e.dim * e.hidden_dim)
     flops = per_frame * frames
     t = benchmark.stats.stats.min
-    sgemm = _sgemm_rate(frames, e.hidden_dim, e.dim)
+    sgemm = sgemm_rate(frames, e.hidden_dim, e.dim)
     _info(benchmark, audio_s=seconds, encoder_s_per_audio_s=round(t / seconds, 3),
           gflops=round(flops / t / 1e9, 1), sgemm_gflops=round(sgemm / 1e9, 1),
           ratio_to_sgemm=round(flops / t / sgemm, 3))
 
 
-def test_decoder_ms_per_token(benchmark, model):
+def test_decoder_ms_per_token(benchmark, model, bandwidth):
     d = model.config.decoder
     cache = model.decoder.new_cache()
     ada = model.decoder.ada_scales(6)
@@ -119,7 +96,7 @@ def test_decoder_ms_per_token(benchmark, model):
     t = benchmark.stats.stats.min
     per_layer = d.dim * (d.n_heads + 2 * d.n_kv_heads) * d.head_dim + d.n_heads * d.head_dim * d.dim + 3 * d.dim * d.hidden_dim
     weight_bytes = 2 * (d.n_layers * per_layer + d.vocab_size * d.dim)
-    bw = _memory_bandwidth()
+    bw = bandwidth
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     _info(benchmark, ms_per_token=round(t * 1000, 1), weights_gb=round(weight_bytes / 1e9, 2),
           achieved_gb_s=round(weight_bytes / t / 1e9, 2), memory_bw_gb_s=round(bw / 1e9, 2),

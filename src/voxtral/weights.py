@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import ModelConfig, from_hf_config, from_params_json
-from .errors import CheckpointError, ModelFileError
+from .errors import CheckpointError
+from .hub import detect_layout
 from .safetensors_io import SafetensorsFile
 
 _NATIVE_ENC = "mm_streams_embeddings.embedding_module.whisper_encoder."
@@ -299,19 +300,6 @@ def load_hf(model_dir: Path, audio_section: dict | None = None) -> tuple[ModelCo
         src = _TensorSource([SafetensorsFile(p) for p in shard_paths])
     # lm_head may be saved although tied; it must then equal the embeddings' shape.
     return cfg, _assemble(cfg, _hf_names(cfg), src, optional={"lm_head.weight"})
-
-
-def detect_layout(model_dir: Path) -> str:
-    if (model_dir / "params.json").is_file() and (model_dir / "consolidated.safetensors").is_file():
-        return "native"
-    if (model_dir / "config.json").is_file() and (
-        (model_dir / "model.safetensors.index.json").is_file() or any(model_dir.glob("model*.safetensors"))
-    ):
-        return "hf"
-    raise ModelFileError(
-        f"{model_dir}: neither a Mistral-native model directory (consolidated.safetensors, params.json, "
-        "tekken.json) nor a Hugging Face one (config.json, model*.safetensors)"
-    )
 
 
 def load_weights(model_dir: str | Path, audio_section: dict | None = None) -> tuple[ModelConfig, Weights, str]:
