@@ -184,7 +184,7 @@ def is_wav_prefix(prefix: bytes) -> bool:
     return len(prefix) >= 12 and prefix[:4] in (b"RIFF", b"RF64", b"BW64") and prefix[8:12] == b"WAVE"
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytes:
+def read_exact(f: BinaryIO, n: int) -> bytes:
     """Read up to ``n`` bytes, looping over short reads (pipes); fewer only at EOF."""
     if n <= 0:
         return b""
@@ -283,7 +283,7 @@ def read_wav_header(source: Union[bytes, bytearray, memoryview, BinaryIO], name:
         f = source
         name = name or str(getattr(source, "name", "<stream>"))
 
-    head = _read_exact(f, 12)
+    head = read_exact(f, 12)
     if not is_wav_prefix(head):
         if len(head) == 0:
             raise AudioError(f"{name}: empty file, not a WAV file")
@@ -294,7 +294,7 @@ def read_wav_header(source: Union[bytes, bytearray, memoryview, BinaryIO], name:
     ds64_data_size: int | None = None
 
     while True:
-        ch = _read_exact(f, 8)
+        ch = read_exact(f, 8)
         if len(ch) < 8:
             if fmt_info is None:
                 raise AudioError(f"{name}: no fmt chunk found, not a valid WAV file")
@@ -326,7 +326,7 @@ def read_wav_header(source: Union[bytes, bytearray, memoryview, BinaryIO], name:
             )
         padded = size + (size & 1)
         if cid in (b"fmt ", b"ds64"):
-            body = _read_exact(f, padded)
+            body = read_exact(f, padded)
             if len(body) < size:
                 raise AudioError(f"{name}: truncated WAV header ({cid.decode('latin-1').strip()} chunk cut short)")
             body = body[:size]
@@ -429,7 +429,7 @@ def _read_data(f: BinaryIO, header: WavHeader, name: str) -> bytes:
         data = data or b""
         data = data[: len(data) - len(data) % header.frame_bytes]
     else:
-        data = _read_exact(f, header.data_size)
+        data = read_exact(f, header.data_size)
         if len(data) < header.data_size:
             raise AudioError(
                 f"{name}: truncated: header says {header.data_size} bytes of audio, file has {len(data)}"

@@ -10,6 +10,7 @@ import numpy as np
 from . import _kernels as K
 from .config import ModelConfig
 from .kvcache import KVCache
+from .layers import Attention, scratch, swiglu
 from .rope import RotaryTables
 from .weights import Weights
 
@@ -36,8 +37,7 @@ class TextDecoder:
         self.w = w
         d = cfg.decoder
         self.rope = RotaryTables(d.head_dim, d.rope_theta)
-        self.interleaved = cfg.rope_style == "interleaved"
-        self.scale = float(d.head_dim) ** -0.5
+        self.attn = Attention(d.n_heads, d.n_kv_heads, d.head_dim, d.sliding_window, cfg.rope_style == "interleaved")
         self._ada_cache: dict[int, np.ndarray] = {}
 
     def new_cache(self) -> KVCache:
@@ -66,32 +66,14 @@ class TextDecoder:
         d = self.cfg.decoder
         n = x.shape[0]
         cache.reserve(n)
-        pos = cache.next_pos
-        cos, sin = self.rope(pos, n)
-        q = np.empty((n, d.n_heads * d.head_dim), dtype=np.float32)
-        attn = np.empty_like(q)
+        cos, sin = self.rope(cache.next_pos, n)
+        q, attn = scratch(n, self.attn)
         for i, lw in enumerate(self.w.decoder_layers):
             h = K.rms_norm(x, lw.attn_norm, d.norm_eps)
-            k_new, v_new = cache.slots(i, n)
-            K.matmul_bf16(h, lw.wq, None, out=q)
-            K.matmul_bf16(h, lw.wk, None, out=k_new)
-            K.matmul_bf16(h, lw.wv, None, out=v_new)
-            K.rope(q.reshape(n, d.n_heads, d.head_dim), cos, sin, self.interleaved)
-            K.rope(k_new.reshape(n, d.n_kv_heads, d.head_dim), cos, sin, self.interleaved)
-            keys, values = cache.keys_values(i, n)
-            K.attention(
-                q.reshape(n, d.n_heads, d.head_dim),
-                keys.reshape(-1, d.n_kv_heads, d.head_dim),
-                values.reshape(-1, d.n_kv_heads, d.head_dim),
-                attn.reshape(n, d.n_heads, d.head_dim),
-                pos, cache.pos0, d.sliding_window, self.scale,
-            )
-            K.matmul_bf16(attn, lw.wo, None, out=x, accumulate=True)
+            self.attn(x, h, cache, i, cos, sin, q, attn, lw.wq, lw.wk, lw.wv, lw.wo)
             h = K.rms_norm(x, lw.ffn_norm, d.norm_eps)
-            h *= ada[i]
-            gate = K.matmul_bf16(h, lw.w1)
-            up = K.matmul_bf16(h, lw.w3)
-            K.matmul_bf16(K.silu_mul(gate, up), lw.w2, None, out=x, accumulate=True)
+            h *= ada[i]  # delay conditioning
+            swiglu(x, h, lw.w1, lw.w3, lw.w2)
         cache.commit(n)
         return K.rms_norm(np.ascontiguousarray(x[-1:]), self.w.decoder_norm, d.norm_eps)
 

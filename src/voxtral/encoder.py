@@ -16,6 +16,7 @@ import numpy as np
 from . import _kernels as K
 from .config import ModelConfig
 from .kvcache import KVCache
+from .layers import Attention, scratch, swiglu
 from .rope import RotaryTables
 from .weights import Weights
 
@@ -38,8 +39,7 @@ class AudioEncoder:
         self.w = w
         e = cfg.encoder
         self.rope = RotaryTables(e.head_dim, e.rope_theta)
-        self.interleaved = cfg.rope_style == "interleaved"
-        self.scale = float(e.head_dim) ** -0.5
+        self.attn = Attention(e.n_heads, e.n_kv_heads, e.head_dim, e.sliding_window, cfg.rope_style == "interleaved")
 
     def new_state(self) -> EncoderState:
         e, a = self.cfg.encoder, self.cfg.audio
@@ -73,31 +73,12 @@ class AudioEncoder:
         n = x.shape[0]
         cache = st.cache
         cache.reserve(n)
-        pos = cache.next_pos
-        cos, sin = self.rope(pos, n)
-        q = np.empty((n, e.n_heads * e.head_dim), dtype=np.float32)
-        attn = np.empty_like(q)
+        cos, sin = self.rope(cache.next_pos, n)
+        q, attn = scratch(n, self.attn)
         for i, lw in enumerate(self.w.encoder_layers):
             h = K.rms_norm(x, lw.attn_norm, e.norm_eps)
-            k_new, v_new = cache.slots(i, n)
-            K.matmul_bf16(h, lw.wq, lw.bq, out=q)
-            K.matmul_bf16(h, lw.wk, None, out=k_new)
-            K.matmul_bf16(h, lw.wv, lw.bv, out=v_new)
-            K.rope(q.reshape(n, e.n_heads, e.head_dim), cos, sin, self.interleaved)
-            K.rope(k_new.reshape(n, e.n_kv_heads, e.head_dim), cos, sin, self.interleaved)
-            keys, values = cache.keys_values(i, n)
-            K.attention(
-                q.reshape(n, e.n_heads, e.head_dim),
-                keys.reshape(-1, e.n_kv_heads, e.head_dim),
-                values.reshape(-1, e.n_kv_heads, e.head_dim),
-                attn.reshape(n, e.n_heads, e.head_dim),
-                pos, cache.pos0, e.sliding_window, self.scale,
-            )
-            K.matmul_bf16(attn, lw.wo, lw.bo, out=x, accumulate=True)
-            h = K.rms_norm(x, lw.ffn_norm, e.norm_eps)
-            gate = K.matmul_bf16(h, lw.w1)
-            up = K.matmul_bf16(h, lw.w3)
-            K.matmul_bf16(K.silu_mul(gate, up), lw.w2, lw.b2, out=x, accumulate=True)
+            self.attn(x, h, cache, i, cos, sin, q, attn, lw.wq, lw.wk, lw.wv, lw.wo, lw.bq, lw.bv, lw.bo)
+            swiglu(x, K.rms_norm(x, lw.ffn_norm, e.norm_eps), lw.w1, lw.w3, lw.w2, lw.b2)
         cache.commit(n)
         return K.rms_norm(x, self.w.encoder_norm, e.norm_eps)
 

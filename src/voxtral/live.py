@@ -12,7 +12,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .audio import SampleFormat, is_wav_prefix, pcm_bytes_to_float, read_wav_header
+from .audio import SampleFormat, is_wav_prefix, pcm_bytes_to_float, read_exact, read_wav_header
 from .errors import AudioError, DeviceError
 
 _READ_SIZE = 1 << 14  # bytes per read from a pipe: ~0.5 s of s16le at 16 kHz
@@ -58,17 +58,6 @@ class _Prefixed:
         return self._raw(n)
 
 
-def _read_prefix(f: BinaryIO, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        chunk = f.read(n - got)
-        if not chunk:
-            break
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
-
-
 def read_pcm_stream(
     f: BinaryIO, target_rate: int, raw_format: str = "s16le", raw_rate: int = 16000, name: str = "<stdin>"
 ) -> Iterator[np.ndarray]:
@@ -76,7 +65,7 @@ def read_pcm_stream(
     a WAV file (detected by its header) or raw PCM (``raw_format`` at
     ``raw_rate``, mono). Bytes may arrive in any piece sizes; a stream that ends
     inside a sample frame drops that partial frame."""
-    head = _read_prefix(f, 12)
+    head = read_exact(f, 12)
     reader = _Prefixed(head, f)
     remaining = None
     if is_wav_prefix(head):

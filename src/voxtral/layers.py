@@ -1,0 +1,52 @@
+"""The two transformer sub-layers the encoder and decoder share: causal
+sliding-window attention over a KV cache, and the SwiGLU feed-forward. Both
+add their result into the residual stream ``x`` in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as K
+from .kvcache import KVCache
+
+
+@dataclass(frozen=True)
+class Attention:
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    window: int
+    interleaved: bool  # RoPE pairing: (2i, 2i+1) native, (i, i+D/2) HF
+
+    @property
+    def scale(self) -> float:
+        return float(self.head_dim) ** -0.5
+
+    def __call__(self, x, h, cache: KVCache, layer: int, cos, sin, q, attn, wq, wk, wv, wo, bq=None, bv=None, bo=None):
+        """x += wo(attention(h)); q/attn are [n, n_heads*head_dim] scratch buffers."""
+        n = h.shape[0]
+        hd, nh, nkv = self.head_dim, self.n_heads, self.n_kv_heads
+        k_new, v_new = cache.slots(layer, n)
+        K.matmul_bf16(h, wq, bq, out=q)
+        K.matmul_bf16(h, wk, None, out=k_new)
+        K.matmul_bf16(h, wv, bv, out=v_new)
+        K.rope(q.reshape(n, nh, hd), cos, sin, self.interleaved)
+        K.rope(k_new.reshape(n, nkv, hd), cos, sin, self.interleaved)
+        keys, values = cache.keys_values(layer, n)
+        K.attention(
+            q.reshape(n, nh, hd), keys.reshape(-1, nkv, hd), values.reshape(-1, nkv, hd), attn.reshape(n, nh, hd),
+            cache.next_pos, cache.pos0, self.window, self.scale,
+        )
+        K.matmul_bf16(attn, wo, bo, out=x, accumulate=True)
+
+
+def swiglu(x, h, w1, w3, w2, b2=None) -> None:
+    """x += w2(silu(w1 h) * w3 h) (+ b2)."""
+    K.matmul_bf16(K.silu_mul(K.matmul_bf16(h, w1), K.matmul_bf16(h, w3)), w2, b2, out=x, accumulate=True)
+
+
+def scratch(n: int, attn: Attention) -> tuple[np.ndarray, np.ndarray]:
+    width = attn.n_heads * attn.head_dim
+    return np.empty((n, width), dtype=np.float32), np.empty((n, width), dtype=np.float32)
