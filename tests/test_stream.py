@@ -179,3 +179,5 @@ def test_memory_stays_bounded_on_a_long_stream(small_window_ckpt, audio_dir):
     assert stream._cache.capacity <= 48 - 1 + 1 + stream._cache.slack
     stream.finish()
     assert len(stream.tokens) > 7000
+    # compaction (a memmove of the whole window) is rare: once per `slack` steps
+    assert stream._cache.compactions <= len(stream.tokens) // stream._cache.slack + 2

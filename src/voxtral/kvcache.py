@@ -23,6 +23,7 @@ class KVCache:
         self.v: list[np.ndarray] = []
         self.pos0 = 0  # absolute position of row 0
         self.length = 0  # valid rows
+        self.compactions = 0
         self._resize(max(1, min(initial_rows, window + self.slack)))
 
     @property
@@ -47,17 +48,21 @@ class KVCache:
             self.v[layer][:keep] = self.v[layer][drop : self.length]
         self.pos0 += drop
         self.length = keep
+        self.compactions += 1
 
     def reserve(self, n_new: int) -> None:
         """Make room for ``n_new`` rows at the end (call once per step, before the layers)."""
         if self.length + n_new <= self.capacity:
             return
         self._compact()
-        if self.length + n_new <= self.capacity:
-            return
         need = self.length + n_new
-        bound = self.window - 1 + n_new + self.slack
-        self._resize(min(max(need, 2 * self.capacity), max(bound, need)))
+        if self.length >= self.window - 1:
+            # The window is full: keep slack so that the memmove happens once
+            # per `slack` steps, not on every step.
+            need += self.slack
+        if need > self.capacity:
+            bound = self.window - 1 + n_new + self.slack
+            self._resize(max(need, min(2 * self.capacity, bound)))
 
     def slots(self, layer: int, n_new: int) -> tuple[np.ndarray, np.ndarray]:
         """Views where the new rows' keys and values are written."""
