@@ -211,3 +211,55 @@ def test_missing_portaudio_names_what_to_install(monkeypatch):
 
     with pytest.raises(voxtral.DeviceError, match="libportaudio2"):
         Microphone(16000)
+
+
+def test_queue_drops_oldest_and_counts():
+    from voxtral.live import DropOldestQueue
+
+    q = DropOldestQueue(max_samples=1000)
+    for i in range(10):
+        q.put(np.full(300, i, dtype=np.float32))
+    got = q.get_all(timeout=0)
+    # the newest audio survives, in order; what went is counted
+    assert got.shape[0] <= 1000 and got[-1] == 9 and np.all(np.diff(got) >= 0)
+    assert q.dropped_samples + got.shape[0] == q.received_samples == 3000
+    q.put(np.arange(5000, dtype=np.float32))  # one block larger than the bound
+    got = q.get_all(timeout=0)
+    assert got.shape[0] == 1000 and got[0] == 4000
+    assert q.get_all(timeout=0.01).shape[0] == 0
+
+
+def test_cli_reports_dropped_audio(tiny_ckpt, monkeypatch, capsys):
+    """When the model falls behind, the CLI says how much audio was dropped."""
+    from voxtral import cli, live
+
+    class SlowMic:
+        def __init__(self, sample_rate, device=None):
+            self.queue = live.DropOldestQueue(sample_rate)  # 1 s
+            self.sample_rate = sample_rate
+            self.reads = 0
+
+        dropped_samples = property(lambda self: self.queue.dropped_samples)
+        captured_samples = property(lambda self: self.queue.received_samples)
+        dropped_seconds = property(lambda self: self.queue.dropped_samples / self.sample_rate)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def read(self, timeout=1.0):
+            self.reads += 1
+            if self.reads > 3:
+                raise KeyboardInterrupt
+            for _ in range(30):  # 3 s arrive while the model was busy: 2 s must go
+                self.queue.put(np.zeros(1600, dtype=np.float32))
+            return self.queue.get_all(0)
+
+    monkeypatch.setattr(live, "Microphone", SlowMic)
+    rc = cli.main(["--mic", "--model", str(tiny_ckpt["native"]), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "dropped 2.00 s of audio so far" in err
+    assert "dropped 6.00 s of 9.00 s captured" in err

@@ -98,12 +98,57 @@ def read_pcm_stream(
         raise AudioError(f"{name}: the input ended before any audio samples")
 
 
-class Microphone:
-    """Capture from an input device in a PortAudio callback thread.
+class DropOldestQueue:
+    """Audio blocks between a capture thread and the model, bounded in
+    samples: when full, the OLDEST blocks are dropped (live transcription
+    should stay live) and counted, so that the loss can be reported."""
 
-    A bounded queue sits between capture and the model: when the model falls
-    behind, the OLDEST audio is dropped (live transcription should stay live)
-    and counted in ``dropped_seconds``, which the caller reports."""
+    def __init__(self, max_samples: int):
+        self.max_samples = max(1, int(max_samples))
+        self._blocks: collections.deque[np.ndarray] = collections.deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped_samples = 0
+        self.received_samples = 0
+
+    def put(self, block: np.ndarray) -> None:
+        with self._cond:
+            self.received_samples += block.shape[0]
+            self._blocks.append(block)
+            self._queued += block.shape[0]
+            while self._queued > self.max_samples and len(self._blocks) > 1:
+                old = self._blocks.popleft()
+                self._queued -= old.shape[0]
+                self.dropped_samples += old.shape[0]
+            if self._queued > self.max_samples:  # a single block larger than the bound
+                excess = self._queued - self.max_samples
+                self._blocks[0] = self._blocks[0][excess:]
+                self._queued -= excess
+                self.dropped_samples += excess
+            self._cond.notify()
+
+    def get_all(self, timeout: float) -> np.ndarray:
+        """Everything queued (waits up to ``timeout`` for something)."""
+        with self._cond:
+            if not self._blocks and not self._closed:
+                self._cond.wait(timeout)
+            blocks = list(self._blocks)
+            self._blocks.clear()
+            self._queued = 0
+        if not blocks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(blocks)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class Microphone:
+    """Capture from an input device in PortAudio's callback thread, through a
+    ``DropOldestQueue`` (``dropped_seconds`` says how much was lost)."""
 
     def __init__(self, sample_rate: int, device: str | int | None = None, block_seconds: float = 0.08,
                  max_queue_seconds: float = 10.0):
@@ -117,41 +162,34 @@ class Microphone:
             raise DeviceError("microphone input needs sounddevice: pip install 'voxtral[mic]'") from None
         self._sd = sd
         self.sample_rate = sample_rate
-        self.block = max(1, int(block_seconds * sample_rate))
-        self._queue: collections.deque[np.ndarray] = collections.deque()
-        self._max_samples = int(max_queue_seconds * sample_rate)
-        self._queued = 0
-        self._lock = threading.Condition()
-        self.dropped_samples = 0
-        self.captured_samples = 0
+        self.queue = DropOldestQueue(int(max_queue_seconds * sample_rate))
         self.status_flags = 0
         self._closed = False
         try:
             self._stream = sd.InputStream(
                 samplerate=sample_rate, channels=1, dtype="float32", device=device,
-                blocksize=self.block, callback=self._callback,
+                blocksize=max(1, int(block_seconds * sample_rate)), callback=self._callback,
             )
         except (sd.PortAudioError, ValueError) as exc:
             what = f"input device {device!r}" if device is not None else "the default input device"
             raise DeviceError(f"cannot open {what}: {exc}".replace("\n", " ")) from None
 
     @property
+    def dropped_samples(self) -> int:
+        return self.queue.dropped_samples
+
+    @property
+    def captured_samples(self) -> int:
+        return self.queue.received_samples
+
+    @property
     def dropped_seconds(self) -> float:
-        return self.dropped_samples / self.sample_rate
+        return self.queue.dropped_samples / self.sample_rate
 
     def _callback(self, indata, frames, time_info, status) -> None:
-        block = indata[:, 0].copy()
-        with self._lock:
-            if status:
-                self.status_flags += 1
-            self.captured_samples += block.shape[0]
-            self._queue.append(block)
-            self._queued += block.shape[0]
-            while self._queued > self._max_samples and len(self._queue) > 1:
-                old = self._queue.popleft()
-                self._queued -= old.shape[0]
-                self.dropped_samples += old.shape[0]
-            self._lock.notify()
+        if status:
+            self.status_flags += 1
+        self.queue.put(indata[:, 0].copy())
 
     def __enter__(self) -> "Microphone":
         try:
@@ -170,20 +208,11 @@ class Microphone:
                 self._stream.abort()  # stop() can hang on a source that stopped producing
             finally:
                 self._stream.close()
-            with self._lock:
-                self._lock.notify_all()
+                self.queue.close()
 
     def read(self, timeout: float = 1.0) -> np.ndarray:
         """All audio captured since the last read (waits up to ``timeout`` for some)."""
-        with self._lock:
-            if not self._queue and not self._closed:
-                self._lock.wait(timeout)
-            blocks = list(self._queue)
-            self._queue.clear()
-            self._queued = 0
-        if not blocks:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(blocks)
+        return self.queue.get_all(timeout)
 
 
 class WavRecorder:
