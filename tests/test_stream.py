@@ -181,3 +181,38 @@ def test_memory_stays_bounded_on_a_long_stream(small_window_ckpt, audio_dir):
     assert len(stream.tokens) > 7000
     # compaction (a memmove of the whole window) is rare: once per `slack` steps
     assert stream._cache.compactions <= len(stream.tokens) // stream._cache.slack + 2
+
+
+@pytest.fixture(scope="module")
+def long_synthetic(recordings):
+    """Three minutes of speech-like audio: the recordings at random gains,
+    with noise and gaps, deterministic."""
+    rng = np.random.default_rng(3)
+    parts = []
+    total = 0
+    while total < 180 * 16000:
+        speech = recordings[rng.choice(sorted(recordings))] * rng.uniform(0.3, 1.5)
+        gap = rng.standard_normal(int(rng.uniform(0.1, 2.0) * 16000)).astype(np.float32) * 0.003
+        parts += [speech.astype(np.float32), gap]
+        total += speech.shape[0] + gap.shape[0]
+    return np.concatenate(parts)[: 180 * 16000]
+
+
+@pytest.fixture(scope="module")
+def small_window_model(small_window_ckpt):
+    return voxtral.load(small_window_ckpt["native"])
+
+
+@pytest.fixture(scope="module")
+def long_offline(small_window_model, long_synthetic):
+    return small_window_model.transcribe(long_synthetic, 16000).token_ids
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(160, 3 * 16000), min_size=1, max_size=6))
+def test_long_synthetic_stream_through_sliding_windows(small_window_model, long_synthetic, long_offline, sizes):
+    """Minutes of audio with windows of 48/40: streaming crosses the windows
+    (and compacts the caches) at arbitrary points, offline at others; the
+    tokens are the same."""
+    assert len(long_offline) > 2000
+    assert _stream_tokens(small_window_model, long_synthetic, sizes) == long_offline
