@@ -11,7 +11,7 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def measure_bandwidth(nbytes: int = 512 * 1024 * 1024) -> float:
+def measure_bandwidth(nbytes: int = 1024 * 1024 * 1024) -> float:
     """Sustained memory bandwidth in bytes/s: a large copy (read + write), best of 3."""
     src = np.ones(nbytes // 4, dtype=np.float32)
     dst = np.empty_like(src)

@@ -10,9 +10,14 @@
 #include "vx_isa.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define VX_INLINE static __forceinline
+#else
 #define VX_INLINE static inline __attribute__((always_inline))
+#endif
 
 VX_INLINE __m256 bf16x8(const uint16_t *p) {
     __m128i h = _mm_loadu_si128((const __m128i *)p);
@@ -40,7 +45,7 @@ VX_INLINE void store_out(float *o, float r, const float *bias, int64_t n, int ac
  * zero-padded past K) when W_F32, else bf16 rows of stride K. */
 VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, const void *wp, int64_t wstride,
                       const float *bias, int64_t n0, float *out, int64_t ldo, int accumulate) {
-    __m256 acc[3][4];
+    __m256 acc[3][8];
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
     const int64_t K8 = K & ~(int64_t)7;
@@ -99,6 +104,14 @@ static void gemm_bf16_avx2(const float *x, int64_t M, const uint16_t *w, int64_t
         const int nr = (int)((N - n) < VX_GEMM_ROWS ? (N - n) : VX_GEMM_ROWS);
         const uint16_t *wn = w + n * K;
         if (M < 3) {
+            if (nr == VX_GEMM_ROWS && N - n >= 2 * VX_GEMM_ROWS) {
+                /* 8 weight rows per pass: more independent streams in flight
+                 * for the memory-bound decoder step; same per-output sum. */
+                for (int64_t m = 0; m < M; m++)
+                    kernel(1, 8, 0, x + m * K, K, wn, K, bias, n, out + m * ldo + n, ldo, accumulate);
+                n += VX_GEMM_ROWS; /* the loop adds the other VX_GEMM_ROWS */
+                continue;
+            }
             for (int64_t m = 0; m < M; m++) {
                 const int mr = 1;
                 float *o = out + m * ldo + n;
@@ -146,5 +159,131 @@ static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-const vx_ops vx_ops_avx2 = {gemm_bf16_avx2, dot_avx2, axpy_avx2};
+
+/* ---- attention for one query position and one KV head's `group` query heads ----
+ * scores = scale * q.k over n rows (row j at k + j*stride), softmax over j
+ * (max-subtracted, vectorised exp), then og[g] = sum_j p[g][j] v_j.
+ * Up to 4 query heads share each K/V row load. Needs D % 8 == 0 (returns 0
+ * otherwise and the caller takes the generic path). Each output depends
+ * only on its visible rows, in order: no dependence on M, T or threads. */
+
+VX_INLINE __m256 exp256(__m256 x) { /* Cephes expf, ~1 ulp on [-87, 88] */
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+    fx = _mm256_floor_ps(fx);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+#define VX_ATTN_PREFETCH 4
+
+VX_INLINE void prefetch_avx2(const float *p, int64_t n) {
+    for (int64_t d = 0; d < n; d += 16) _mm_prefetch((const char *)(p + d), _MM_HINT_T0);
+}
+
+/* G query heads (q, D apart) against one key row kj: s[g * lds] = scale * q_g . kj */
+VX_INLINE void attn_dot_row(int G, const float *q, const float *kj, int64_t D, float scale, float *s, int64_t lds) {
+    __m256 acc[4];
+    for (int g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; d += 8) {
+        const __m256 kv = _mm256_loadu_ps(kj + d);
+        for (int g = 0; g < G; g++) acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * D + d), kv, acc[g]);
+    }
+    for (int g = 0; g < G; g++) s[g * lds] = scale * hsum8(acc[g]);
+}
+
+/* o_g += p[g * ldp] * vj for G heads (D apart) */
+VX_INLINE void attn_axpy_row(int G, const float *p, int64_t ldp, const float *vj, int64_t D, float *o) {
+    __m256 pb[4];
+    for (int g = 0; g < G; g++) pb[g] = _mm256_set1_ps(p[g * ldp]);
+    for (int64_t d = 0; d < D; d += 8) {
+        const __m256 vv = _mm256_loadu_ps(vj + d);
+        for (int g = 0; g < G; g++)
+            _mm256_storeu_ps(o + g * D + d, _mm256_fmadd_ps(pb[g], vv, _mm256_loadu_ps(o + g * D + d)));
+    }
+}
+
+static void softmax_rows(float *s, int64_t rows, int64_t n) {
+    const int64_t n8 = n & ~(int64_t)7;
+    for (int64_t r = 0; r < rows; r++, s += n) {
+        __m256 mx8 = _mm256_set1_ps(-INFINITY);
+        int64_t j = 0;
+        for (; j < n8; j += 8) mx8 = _mm256_max_ps(mx8, _mm256_loadu_ps(s + j));
+        float t[8], mx = -INFINITY;
+        _mm256_storeu_ps(t, mx8);
+        for (int i = 0; i < 8; i++) mx = t[i] > mx ? t[i] : mx;
+        for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+        const __m256 m8 = _mm256_set1_ps(mx);
+        __m256 sum8 = _mm256_setzero_ps();
+        for (j = 0; j < n8; j += 8) {
+            const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), m8));
+            _mm256_storeu_ps(s + j, e);
+            sum8 = _mm256_add_ps(sum8, e);
+        }
+        float sum = hsum8(sum8);
+        if (j < n) { /* tail through the same exp */
+            float e[8];
+            for (int i = 0; i < 8; i++) t[i] = (j + i < n) ? s[j + i] - mx : -INFINITY;
+            _mm256_storeu_ps(e, exp256(_mm256_loadu_ps(t)));
+            for (int64_t i = j; i < n; i++) { s[i] = e[i - j]; sum += e[i - j]; }
+        }
+        const float inv = 1.0f / sum;
+        const __m256 inv8 = _mm256_set1_ps(inv);
+        for (j = 0; j < n8; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv8));
+        for (; j < n; j++) s[j] *= inv;
+    }
+}
+
+#define VX_GROUP_CASES(CALL1, CALL2, CALL3, CALL4) \
+    switch (G) { case 1: CALL1; break; case 2: CALL2; break; case 3: CALL3; break; default: CALL4; break; }
+
+int vx_attn_avx2(const float *qg, int64_t nkv, int64_t group, const float *k, const float *v, int64_t stride,
+                 int64_t n, int64_t D, float scale, float *scores, float *og) {
+    if (D % 8 || n <= 0) return 0;
+    const int64_t heads = nkv * group; /* query heads of this task, D apart in qg/og */
+    /* scores[(h * group + g) * n + j]; rows read once, all nkv heads together */
+    for (int64_t j = 0; j < n; j++) {
+        const float *kj = k + j * stride;
+        if (j + VX_ATTN_PREFETCH < n) prefetch_avx2(kj + VX_ATTN_PREFETCH * stride, nkv * D);
+        for (int64_t h = 0; h < nkv; h++) {
+            for (int64_t g0 = 0; g0 < group; g0 += 4) {
+                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
+                const int64_t qh = h * group + g0;
+                const float *q = qg + qh * D, *kh = kj + h * D;
+                float *s = scores + qh * n + j;
+                VX_GROUP_CASES(attn_dot_row(1, q, kh, D, scale, s, n), attn_dot_row(2, q, kh, D, scale, s, n),
+                               attn_dot_row(3, q, kh, D, scale, s, n), attn_dot_row(4, q, kh, D, scale, s, n))
+            }
+        }
+    }
+    softmax_rows(scores, heads, n);
+    memset(og, 0, (size_t)(heads * D) * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const float *vj = v + j * stride;
+        if (j + VX_ATTN_PREFETCH < n) prefetch_avx2(vj + VX_ATTN_PREFETCH * stride, nkv * D);
+        for (int64_t h = 0; h < nkv; h++) {
+            for (int64_t g0 = 0; g0 < group; g0 += 4) {
+                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
+                const int64_t qh = h * group + g0;
+                const float *p = scores + qh * n + j, *vh = vj + h * D;
+                float *o = og + qh * D;
+                VX_GROUP_CASES(attn_axpy_row(1, p, n, vh, D, o), attn_axpy_row(2, p, n, vh, D, o),
+                               attn_axpy_row(3, p, n, vh, D, o), attn_axpy_row(4, p, n, vh, D, o))
+            }
+        }
+    }
+    return 1;
+}
+
+const vx_ops vx_ops_avx2 = {gemm_bf16_avx2, dot_avx2, axpy_avx2, vx_attn_avx2};
 #endif

@@ -1,4 +1,4 @@
-/* AVX-512F kernels (compiled with -mavx512f; only called when the CPU has it).
+/* AVX-512 kernels (compiled with -mavx512f/bw/dq/vl; only called when the CPU has all four).
  * Same "dot form" as the AVX2 file with 16-lane accumulators: each output's
  * sum runs over k in order and is reduced by one fixed tree, whatever M is. */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512)
@@ -7,7 +7,11 @@
 #include <immintrin.h>
 #include <string.h>
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define VX_INLINE static __forceinline
+#else
 #define VX_INLINE static inline __attribute__((always_inline))
+#endif
 
 VX_INLINE __m512 bf16x16(const uint16_t *p) {
     __m256i h = _mm256_loadu_si256((const __m256i *)p);
@@ -135,5 +139,5 @@ static void axpy_avx512(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-const vx_ops vx_ops_avx512 = {gemm_bf16_avx512, dot_avx512, axpy_avx512};
+const vx_ops vx_ops_avx512 = {gemm_bf16_avx512, dot_avx512, axpy_avx512, vx_attn_avx2};
 #endif

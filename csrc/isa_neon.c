@@ -64,5 +64,5 @@ static void axpy_neon(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-const vx_ops vx_ops_neon = {gemm_bf16_neon, dot_neon, axpy_neon};
+const vx_ops vx_ops_neon = {gemm_bf16_neon, dot_neon, axpy_neon, NULL};
 #endif

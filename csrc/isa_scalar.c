@@ -38,4 +38,4 @@ static void axpy_scalar(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-const vx_ops vx_ops_scalar = {gemm_bf16_scalar, dot_scalar, axpy_scalar};
+const vx_ops vx_ops_scalar = {gemm_bf16_scalar, dot_scalar, axpy_scalar, NULL};

@@ -21,7 +21,8 @@ const char *vx_isa_name(int isa);
 int vx_isa_available(int isa);      /* CPU supports it and it was compiled in */
 int vx_active_isa(void);
 int vx_set_isa(int isa);            /* VX_EINVAL if not available */
-int vx_cpu_feature(const char *name); /* "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512bf16", "neon" */
+int vx_cpu_feature(const char *name); /* "avx2", "fma", "f16c", "avx512f", "avx512bw",
+                                      "avx512dq", "avx512vl", "avx512bf16", "neon" */
 
 void vx_set_num_threads(int n);
 int vx_get_num_threads(void);

@@ -33,10 +33,12 @@ int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *
     {
         float *scratch = (float *)malloc((size_t)vx_gemm_scratch_floats(K) * sizeof(float));
         if (!scratch) {
-#pragma omp atomic write
+#pragma omp critical(vx_status)
             status = VX_ENOMEM;
         } else {
-#pragma omp for schedule(static)
+            /* dynamic: a thread that was descheduled (shared machine) does
+             * not hold up the others; results do not depend on who runs what */
+#pragma omp for schedule(dynamic, 2)
             for (int64_t t = 0; t < n_tasks; t++) {
                 const int64_t n0 = t * rows_per_task;
                 const int64_t nb = (N - n0) < rows_per_task ? (N - n0) : rows_per_task;
@@ -68,54 +70,68 @@ int vx_attention(const float *q, const float *k, const float *v, float *out,
         return VX_EINVAL;
     const vx_ops *ops = vx_ops_active();
     const int64_t group = Hq / Hkv;
-    /* One task = one query position x one KV head with its `group` query
-     * heads, so each K/V row is read once for all the heads that share it. */
-    const int64_t n_tasks = M * Hkv;
     const int nthreads = threads_for(M * Hq * (T + 1) * D);
+    /* One task = one query position x a block of hb consecutive KV heads with
+     * their query heads: each K/V row segment is read once for all the heads
+     * that share it, and with hb > 1 the segment is hb*D contiguous floats
+     * (rows of one head alone are Hkv*D apart: a new page per row, which the
+     * hardware prefetchers do not follow). Blocks shrink only as far as
+     * needed to give every thread work. Results do not depend on hb. */
+    int64_t hb = Hkv;
+    while (hb > 1 && M * ((Hkv + hb - 1) / hb) < nthreads) hb = (hb + 1) / 2;
+    const int64_t n_blocks = (Hkv + hb - 1) / hb;
+    const int64_t n_tasks = M * n_blocks;
     int status = VX_OK;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-        float *scores = (float *)malloc((size_t)(group * (T > 0 ? T : 1)) * sizeof(float));
+        float *scores = (float *)malloc((size_t)(hb * group * (T > 0 ? T : 1)) * sizeof(float));
         if (!scores) {
-#pragma omp atomic write
+#pragma omp critical(vx_status)
             status = VX_ENOMEM;
         } else {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < n_tasks; t++) {
-                const int64_t i = t / Hkv, kvh = t % Hkv;
+                const int64_t i = t / n_blocks, kv0 = (t % n_blocks) * hb;
+                const int64_t nkv = (Hkv - kv0) < hb ? (Hkv - kv0) : hb;
                 const int64_t qpos = q_pos0 + i;
                 /* visible keys: kpos <= qpos and qpos - kpos < window: one contiguous run */
                 int64_t hi = qpos - k_pos0;
                 int64_t lo = qpos - window + 1 - k_pos0;
                 if (hi > T - 1) hi = T - 1;
                 if (lo < 0) lo = 0;
-                const float *qg = q + (i * Hq + kvh * group) * D; /* the group's query heads */
-                float *og = out + (i * Hq + kvh * group) * D;
-                memset(og, 0, (size_t)(group * D) * sizeof(float));
+                float *oblk = out + (i * Hq + kv0 * group) * D;
+                memset(oblk, 0, (size_t)(nkv * group * D) * sizeof(float));
                 if (hi < lo) continue;
                 const int64_t n = hi - lo + 1;
-                for (int64_t j = 0; j < n; j++) {
-                    const float *kj = k + ((lo + j) * Hkv + kvh) * D;
-                    if (j + VX_PREFETCH_ROWS < n) prefetch_row(kj + VX_PREFETCH_ROWS * Hkv * D, D);
-                    for (int64_t g = 0; g < group; g++) scores[g * n + j] = scale * ops->dot(qg + g * D, kj, D);
-                }
-                for (int64_t g = 0; g < group; g++) {
-                    float *s = scores + g * n;
-                    float mx = -INFINITY;
-                    for (int64_t j = 0; j < n; j++) if (s[j] > mx) mx = s[j];
-                    double sum = 0.0;
+                if (ops->attn && ops->attn(q + (i * Hq + kv0 * group) * D, nkv, group, k + (lo * Hkv + kv0) * D,
+                                           v + (lo * Hkv + kv0) * D, Hkv * D, n, D, scale, scores, oblk))
+                    continue;
+                for (int64_t kvh = kv0; kvh < kv0 + nkv; kvh++) {
+                    const float *qg = q + (i * Hq + kvh * group) * D; /* the group's query heads */
+                    float *og = out + (i * Hq + kvh * group) * D;
                     for (int64_t j = 0; j < n; j++) {
-                        s[j] = expf(s[j] - mx);
-                        sum += s[j];
+                        const float *kj = k + ((lo + j) * Hkv + kvh) * D;
+                        if (j + VX_PREFETCH_ROWS < n) prefetch_row(kj + VX_PREFETCH_ROWS * Hkv * D, D);
+                        for (int64_t g = 0; g < group; g++) scores[g * n + j] = scale * ops->dot(qg + g * D, kj, D);
                     }
-                    const float inv = (float)(1.0 / sum);
-                    for (int64_t j = 0; j < n; j++) s[j] *= inv;
-                }
-                for (int64_t j = 0; j < n; j++) {
-                    const float *vj = v + ((lo + j) * Hkv + kvh) * D;
-                    if (j + VX_PREFETCH_ROWS < n) prefetch_row(vj + VX_PREFETCH_ROWS * Hkv * D, D);
-                    for (int64_t g = 0; g < group; g++) ops->axpy(og + g * D, scores[g * n + j], vj, D);
-                }
+                    for (int64_t g = 0; g < group; g++) {
+                        float *s = scores + g * n;
+                        float mx = -INFINITY;
+                        for (int64_t j = 0; j < n; j++) if (s[j] > mx) mx = s[j];
+                        double sum = 0.0;
+                        for (int64_t j = 0; j < n; j++) {
+                            s[j] = expf(s[j] - mx);
+                            sum += s[j];
+                        }
+                        const float inv = (float)(1.0 / sum);
+                        for (int64_t j = 0; j < n; j++) s[j] *= inv;
+                    }
+                    for (int64_t j = 0; j < n; j++) {
+                        const float *vj = v + ((lo + j) * Hkv + kvh) * D;
+                        if (j + VX_PREFETCH_ROWS < n) prefetch_row(vj + VX_PREFETCH_ROWS * Hkv * D, D);
+                        for (int64_t g = 0; g < group; g++) ops->axpy(og + g * D, scores[g * n + j], vj, D);
+                    }
+                } /* kvh */
             }
             free(scores);
         }

@@ -11,7 +11,7 @@
 
 typedef struct {
     int detected;
-    int avx2, fma, f16c, avx512f, avx512bw, avx512bf16, neon;
+    int avx2, fma, f16c, avx512f, avx512bw, avx512dq, avx512vl, avx512bf16, neon;
 } vx_features;
 
 static vx_features features;
@@ -28,13 +28,19 @@ static void detect(void) {
     features.fma = __builtin_cpu_supports("fma") != 0;
     features.avx512f = __builtin_cpu_supports("avx512f") != 0;
     features.avx512bw = __builtin_cpu_supports("avx512bw") != 0;
+    features.avx512dq = __builtin_cpu_supports("avx512dq") != 0;
+    features.avx512vl = __builtin_cpu_supports("avx512vl") != 0;
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11)
     features.avx512bf16 = __builtin_cpu_supports("avx512bf16") != 0;
 #endif
     {
+        /* CPUID.1:ECX bit 29 (older clang has no "f16c" for
+         * __builtin_cpu_supports); usable only with the OS's YMM support,
+         * which the avx2 check above includes. */
         unsigned int eax, ebx, ecx, edx;
         __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
-        features.f16c = (ecx >> 29) & 1;
+        (void)eax, (void)ebx, (void)edx;
+        features.f16c = features.avx2 && ((ecx >> 29) & 1);
     }
 #elif defined(_MSC_VER)
     int r[4];
@@ -48,6 +54,8 @@ static void detect(void) {
     features.avx2 = ymm && ((r[1] >> 5) & 1);
     features.avx512f = zmm && ((r[1] >> 16) & 1);
     features.avx512bw = zmm && ((r[1] >> 30) & 1);
+    features.avx512dq = zmm && ((r[1] >> 17) & 1);
+    features.avx512vl = zmm && ((r[1] >> 31) & 1);
 #endif
 #endif
 #if defined(__aarch64__)
@@ -64,6 +72,8 @@ int vx_cpu_feature(const char *name) {
     if (!strcmp(name, "f16c")) return features.f16c;
     if (!strcmp(name, "avx512f")) return features.avx512f;
     if (!strcmp(name, "avx512bw")) return features.avx512bw;
+    if (!strcmp(name, "avx512dq")) return features.avx512dq;
+    if (!strcmp(name, "avx512vl")) return features.avx512vl;
     if (!strcmp(name, "avx512bf16")) return features.avx512bf16;
     if (!strcmp(name, "neon")) return features.neon;
     return 0;
@@ -87,9 +97,11 @@ int vx_isa_available(int isa) {
     case VX_ISA_NEON: return features.neon;
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
-    case VX_ISA_AVX2: return features.avx2 && features.fma;
+    case VX_ISA_AVX2: return features.avx2 && features.fma && features.f16c;
 #if defined(VX_HAVE_AVX512)
-    case VX_ISA_AVX512: return features.avx512f && features.avx2 && features.fma;
+    case VX_ISA_AVX512: /* the file is built with -mavx512{f,bw,dq,vl}: ask for all four */
+        return features.avx512f && features.avx512bw && features.avx512dq && features.avx512vl &&
+               features.avx2 && features.fma && features.f16c;
 #endif
 #endif
     default: return 0;

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import voxtral
-from voxtral.audio import decode_wav, load_audio
+from voxtral.audio import decode_wav
 
 F_SETPIPE_SZ = 1031
 BLOCK = 160  # 10 ms at 16 kHz

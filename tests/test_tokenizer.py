@@ -271,7 +271,7 @@ def test_stream_control_token_ends_run(ours, ref):
 
 
 def test_stream_with_hypothesis(ours, ref, id_pools):
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 

@@ -234,7 +234,7 @@ def test_errors_share_one_hierarchy():
 
 
 def test_safetensors_reader_matches_reference_library(tiny_ckpt):
-    safetensors = pytest.importorskip("safetensors")
+    pytest.importorskip("safetensors")
     from safetensors import safe_open
 
     ours = SafetensorsFile(tiny_ckpt["native"] / ST)

@@ -40,7 +40,7 @@ cdef extern from "vx.h":
                    int64_t F, int64_t n_freq, int64_t n_mels, float log_floor) nogil
 
 
-_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512bf16", "neon")
+_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16", "neon")
 
 
 cdef _check(int status, str what):

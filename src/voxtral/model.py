@@ -69,19 +69,22 @@ class VoxtralModel:
         ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end."""
         return Stream(self, delay_ms, keep_logits=keep_logits, sample_rate=sample_rate)
 
-    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Iterator[TokenEvent]:
-        """Yield token events as they are decoded."""
-        samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
+    def _decode_samples(self, samples: np.ndarray, delay_ms: int) -> Iterator[TokenEvent]:
         stream = self.stream(delay_ms)
         step = int(_OFFLINE_CHUNK_SECONDS * self.sample_rate)
         for start in range(0, samples.shape[0], step):
             yield from stream.feed(samples[start : start + step])
         yield from stream.finish()
 
+    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Iterator[TokenEvent]:
+        """Yield token events as they are decoded."""
+        samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
+        yield from self._decode_samples(samples, delay_ms)
+
     def transcribe(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Transcription:
         """Transcribe a path, WAV bytes, or a numpy array (+ sample_rate)."""
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
-        events = list(self.transcribe_iter(samples, self.sample_rate, delay_ms))
+        events = list(self._decode_samples(samples, delay_ms))
         ids = [e.token_id for e in events if e.token_id >= 0]
         return Transcription(
             text=self.tokenizer.decode(ids),

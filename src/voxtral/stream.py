@@ -158,6 +158,8 @@ class Stream:
         if arr.shape[0] == 0:
             return []
         self.samples_in += arr.shape[0]
+        if self.ended_by_eos:
+            return []  # the model has ended the transcript: nothing more to compute or keep
         self._push_audio(arr)
         return self._decode()
 

@@ -626,7 +626,6 @@ def make_checkpoint(
     tekken = build_tekken(d["vocab_size"], _audio_section(d))
     meta = {"format": "pt"}
 
-    writers: list[tuple[str, SafetensorsWriter]] = []
     native_w = None
     hf_plan: list[int] = []
     hf_writers: list[SafetensorsWriter] = []
