@@ -53,15 +53,20 @@ def _run(model, audio, chunk):
 def test_streaming_overhead_and_latency(benchmark, fullwidth_model, audio_dir):
     audio = load_audio(audio_dir / "jfk.wav")
     seconds = len(audio) / 16000
-    t = time.perf_counter()
-    offline = fullwidth_model.transcribe(audio, 16000).token_ids
-    t_offline = time.perf_counter() - t
+    fullwidth_model.transcribe(audio[:16000], 16000)  # warm-up: page in the mmapped weights
+    offline, t_offline = None, float("inf")
     results = {}
-    for label, chunk in (("1s", 16000), ("80ms", 1280)):
+    for _ in range(2):  # best of two, modes interleaved, against machine noise
         t = time.perf_counter()
-        tokens, feeds = _run(fullwidth_model, audio, chunk)
-        results[label] = (time.perf_counter() - t, feeds)
-        assert tokens == offline
+        offline = fullwidth_model.transcribe(audio, 16000).token_ids
+        t_offline = min(t_offline, time.perf_counter() - t)
+        for label, chunk in (("1s", 16000), ("80ms", 1280)):
+            t = time.perf_counter()
+            tokens, feeds = _run(fullwidth_model, audio, chunk)
+            elapsed = time.perf_counter() - t
+            if label not in results or elapsed < results[label][0]:
+                results[label] = (elapsed, feeds)
+            assert tokens == offline
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     feeds = np.array(results["80ms"][1][8:])  # past the prompt prefill
     benchmark.extra_info.update(
