@@ -267,6 +267,13 @@ def _parse_fmt(body: bytes, name: str) -> tuple[str, int, int, int, int, int, in
     return fmt, tag, channels, rate, container, block_align, valid_bits
 
 
+def _binary_source(source, name: str | None) -> tuple[BinaryIO, str]:
+    """A readable binary file object and a display name for bytes or a file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source)), name or "<bytes>"
+    return source, name or str(getattr(source, "name", "<stream>"))
+
+
 def read_wav_header(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str | None = None) -> WavHeader:
     """Parse a WAV header from bytes or a binary file object.
 
@@ -276,12 +283,7 @@ def read_wav_header(source: Union[bytes, bytearray, memoryview, BinaryIO], name:
     the input is not a RIFF/WAVE (or RF64) file, the fmt or data chunk is missing,
     or the encoding is unsupported. ``name`` is used in error messages.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        f: BinaryIO = io.BytesIO(bytes(source))
-        name = name or "<bytes>"
-    else:
-        f = source
-        name = name or str(getattr(source, "name", "<stream>"))
+    f, name = _binary_source(source, name)
 
     head = read_exact(f, 12)
     if not is_wav_prefix(head):
@@ -442,12 +444,7 @@ def _read_data(f: BinaryIO, header: WavHeader, name: str) -> bytes:
 def decode_wav(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str | None = None) -> tuple[np.ndarray, int]:
     """Decode a whole WAV file (bytes or a binary file object) to
     ``(float32 mono samples, sample rate)``, without resampling."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        f: BinaryIO = io.BytesIO(bytes(source))
-        name = name or "<bytes>"
-    else:
-        f = source
-        name = name or str(getattr(source, "name", "<stream>"))
+    f, name = _binary_source(source, name)
     header = read_wav_header(f, name=name)
     data = _read_data(f, header, name)
     if not data:
