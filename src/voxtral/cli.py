@@ -94,19 +94,13 @@ def _finish(stream, writer) -> None:
 
 
 def _run_files(args, model, writer, progress: Progress) -> None:
-    from .audio import load_audio
-
-    step = model.sample_rate * 2  # feed 2 s at a time so text appears while the file is read
     for path in args.files:
-        samples = load_audio(path, target_rate=model.sample_rate)
-        total = samples.shape[0] / model.sample_rate
         writer.begin(path, len(args.files) > 1)
-        stream = model.stream(args.delay_ms)
-        for start in range(0, samples.shape[0], step):
-            for e in stream.feed(samples[start : start + step]):
-                writer.event(e)
-            progress.show(os.path.basename(path), min(start + step, samples.shape[0]) / model.sample_rate, total)
-        _finish(stream, writer)
+        name = os.path.basename(path)
+        for e in model.transcribe_iter(path, delay_ms=args.delay_ms,
+                                       on_progress=lambda done, total: progress.show(name, done, total)):
+            writer.event(e)
+        writer.end()
     progress.clear()
 
 

@@ -30,7 +30,6 @@ class EncoderState:
     conv2_pending: np.ndarray  # conv1 outputs not yet consumed by the stride-2 conv
     cache: KVCache
     stack_pending: np.ndarray  # encoder frames waiting for a full group of `downsample_factor`
-    frames_out: int = 0
 
 
 class AudioEncoder:
@@ -93,7 +92,6 @@ class AudioEncoder:
         for s in range(0, stem.shape[0], _MAX_FRAMES_PER_PASS):
             chunk = np.ascontiguousarray(stem[s : s + _MAX_FRAMES_PER_PASS])
             outs.append(self._layers(st, chunk))
-        st.frames_out += stem.shape[0]
         if not outs:
             return np.zeros((0, self.cfg.encoder.dim), dtype=np.float32)
         return np.concatenate(outs) if len(outs) > 1 else outs[0]

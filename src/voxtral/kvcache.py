@@ -76,6 +76,3 @@ class KVCache:
 
     def commit(self, n_new: int) -> None:
         self.length += n_new
-
-    def nbytes(self) -> int:
-        return 2 * self.n_layers * self.capacity * self.row_dim * 4

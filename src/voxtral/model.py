@@ -69,17 +69,22 @@ class VoxtralModel:
         ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end."""
         return Stream(self, delay_ms, keep_logits=keep_logits, sample_rate=sample_rate)
 
-    def _decode_samples(self, samples: np.ndarray, delay_ms: int) -> Iterator[TokenEvent]:
+    def _decode_samples(self, samples: np.ndarray, delay_ms: int, on_progress=None) -> Iterator[TokenEvent]:
         stream = self.stream(delay_ms)
         step = int(_OFFLINE_CHUNK_SECONDS * self.sample_rate)
+        total = samples.shape[0] / self.sample_rate
         for start in range(0, samples.shape[0], step):
             yield from stream.feed(samples[start : start + step])
+            if on_progress is not None:
+                on_progress(min(start + step, samples.shape[0]) / self.sample_rate, total)
         yield from stream.finish()
 
-    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Iterator[TokenEvent]:
-        """Yield token events as they are decoded."""
+    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS,
+                        on_progress=None) -> Iterator[TokenEvent]:
+        """Yield token events as they are decoded; ``on_progress(done_s, total_s)``
+        is called after each piece of the input."""
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
-        yield from self._decode_samples(samples, delay_ms)
+        yield from self._decode_samples(samples, delay_ms, on_progress)
 
     def transcribe(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Transcription:
         """Transcribe a path, WAV bytes, or a numpy array (+ sample_rate)."""
