@@ -10,15 +10,10 @@ import numpy as np
 from . import _kernels as K
 from .config import ModelConfig
 from .kvcache import KVCache
+from .linear import embedding_rows, linear
 from .layers import Attention, scratch, swiglu
 from .rope import RotaryTables
 from .weights import Weights
-
-
-def bf16_rows_to_f32(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Gather rows of a BF16 (uint16 bits) matrix as float32."""
-    rows = table[np.asarray(ids, dtype=np.int64)]
-    return (rows.astype(np.uint32) << 16).view(np.float32)
 
 
 def time_embedding(t: float, dim: int, theta: float = 10000.0) -> np.ndarray:
@@ -58,7 +53,7 @@ class TextDecoder:
         return got
 
     def embed(self, token_ids) -> np.ndarray:
-        return bf16_rows_to_f32(self.w.tok_embeddings, token_ids)
+        return embedding_rows(self.w.tok_embeddings, token_ids)
 
     def forward(self, cache: KVCache, x: np.ndarray, ada: np.ndarray) -> np.ndarray:
         """Run positions cache.next_pos .. +n with inputs x [n, dim] (modified in
@@ -78,4 +73,4 @@ class TextDecoder:
         return K.rms_norm(np.ascontiguousarray(x[-1:]), self.w.decoder_norm, d.norm_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
-        return K.matmul_bf16(hidden, self.w.tok_embeddings)
+        return linear(hidden, self.w.tok_embeddings)

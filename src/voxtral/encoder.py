@@ -16,6 +16,7 @@ import numpy as np
 from . import _kernels as K
 from .config import ModelConfig
 from .kvcache import KVCache
+from .linear import linear
 from .layers import Attention, scratch, swiglu
 from .rope import RotaryTables
 from .weights import Weights
@@ -83,7 +84,7 @@ class AudioEncoder:
 
     def _adapter(self, frames: np.ndarray) -> np.ndarray:
         stacked = frames.reshape(-1, frames.shape[1] * self.cfg.audio.downsample_factor)
-        return K.matmul_bf16(K.gelu(K.matmul_bf16(stacked, self.w.adapter1)), self.w.adapter2)
+        return linear(K.gelu(linear(stacked, self.w.adapter1)), self.w.adapter2)
 
     def encode_frames(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
         """Mel frames -> final encoder frames (before stacking), incremental."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _kernels as K
 from .kvcache import KVCache
+from .linear import linear
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,9 @@ class Attention:
         n = h.shape[0]
         hd, nh, nkv = self.head_dim, self.n_heads, self.n_kv_heads
         k_new, v_new = cache.slots(layer, n)
-        K.matmul_bf16(h, wq, bq, out=q)
-        K.matmul_bf16(h, wk, None, out=k_new)
-        K.matmul_bf16(h, wv, bv, out=v_new)
+        linear(h, wq, bq, out=q)
+        linear(h, wk, None, out=k_new)
+        linear(h, wv, bv, out=v_new)
         K.rope(q.reshape(n, nh, hd), cos, sin, self.interleaved)
         K.rope(k_new.reshape(n, nkv, hd), cos, sin, self.interleaved)
         keys, values = cache.keys_values(layer, n)
@@ -39,12 +40,12 @@ class Attention:
             q.reshape(n, nh, hd), keys.reshape(-1, nkv, hd), values.reshape(-1, nkv, hd), attn.reshape(n, nh, hd),
             cache.next_pos, cache.pos0, self.window, self.scale,
         )
-        K.matmul_bf16(attn, wo, bo, out=x, accumulate=True)
+        linear(attn, wo, bo, out=x, accumulate=True)
 
 
 def swiglu(x, h, w1, w3, w2, b2=None) -> None:
     """x += w2(silu(w1 h) * w3 h) (+ b2)."""
-    K.matmul_bf16(K.silu_mul(K.matmul_bf16(h, w1), K.matmul_bf16(h, w3)), w2, b2, out=x, accumulate=True)
+    linear(K.silu_mul(linear(h, w1), linear(h, w3)), w2, b2, out=x, accumulate=True)
 
 
 def scratch(n: int, attn: Attention) -> tuple[np.ndarray, np.ndarray]:

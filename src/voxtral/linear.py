@@ -1,0 +1,27 @@
+"""One entry point for every weight matrix product, whatever the format:
+BF16 matrices (uint16 bits) go to the exact BF16 kernel, quantized ones
+(``QuantMatrix``) to the integer kernels, which quantize each row of x to
+int8 on the fly. Both are row-deterministic, so streaming equals offline in
+every mode."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels as K
+from .qformats import QuantMatrix
+
+
+def linear(x: np.ndarray, w, bias=None, out=None, accumulate: bool = False) -> np.ndarray:
+    """out[M,N] (+)= x[M,K] @ w[N,K]^T (+ bias)."""
+    if isinstance(w, QuantMatrix):
+        return K.matmul_q(x, w.data, w.qtype, w.cols, bias, out=out, accumulate=accumulate)
+    return K.matmul_bf16(x, w, bias, out=out, accumulate=accumulate)
+
+
+def embedding_rows(table, ids) -> np.ndarray:
+    """Rows ``ids`` of an embedding table (BF16 bits or quantized) as float32."""
+    if isinstance(table, QuantMatrix):
+        return table.rows_f32(ids)
+    rows = table[np.asarray(ids, dtype=np.int64)]
+    return (rows.astype(np.uint32) << 16).view(np.float32)
