@@ -22,6 +22,10 @@ embeddings the previous token's own logit gets a bonus that grows like
 N(0, 1) made the reference repeat tokens (23 distinct of 73 on a 5 s clip at
 960 ms delay; 0.25 gives 31 of 73, and 69 of 148 on jfk.wav at 480 ms).
 A power of two, so it commutes exactly with the BF16 rounding.
+``outliers=True`` gives the matrices what real checkpoints have and
+quantizers find hard: heavy tails (Student-t, 4 degrees of freedom, scaled to
+the same std) and a few large input channels (1 % of the columns x 8), to
+measure quantization error on something closer than Gaussian weights.
 Every tensor has its own random stream derived from ``(seed, tensor name)``,
 so a tensor's values do not depend on the other tensors or the layer count
 (layer 0 of ``fullwidth`` equals layer 0 of ``full`` for the same seed).
@@ -117,6 +121,8 @@ _COMMON: dict[str, Any] = {
     "window_size": 400,
     "global_log_mel_max": 1.5,
     "transcription_delay_ms": 480,
+    # weights
+    "outliers": False,
 }
 
 _REAL: dict[str, Any] = {
@@ -167,6 +173,7 @@ def resolve_dims(preset: str = "tiny", **overrides: Any) -> dict[str, Any]:
             raise ValueError(f"unknown checkpoint option {k!r}")
         d[k] = v
     d["embedding_std"] = float(d["embedding_std"])
+    d["outliers"] = bool(d["outliers"])
     if not d["embedding_std"] > 0:
         raise ValueError("embedding_std must be > 0")
     for k in ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads", "vocab_size",
@@ -356,11 +363,27 @@ def _scale_shift(spec: WeightSpec, embedding_std: float = 1.0) -> tuple[float, f
     raise ValueError(spec.kind)
 
 
-def generate_tensor(spec: WeightSpec, seed: int, embedding_std: float = 1.0) -> np.ndarray:
+_OUTLIER_DF = 4.0  # Student-t degrees of freedom for heavy-tailed matrices
+_OUTLIER_COLUMNS = 0.01  # fraction of input channels that are large
+_OUTLIER_GAIN = 8.0
+
+
+def _outlier_column_gains(spec: WeightSpec, seed: int) -> np.ndarray:
+    cols = spec.shape[-1] if len(spec.shape) == 2 else math.prod(spec.shape[1:])
+    gains = np.ones(cols, dtype=np.float32)
+    rng = _rng(seed, spec.name + "/outlier-columns")
+    n = max(1, int(round(cols * _OUTLIER_COLUMNS)))
+    gains[rng.choice(cols, size=n, replace=False)] = _OUTLIER_GAIN
+    return gains
+
+
+def generate_tensor(spec: WeightSpec, seed: int, embedding_std: float = 1.0, outliers: bool = False) -> np.ndarray:
     """The tensor's BF16 bit patterns (uint16, native layout), drawn in float32
     chunks so that only the output array is held whole."""
     rng = _rng(seed, spec.name)
     scale, shift = _scale_shift(spec, embedding_std)
+    heavy = outliers and spec.kind == "matrix"
+    gains = _outlier_column_gains(spec, seed) if heavy else None
     out = np.empty(spec.numel, dtype=np.uint16)
     size = min(_CHUNK, max(spec.numel, 1))
     buf = np.empty(size, dtype=np.float32)
@@ -368,7 +391,11 @@ def generate_tensor(spec: WeightSpec, seed: int, embedding_std: float = 1.0) -> 
     for start in range(0, spec.numel, _CHUNK):
         n = min(_CHUNK, spec.numel - start)
         x = buf[:n]
-        rng.standard_normal(out=x, dtype=np.float32)
+        if heavy:  # unit-variance Student-t, then the large input channels
+            x[:] = rng.standard_t(_OUTLIER_DF, size=n) / math.sqrt(_OUTLIER_DF / (_OUTLIER_DF - 2.0))
+            x *= gains[(start + np.arange(n)) % gains.shape[0]]
+        else:
+            rng.standard_normal(out=x, dtype=np.float32)
         x *= np.float32(scale)
         if shift:
             x += np.float32(shift)
@@ -652,7 +679,7 @@ def make_checkpoint(
             }
         t0 = time.perf_counter()
         for i, s in enumerate(specs):
-            t = generate_tensor(s, seed, d["embedding_std"])
+            t = generate_tensor(s, seed, d["embedding_std"], d["outliers"])
             if native_w is not None:
                 native_w.write(s.name, t)
             if hf_writers:
@@ -703,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dec-layers", type=int, default=None, help="decoder layers (default: the preset's)")
     ap.add_argument("--vocab-size", type=int, default=None, help="vocabulary size incl. 1000 specials")
     ap.add_argument("--embedding-std", type=float, default=None, help="token embedding std (default: the preset's)")
+    ap.add_argument("--outliers", action="store_true",
+                    help="heavy-tailed matrices with a few large input channels (quantization accuracy tests)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -711,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         dirs = make_checkpoint(
             a.out_dir, preset=a.preset, layout=a.layout, seed=a.seed, progress=log,
             enc_n_layers=a.enc_layers, n_layers=a.dec_layers, vocab_size=a.vocab_size,
-            embedding_std=a.embedding_std,
+            embedding_std=a.embedding_std, outliers=a.outliers or None,
         )
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,179 @@
+"""One command for the speed report: a markdown table and a PNG plot.
+
+    python bench/report.py [--out bench/results] [--formats bf16 q8_0 q4_0 q4_k] [--kv f32 int8]
+
+On the full-size random checkpoint (generated once, quantized once per
+format), it measures in one run:
+- the roofline: read-only memory bandwidth with all threads;
+- per weight format and KV cache type: the decoder step (26 layers + LM
+  head, one token) at several context lengths, its weight bytes per token
+  and, at the shortest context, the achieved weight bandwidth as a ratio to
+  the roofline;
+- the encoder: one live push (80 ms of audio) after a full 15 s window, and
+  offline seconds per second of audio.
+Writes report.md, report.json and decoder_step_vs_context.png to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import voxtral  # noqa: E402
+from voxtral import _kernels  # noqa: E402
+from voxtral.audio import load_audio  # noqa: E402
+from voxtral.mel import LogMelStream  # noqa: E402
+
+from conftest import SHARED, read_bandwidth  # noqa: E402
+from livesim import fill_cache  # noqa: E402
+
+CONTEXTS = [64, 1024, 2048, 4096, 8191]
+
+
+def decoder_weight_bytes(model) -> int:
+    w = model.weights
+    per_layer = sum(getattr(lw, n).nbytes for lw in w.decoder_layers for n in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"))
+    return int(per_layer + w.tok_embeddings.nbytes)
+
+
+def best_of(fn, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def decoder_step_ms(model, contexts: list[int], reps: int = 5) -> dict[int, float]:
+    dec = model.decoder
+    cache = dec.new_cache()
+    ada = dec.ada_scales(6)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, model.config.decoder.dim)).astype(np.float32)
+    dec.forward(cache, x.copy(), ada)  # one real row to repeat
+    out = {}
+    for T in contexts:
+        fill_cache(cache, T)
+        out[T] = 1000 * best_of(lambda: dec.logits(dec.forward(cache, x.copy(), ada)), reps)
+    return out
+
+
+def encoder_times(model, audio: np.ndarray) -> dict[str, float]:
+    rate = model.sample_rate
+    enc = model.encoder
+    state = enc.new_state()
+    mel = LogMelStream(model.front)
+    warm = int(15.04 * rate)
+    t = time.perf_counter()
+    enc.push(state, mel.push(audio[:warm]))
+    offline_s_per_s = (time.perf_counter() - t) / (warm / rate)
+    chunk = int(0.08 * rate)
+    pushes = []
+    for start in range(warm, min(len(audio), warm + 20 * chunk), chunk):
+        frames = mel.push(audio[start : start + chunk])
+        t = time.perf_counter()
+        enc.push(state, frames)
+        pushes.append(time.perf_counter() - t)
+    return {"offline_s_per_audio_s": offline_s_per_s, "live_push_ms_median": 1000 * float(np.median(pushes)),
+            "live_push_ms_min": 1000 * float(np.min(pushes))}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        xs = sorted(int(k) for k in r["step_ms"])
+        ax.plot(xs, [r["step_ms"][k] for k in xs], marker="o", label=r["mode"])
+    ax.axhline(80, color="gray", linestyle="--", linewidth=1)
+    ax.text(xs[0], 82, "real time: 80 ms per token (whole pipeline)", color="gray", fontsize=8)
+    ax.set_xlabel("decoder context (cached positions)")
+    ax.set_ylabel("ms per token (decoder step + LM head)")
+    ax.set_title(f"Decoder step, full-size model, {_kernels.get_num_threads()} threads, {_kernels.active_isa()}")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def markdown(results: list[dict], bw: float, meta: dict) -> str:
+    lines = [
+        f"Machine: {meta['cpu']}, {meta['threads']} threads, ISA {meta['isa']}; "
+        f"read bandwidth (roofline) {bw / 1e9:.1f} GB/s.",
+        "",
+        "| mode | weights read per token | " + " | ".join(f"ms/token @ {c}" for c in CONTEXTS)
+        + " | weight GB/s @ short | ratio to roofline | encoder live push (ms) | encoder offline (s per audio s) |",
+        "|---|---|" + "---|" * len(CONTEXTS) + "---|---|---|---|",
+    ]
+    for r in results:
+        short = r["step_ms"][CONTEXTS[0]]
+        gbs = r["weight_bytes"] / (short / 1000) / 1e9
+        lines.append(
+            f"| {r['mode']} | {r['weight_bytes'] / 1e9:.2f} GB | "
+            + " | ".join(f"{r['step_ms'][c]:.1f}" for c in CONTEXTS)
+            + f" | {gbs:.1f} | {gbs * 1e9 / bw:.2f} | {r['encoder']['live_push_ms_median']:.1f} "
+            f"| {r['encoder']['offline_s_per_audio_s']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    from bench_model import _bench_dir
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--formats", nargs="*", default=["bf16", "q8_0", "q4_0", "q4_k"])
+    ap.add_argument("--kv", nargs="*", default=["f32", "int8"])
+    ap.add_argument("--model", type=Path, default=None, help="full-size BF16 checkpoint (default: the bench's)")
+    a = ap.parse_args(argv)
+    model_dir = a.model or _bench_dir()
+    if not (model_dir / "consolidated.safetensors").is_file():
+        from voxtral.testing.checkpoint import make_checkpoint
+
+        make_checkpoint(model_dir, preset="full", layout="native", seed=0)
+    a.out.mkdir(parents=True, exist_ok=True)
+    audio = np.concatenate([load_audio(p) for p in sorted((SHARED / "data" / "audio").glob("*.wav"))])
+    bw = read_bandwidth()
+    results = []
+    for fmt in a.formats:
+        for kv in a.kv:
+            model = voxtral.load(model_dir, quant=None if fmt == "bf16" else fmt, kv_cache=kv)
+            mode = f"{fmt} weights, {kv} KV"
+            print(mode, file=sys.stderr, flush=True)
+            decoder_step_ms(model, CONTEXTS[:1], reps=2)  # warm-up: page the weights in
+            results.append({
+                "mode": mode, "weights": fmt, "kv_cache": kv, "weight_bytes": decoder_weight_bytes(model),
+                "step_ms": decoder_step_ms(model, CONTEXTS), "encoder": encoder_times(model, audio),
+            })
+            del model
+            gc.collect()
+    import platform
+
+    meta = {"cpu": platform.processor() or platform.machine(), "threads": _kernels.get_num_threads(),
+            "isa": _kernels.active_isa(), "read_bandwidth": bw}
+    try:
+        meta["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    (a.out / "report.md").write_text(markdown(results, bw, meta))
+    (a.out / "report.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    plot(results, a.out / "decoder_step_vs_context.png")
+    print(markdown(results, bw, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
