@@ -34,11 +34,24 @@ def test_wer_helper():
     assert word_error_rate("a b c d".split(), "a x c".split()) == 0.5
 
 
+# Every weight format and KV cache type; the quantized modes are approximations
+# (published: BF16 4.9 % vs third-party Q4_K 5.4 % English FLEURS WER), so
+# they get a little more room. Each run prints its WER (-s shows them).
+MODES = [(None, "f32", 0.10), (None, "int8", 0.12), ("q8_0", "f32", 0.10),
+         ("q4_k", "int8", 0.15), ("q4_0", "int8", 0.15)]
+
+
 @pytest.mark.skipif(not MODEL_DIR, reason="set VOXTRAL_MODEL_DIR to a real Voxtral Mini 4B Realtime directory")
-def test_real_recordings_transcribed(audio_dir):
-    model = voxtral.load(MODEL_DIR)
+@pytest.mark.parametrize("quant,kv_cache,max_wer", MODES)
+def test_real_recordings_transcribed(audio_dir, quant, kv_cache, max_wer):
+    model = voxtral.load(MODEL_DIR, quant=quant, kv_cache=kv_cache)
+    ref_words, errors = 0, 0.0
     for wav in sorted(audio_dir.glob("*.wav")):
         expected = normalise(wav.with_suffix(".txt").read_text())
         got = normalise(model.transcribe(wav).text)
         wer = word_error_rate(expected, got)
-        assert wer <= 0.10, f"{wav.name}: WER {wer:.1%}: {' '.join(got)!r}"
+        print(f"{quant or 'bf16'}/{kv_cache} {wav.name}: WER {wer:.1%}")
+        ref_words += len(expected)
+        errors += wer * len(expected)
+        assert wer <= max_wer, f"{wav.name}: WER {wer:.1%}: {' '.join(got)!r}"
+    print(f"{quant or 'bf16'}/{kv_cache}: overall WER {errors / ref_words:.1%}")
