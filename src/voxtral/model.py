@@ -18,7 +18,8 @@ from .encoder import AudioEncoder
 from .errors import ConfigError, TokenizerError
 from .mel import MelFrontEnd
 from .segments import Segment, Word, build_segments
-from .stream import Stream, TokenEvent
+from .events import TokenEvent
+from .stream import Stream
 from .tokenizer import TekkenTokenizer
 from .weights import Weights, load_weights
 

@@ -18,30 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
 from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
 from .errors import AudioError, UsageError
+from .events import TokenEvent
 from .live import Resampler
 from .mel import LogMelStream
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """One decoded token. ``text`` is the text it completes ('' for control
-    tokens or an unfinished UTF-8 character). ``start``/``end`` are seconds of
-    the input audio that the token describes: its 80 ms slot, the delay taken
-    off (the token at decoder position p has seen audio up to slot
-    p - left_pad - 1 and describes slot p - left_pad - 1 - delay)."""
-
-    token_id: int
-    text: str
-    position: int
-    start: float
-    end: float
-    control: bool = False
 
 
 class Stream:
