@@ -34,7 +34,9 @@ __all__ = [
     "read_wav_header",
     "pcm_bytes_to_float",
     "decode_wav",
+    "Resampler",
     "resample",
+    "samples_to_float",
     "load_audio",
 ]
 
@@ -392,33 +394,14 @@ def pcm_bytes_to_float(
         )
     if sf.kind == "float":
         raw = np.frombuffer(mv, dtype="<f4" if sf.bits == 32 else "<f8")
-        x = raw.astype(np.float32)
-        if not np.isfinite(x).all():
-            bad = int(np.count_nonzero(~np.isfinite(x)))
-            raise AudioError(f"{name}: audio contains {bad} NaN or infinite sample(s)")
-    elif sf.bits == 8:
-        x = np.frombuffer(mv, dtype=np.uint8).astype(np.float32)
-        x -= 128.0
-        x *= 1.0 / 128.0
-    elif sf.bits == 16:
-        x = np.frombuffer(mv, dtype="<i2").astype(np.float32)
-        x *= 1.0 / 32768.0
     elif sf.bits == 24:
+        # Place the 3 bytes in the top of an int32: scaling by 2^-31 then equals 2^-23.
         b = np.frombuffer(mv, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        v = (v << 8) >> 8  # sign-extend from 24 bits
-        x = v.astype(np.float32)
-        x *= 1.0 / 8388608.0
-    else:  # 32-bit int
-        x = np.frombuffer(mv, dtype="<i4").astype(np.float32)
-        x *= 1.0 / 2147483648.0
-    if sf.channels > 1:
-        x = x.reshape(-1, sf.channels)
-        if downmix:
-            x = x.mean(axis=1, dtype=np.float32)
-    elif not downmix:
-        x = x.reshape(-1, 1)
-    return x
+        raw = (b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)
+    else:
+        raw = np.frombuffer(mv, dtype={8: np.uint8, 16: "<i2", 32: "<i4"}[sf.bits])
+    x = samples_to_float(raw.reshape(-1, sf.channels), name, downmix=downmix)
+    return x.reshape(-1, 1) if not downmix and x.ndim == 1 else x
 
 
 # ---------------------------------------------------------------------------
@@ -453,21 +436,39 @@ def decode_wav(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str 
     return x, header.rate
 
 
+class Resampler:
+    """Incremental band-limited resampler (soxr stream, HQ). Whole signals go
+    through it too (:func:`resample`), so files, arrays and live audio are
+    resampled the same way."""
+
+    def __init__(self, in_rate: int, out_rate: int = TARGET_SAMPLE_RATE):
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self._stream = None
+        if in_rate != out_rate:
+            import soxr
+
+            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._stream is None:
+            return x
+        y = self._stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+
 def resample(x: np.ndarray, in_rate: int, out_rate: int = TARGET_SAMPLE_RATE, *, name: str = "<audio>") -> np.ndarray:
-    """Resample mono float32 audio with soxr (HQ); returns ``x`` unchanged if the rates match."""
-    if in_rate == out_rate:
-        return x
-    try:
-        import soxr
-    except ImportError as e:  # pragma: no cover - soxr is a hard dependency
-        raise AudioError(
-            f"{name}: resampling {in_rate} Hz to {out_rate} Hz needs the 'soxr' package (pip install soxr)"
-        ) from e
-    y = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), in_rate, out_rate, quality="HQ")
-    return np.ascontiguousarray(y, dtype=np.float32)
+    """Resample a whole mono float32 signal; returns ``x`` unchanged if the rates match."""
+    return Resampler(in_rate, out_rate)(x, last=True)
 
 
-def _array_to_float(a: np.ndarray, name: str) -> np.ndarray:
+def samples_to_float(a, name: str = "<array>", *, downmix: bool = True) -> np.ndarray:
+    """The one conversion of samples to float32 (files, raw PCM, arrays, stream feeds).
+
+    ``a`` is 1-D ``[samples]`` or 2-D ``[samples, channels]`` (averaged to mono
+    unless ``downmix`` is False). int16 is scaled by 1/32768, int32 by 1/2^31,
+    int8 by 1/128, uint8 centred at 128; float is taken as is (not clipped),
+    NaN or infinite samples are refused. May be empty."""
+    a = np.asarray(a)
     if a.ndim == 0 or a.ndim > 2:
         raise AudioError(f"{name}: expected a 1-D [samples] or 2-D [samples, channels] array, got shape {a.shape}")
     if a.ndim == 2:
@@ -477,8 +478,6 @@ def _array_to_float(a: np.ndarray, name: str) -> np.ndarray:
             raise AudioError(
                 f"{name}: array of shape {a.shape} looks like [channels, samples]; pass [samples, channels] (transpose it)"
             )
-    if a.size == 0:
-        raise AudioError(f"{name}: no audio samples (empty array)")
     dt = a.dtype
     if dt == np.int16:
         x = a.astype(np.float32) * np.float32(1.0 / 32768.0)
@@ -495,9 +494,9 @@ def _array_to_float(a: np.ndarray, name: str) -> np.ndarray:
             raise AudioError(f"{name}: audio contains {bad} NaN or infinite sample(s)")
     else:
         raise AudioError(
-            f"{name}: unsupported array dtype {dt} (use float32/float64, int16, int32 or uint8)"
+            f"{name}: unsupported array dtype {dt} (use float32/float64, int16, int32, int8 or uint8)"
         )
-    if x.ndim == 2:
+    if x.ndim == 2 and downmix:
         x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
     return np.ascontiguousarray(x, dtype=np.float32)
 
@@ -529,7 +528,9 @@ def load_audio(
         if float(sample_rate) != int(sample_rate):
             raise UsageError(f"load_audio: sample_rate must be a whole number of Hz, got {sample_rate!r}")
         name = "<array>"
-        x = _array_to_float(source, name)
+        x = samples_to_float(source, name)
+        if x.size == 0:
+            raise AudioError(f"{name}: no audio samples (empty array)")
         return resample(x, int(sample_rate), target_rate, name=name)
 
     if sample_rate is not None:

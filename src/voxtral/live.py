@@ -12,27 +12,10 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .audio import SampleFormat, is_wav_prefix, pcm_bytes_to_float, read_exact, read_wav_header
+from .audio import Resampler, SampleFormat, is_wav_prefix, pcm_bytes_to_float, read_exact, read_wav_header
 from .errors import AudioError, DeviceError
 
 _READ_SIZE = 1 << 14  # bytes per read from a pipe: ~0.5 s of s16le at 16 kHz
-
-
-class Resampler:
-    """Incremental band-limited resampler (soxr stream) to the model's rate."""
-
-    def __init__(self, in_rate: int, out_rate: int):
-        self.in_rate, self.out_rate = in_rate, out_rate
-        self._stream = None
-        if in_rate != out_rate:
-            import soxr
-
-            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
-
-    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
-        if self._stream is None:
-            return x
-        return self._stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
 
 
 class _Prefixed:

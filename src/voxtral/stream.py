@@ -22,9 +22,9 @@ from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
-from .errors import AudioError, UsageError
+from .audio import Resampler, samples_to_float
+from .errors import UsageError
 from .events import TokenEvent
-from .live import Resampler
 from .mel import LogMelStream
 
 
@@ -67,19 +67,6 @@ class Stream:
     def _add_embeddings(self, emb: np.ndarray) -> None:
         if emb.shape[0]:
             self._pending = np.concatenate([self._pending, emb]) if self._pending.shape[0] else emb
-
-    def _check_samples(self, samples) -> np.ndarray:
-        arr = np.asarray(samples)
-        if arr.ndim != 1:
-            raise AudioError(f"feed() takes 1-D mono samples, got shape {arr.shape}")
-        if arr.dtype == np.int16:
-            return arr.astype(np.float32) / 32768.0
-        if arr.dtype.kind != "f":
-            raise AudioError(f"feed() takes float32 or int16 samples, got {arr.dtype}")
-        arr = arr.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(arr)):
-            raise AudioError("audio contains NaN or infinite samples")
-        return arr
 
     # ---- decoder side ----
     def _event(self, token: int, position: int) -> TokenEvent:
@@ -138,7 +125,7 @@ class Stream:
         returns the tokens they complete."""
         if self.finished:
             raise UsageError("feed() after finish(): open a new stream")
-        arr = self._resample(self._check_samples(samples))
+        arr = self._resample(samples_to_float(samples, "feed()"))
         if arr.shape[0] == 0:
             return []
         self.samples_in += arr.shape[0]
