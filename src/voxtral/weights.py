@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import ModelConfig, from_hf_config, from_params_json
 from .errors import CheckpointError
-from .hub import detect_layout
+from .layout import detect_layout
 from .safetensors_io import SafetensorsFile
 
 _NATIVE_ENC = "mm_streams_embeddings.embedding_module.whisper_encoder."
