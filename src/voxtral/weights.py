@@ -20,7 +20,7 @@ import numpy as np
 from .config import ModelConfig, from_hf_config, from_params_json
 from .errors import CheckpointError
 from .layout import detect_layout
-from .safetensors_io import SafetensorsFile
+from .safetensors_io import SafetensorsFile, bf16_to_float32
 
 _NATIVE_ENC = "mm_streams_embeddings.embedding_module.whisper_encoder."
 _NATIVE_ADAPTER = "mm_streams_embeddings.embedding_module.audio_language_projection."
@@ -208,7 +208,7 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def _to_f32(arr: np.ndarray, dtype_name: str) -> np.ndarray:
     if dtype_name == "BF16":
-        return (arr.astype(np.uint32) << 16).view(np.float32)
+        return bf16_to_float32(arr)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
