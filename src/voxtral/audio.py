@@ -175,11 +175,6 @@ class WavHeader:
             return None
         return self.data_size // self.frame_bytes
 
-    @property
-    def duration(self) -> float | None:
-        n = self.num_frames
-        return None if n is None else n / self.rate
-
 
 def is_wav_prefix(prefix: bytes) -> bool:
     """True if ``prefix`` (at least 12 bytes of a stream) starts a RIFF/RF64 WAVE file."""

@@ -146,7 +146,6 @@ class Microphone:
         self._sd = sd
         self.sample_rate = sample_rate
         self.queue = DropOldestQueue(int(max_queue_seconds * sample_rate))
-        self.status_flags = 0
         self._closed = False
         try:
             self._stream = sd.InputStream(
@@ -170,8 +169,6 @@ class Microphone:
         return self.queue.dropped_samples / self.sample_rate
 
     def _callback(self, indata, frames, time_info, status) -> None:
-        if status:
-            self.status_flags += 1
         self.queue.put(indata[:, 0].copy())
 
     def __enter__(self) -> "Microphone":

@@ -5,7 +5,7 @@ caches, pending audio embeddings, decoder KV cache, greedy schedule), so that
 offline transcription is just ``feed(everything)`` + ``finish()`` and live
 audio is many small feeds: both give the same tokens.
 
-Schedule (model.md): the stream starts with ``n_left_pad_tokens`` tokens of
+Schedule (as the reference implementation pads): the stream starts with ``n_left_pad_tokens`` tokens of
 silence; the prompt is BOS + STREAMING_PAD x (left pad + delay tokens); the
 decoder input at position p is audio_embedding[p] + embedding(token[p]); the
 prompt's last position yields the first token; at the end the audio is padded
