@@ -68,7 +68,8 @@ class VoxtralModel:
                keep_logits: bool = False) -> Stream:
         """A live transcription stream: ``feed()`` samples (16 kHz unless
         ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end."""
-        return Stream(self, delay_ms, keep_logits=keep_logits, sample_rate=sample_rate)
+        return Stream(self.config, self.front, self.encoder, self.decoder, self.tokenizer, delay_ms,
+                      keep_logits=keep_logits, sample_rate=sample_rate)
 
     def _decode_samples(self, samples: np.ndarray, delay_ms: int, on_progress=None) -> Iterator[TokenEvent]:
         stream = self.stream(delay_ms)

@@ -29,23 +29,29 @@ from .mel import LogMelStream
 
 
 class Stream:
-    def __init__(self, model, delay_ms: int, keep_logits: bool = False, sample_rate: int | None = None):
-        cfg = model.config
-        self.model = model
+    """One transcription in progress. It is given the model's parts it uses:
+    the ``config`` (schedule and dimensions), the mel ``front`` end, the audio
+    ``encoder``, the text ``decoder`` and the ``tokenizer`` (prompt ids, EOS,
+    text). ``VoxtralModel.stream()`` is the usual way to open one."""
+
+    def __init__(self, config, front, encoder, decoder, tokenizer, delay_ms: int, *,
+                 keep_logits: bool = False, sample_rate: int | None = None):
+        cfg = self.config = config
+        self.encoder, self.decoder, self.tokenizer = encoder, decoder, tokenizer
         rate = cfg.audio.sampling_rate if sample_rate is None else int(sample_rate)
         if rate <= 0:
             raise UsageError(f"sample_rate must be positive, got {sample_rate}")
         self._resample = Resampler(rate, cfg.audio.sampling_rate)
         self.delay_ms = delay_ms
         self.n_delay = cfg.delay_tokens(delay_ms)
-        tok = model.tokenizer
+        tok = tokenizer
         self.prompt = [tok.bos_id] + [tok.streaming_pad_id] * (cfg.n_left_pad_tokens + self.n_delay)
         self.samples_per_token = cfg.audio.samples_per_token
         self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
-        self._mel = LogMelStream(model.front)
-        self._enc = model.encoder.new_state()
-        self._cache = model.decoder.new_cache()
-        self._ada = model.decoder.ada_scales(self.n_delay)
+        self._mel = LogMelStream(front)
+        self._enc = encoder.new_state()
+        self._cache = decoder.new_cache()
+        self._ada = decoder.ada_scales(self.n_delay)
         self._text = tok.stream_decoder()
         self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
         self._pending_pos = 0  # position of _pending[0]
@@ -62,7 +68,7 @@ class Stream:
     # ---- audio side ----
     def _push_audio(self, samples: np.ndarray) -> None:
         mel = self._mel.push(samples)
-        self._add_embeddings(self.model.encoder.push(self._enc, mel))
+        self._add_embeddings(self.encoder.push(self._enc, mel))
 
     def _add_embeddings(self, emb: np.ndarray) -> None:
         if emb.shape[0]:
@@ -70,10 +76,10 @@ class Stream:
 
     # ---- decoder side ----
     def _event(self, token: int, position: int) -> TokenEvent:
-        slot = position - self.model.config.n_left_pad_tokens - 1 - self.n_delay
+        slot = position - self.config.n_left_pad_tokens - 1 - self.n_delay
         start = max(0.0, slot * self.seconds_per_token)
         end = max(0.0, (slot + 1) * self.seconds_per_token)
-        control = self.model.tokenizer.is_control(token)
+        control = self.tokenizer.is_control(token)
         return TokenEvent(token, self._text.push(token), position, start, end, control)
 
     def _take(self, position: int) -> np.ndarray:
@@ -86,12 +92,12 @@ class Stream:
         token = int(np.argmax(logits[0]))
         self._last_token = token
         self.tokens.append(token)
-        if token == self.model.tokenizer.eos_id:
+        if token == self.tokenizer.eos_id:
             self.ended_by_eos = True
         return self._event(token, position)
 
     def _decode(self) -> list[TokenEvent]:
-        dec = self.model.decoder
+        dec = self.decoder
         events: list[TokenEvent] = []
         available_end = self._pending_pos + self._pending.shape[0]  # positions with embeddings
         L = len(self.prompt)
@@ -164,7 +170,7 @@ class Stream:
         if self.finished:
             return []
         self.finished = True
-        cfg = self.model.config
+        cfg = self.config
         tail = self._resample(np.zeros(0, dtype=np.float32), last=True)
         if tail.shape[0]:
             self.samples_in += tail.shape[0]
@@ -172,7 +178,7 @@ class Stream:
         spt = self.samples_per_token
         right = (-self.samples_in) % spt + (self.n_delay + 1 + cfg.n_right_pad_buffer_tokens) * spt
         self._push_audio(np.zeros(right, dtype=np.float32))
-        self._add_embeddings(self.model.encoder.push(self._enc, self._mel.finish()))
+        self._add_embeddings(self.encoder.push(self._enc, self._mel.finish()))
         total_samples = cfg.n_left_pad_tokens * spt + self.samples_in + right
         self._limit = total_samples // spt
         events = self._decode()
