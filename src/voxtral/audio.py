@@ -28,6 +28,9 @@ from .errors import AudioError, UsageError
 
 __all__ = [
     "TARGET_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "MAX_SAMPLE_RATE",
+    "check_sample_rate",
     "SampleFormat",
     "WavHeader",
     "is_wav_prefix",
@@ -41,6 +44,25 @@ __all__ = [
 ]
 
 TARGET_SAMPLE_RATE = 16000
+
+# Rates outside these bounds are corrupt headers or mistakes, not audio: a rate
+# of 1 Hz made the resampler allocate 16000x the input (and crash).
+MIN_SAMPLE_RATE = 4000  # below this the band holds no intelligible speech
+MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces offer
+MAX_CHANNELS = 64
+MAX_AUDIO_SECONDS = 24 * 3600  # one offline input; live streams are not bounded
+
+
+def check_sample_rate(rate, what: str = "sample_rate", error: type = UsageError) -> int:
+    """``rate`` as an int if it is a whole number of Hz within
+    [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]; else ``error`` naming ``what``."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer, float, np.floating)):
+        raise error(f"{what} must be a number of Hz, got {rate!r}")
+    if not np.isfinite(rate) or float(rate) != int(rate):
+        raise error(f"{what} must be a whole number of Hz, got {rate!r}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise error(f"{what} {int(rate)} Hz is outside the supported {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    return int(rate)
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -249,19 +271,22 @@ def _parse_fmt(body: bytes, name: str) -> tuple[str, int, int, int, int, int, in
         raise AudioError(
             f"{name}: unsupported WAV encoding (format tag 0x{effective:04X}, {what}); {_CONVERT_HINT}"
         )
-    if channels == 0:
-        raise AudioError(f"{name}: WAV header says 0 channels")
-    if rate == 0:
-        raise AudioError(f"{name}: WAV header says a sample rate of 0 Hz")
-    if bits == 0:
-        raise AudioError(f"{name}: WAV header says 0 bits per sample")
-    # Samples are left-justified in byte containers: 12-bit PCM lives in 16 bits, 20 in 24.
-    container = (bits + 7) // 8 * 8
-    if fmt == "pcm" and container not in (8, 16, 24, 32):
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{name}: WAV header says {channels} channels (supported: 1..{MAX_CHANNELS})")
+    check_sample_rate(rate, f"{name}: WAV header's sample rate", AudioError)
+    # Samples fill whole bytes; WAVE_FORMAT_EXTENSIBLE may declare fewer valid
+    # bits (20 in 24), left-justified in the container.
+    if fmt == "pcm" and bits not in (8, 16, 24, 32):
         raise AudioError(f"{name}: unsupported PCM bit depth {bits}; {_CONVERT_HINT}")
     if fmt == "float" and bits not in (32, 64):
         raise AudioError(f"{name}: unsupported float bit depth {bits}; {_CONVERT_HINT}")
-    return fmt, tag, channels, rate, container, block_align, valid_bits
+    if valid_bits is not None and not 0 <= valid_bits <= bits:
+        raise AudioError(f"{name}: WAV header says {valid_bits} valid bits in {bits}-bit samples")
+    if block_align != channels * bits // 8:
+        raise AudioError(
+            f"{name}: WAV header's block align {block_align} does not match {channels} x {bits}-bit samples"
+        )
+    return fmt, tag, channels, rate, bits, block_align, valid_bits
 
 
 def _binary_source(source, name: str | None) -> tuple[BinaryIO, str]:
@@ -437,6 +462,7 @@ class Resampler:
     resampled the same way."""
 
     def __init__(self, in_rate: int, out_rate: int = TARGET_SAMPLE_RATE):
+        in_rate, out_rate = check_sample_rate(in_rate, "input sample rate"), check_sample_rate(out_rate, "output sample rate")
         self.in_rate, self.out_rate = in_rate, out_rate
         self._stream = None
         if in_rate != out_rate:
@@ -453,6 +479,11 @@ class Resampler:
 
 def resample(x: np.ndarray, in_rate: int, out_rate: int = TARGET_SAMPLE_RATE, *, name: str = "<audio>") -> np.ndarray:
     """Resample a whole mono float32 signal; returns ``x`` unchanged if the rates match."""
+    if x.shape[0] > MAX_AUDIO_SECONDS * in_rate:
+        raise AudioError(
+            f"{name}: {x.shape[0] / in_rate / 3600:.1f} hours of audio; at most {MAX_AUDIO_SECONDS // 3600} "
+            "hours at once (split it, or feed a stream)"
+        )
     return Resampler(in_rate, out_rate)(x, last=True)
 
 
@@ -511,17 +542,12 @@ def load_audio(
     unreadable, malformed, unsupported, empty, or NaN/Inf audio and
     :class:`UsageError` for invalid arguments.
     """
-    if not isinstance(target_rate, (int, np.integer)) or isinstance(target_rate, bool) or target_rate <= 0:
-        raise UsageError(f"target_rate must be a positive integer, got {target_rate!r}")
-    target_rate = int(target_rate)
+    target_rate = check_sample_rate(target_rate, "target_rate")
 
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise UsageError("load_audio: sample_rate is required when passing a numpy array")
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float)) or sample_rate <= 0:
-            raise UsageError(f"load_audio: sample_rate must be a positive number, got {sample_rate!r}")
-        if float(sample_rate) != int(sample_rate):
-            raise UsageError(f"load_audio: sample_rate must be a whole number of Hz, got {sample_rate!r}")
+        sample_rate = check_sample_rate(sample_rate, "load_audio: sample_rate")
         name = "<array>"
         x = samples_to_float(source, name)
         if x.size == 0:

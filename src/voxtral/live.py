@@ -12,7 +12,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .audio import Resampler, SampleFormat, is_wav_prefix, pcm_bytes_to_float, read_exact, read_wav_header
+from .audio import Resampler, SampleFormat, check_sample_rate, is_wav_prefix, pcm_bytes_to_float, read_exact, read_wav_header
 from .errors import AudioError, DeviceError
 
 _READ_SIZE = 1 << 14  # bytes per read from a pipe: ~0.5 s of s16le at 16 kHz
@@ -57,7 +57,7 @@ def read_pcm_stream(
     else:
         if not head:
             raise AudioError(f"{name}: no audio on the input")
-        fmt, rate = SampleFormat.parse(raw_format), raw_rate
+        fmt, rate = SampleFormat.parse(raw_format), check_sample_rate(raw_rate, "raw PCM rate (--raw-rate)")
     resample = Resampler(rate, target_rate)
     carry = b""
     got_any = False

@@ -20,6 +20,7 @@ from .mel import MelFrontEnd
 from .segments import Segment, Word, build_segments
 from .events import TokenEvent
 from .stream import Stream
+from .threads import check_num_threads
 from .tokenizer import TekkenTokenizer
 from .weights import Weights, load_weights
 
@@ -112,9 +113,7 @@ def load(model: str | os.PathLike | None = None, *, num_threads: int | None = No
     from .hub import resolve_model_dir
 
     if num_threads is not None:
-        if int(num_threads) < 1:
-            raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
-        _kernels.set_num_threads(int(num_threads))
+        _kernels.set_num_threads(check_num_threads(num_threads))
     model_dir = Path(resolve_model_dir(model, download=download))
     tekken = model_dir / "tekken.json"
     if not tekken.is_file():

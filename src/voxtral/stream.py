@@ -22,7 +22,7 @@ from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
-from .audio import Resampler, samples_to_float
+from .audio import Resampler, check_sample_rate, samples_to_float
 from .errors import UsageError
 from .events import TokenEvent
 from .mel import LogMelStream
@@ -38,9 +38,7 @@ class Stream:
                  keep_logits: bool = False, sample_rate: int | None = None):
         cfg = self.config = config
         self.encoder, self.decoder, self.tokenizer = encoder, decoder, tokenizer
-        rate = cfg.audio.sampling_rate if sample_rate is None else int(sample_rate)
-        if rate <= 0:
-            raise UsageError(f"sample_rate must be positive, got {sample_rate}")
+        rate = cfg.audio.sampling_rate if sample_rate is None else check_sample_rate(sample_rate, "sample_rate")
         self._resample = Resampler(rate, cfg.audio.sampling_rate)
         self.delay_ms = delay_ms
         self.n_delay = cfg.delay_tokens(delay_ms)
