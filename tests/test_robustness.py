@@ -78,11 +78,11 @@ def test_resampled_length_is_bounded(monkeypatch):
 def test_raw_rate_out_of_bounds_is_usage_error():
     import io
 
-    from voxtral.live import read_pcm_stream
+    from voxtral.audio import read_audio_stream
 
     for rate in (0, -5, 1, 100):
         with pytest.raises(UsageError, match="raw"):
-            list(read_pcm_stream(io.BytesIO(b"\0" * 3200), 16000, "s16le", rate))
+            list(read_audio_stream(io.BytesIO(b"\0" * 3200), 16000, raw_format="s16le", raw_rate=rate))
 
 
 # ---- absurd WAV headers ----------------------------------------------------

@@ -1,6 +1,10 @@
-"""Audio input: WAV files (parsed here, chunk by chunk), raw PCM, numpy arrays.
+"""Audio input: audio files and streams of any common format, raw PCM, numpy arrays.
 
-Everything ends up as a 1-D float32 mono array at 16 kHz (``load_audio``).
+Everything ends up as 1-D float32 mono at 16 kHz: whole (``load_audio``) or
+piece by piece (``read_audio_stream``, which also serves stdin). The format
+is recognised by its first bytes, the same way for files, bytes and pipes:
+WAV is parsed here, FLAC/OGG/MP3/AIFF decoded by libsndfile (``soundfile``),
+anything else by ``ffmpeg`` when it is installed.
 
 The WAV reader is written from the RIFF layout rather than with the stdlib
 ``wave`` module, which rejects IEEE-float and WAVE_FORMAT_EXTENSIBLE files.
@@ -11,7 +15,8 @@ WAVE_FORMAT_EXTENSIBLE with those sub-formats, RF64/BW64, any channel count
 :func:`read_wav_header` reads a header sequentially from a file object (it never
 seeks, so it works on pipes) and leaves the object positioned at the first
 sample byte; :func:`pcm_bytes_to_float` turns raw PCM bytes into float samples.
-Both are shared by the file loader and the stdin streaming code.
+All samples become float through :func:`samples_to_float`, and change rate
+through :class:`Resampler`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import io
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 
@@ -40,6 +45,8 @@ __all__ = [
     "Resampler",
     "resample",
     "samples_to_float",
+    "sniff_format",
+    "read_audio_stream",
     "load_audio",
 ]
 
@@ -428,32 +435,15 @@ def pcm_bytes_to_float(
 # Whole files
 
 
-def _read_data(f: BinaryIO, header: WavHeader, name: str) -> bytes:
-    if header.data_size is None:
-        data = f.read()
-        data = data or b""
-        data = data[: len(data) - len(data) % header.frame_bytes]
-    else:
-        data = read_exact(f, header.data_size)
-        if len(data) < header.data_size:
-            raise AudioError(
-                f"{name}: truncated: header says {header.data_size} bytes of audio, file has {len(data)}"
-            )
-        # A declared size that is not a whole number of frames: drop the partial frame.
-        data = data[: len(data) - len(data) % header.frame_bytes]
-    return data
-
-
 def decode_wav(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str | None = None) -> tuple[np.ndarray, int]:
     """Decode a whole WAV file (bytes or a binary file object) to
     ``(float32 mono samples, sample rate)``, without resampling."""
     f, name = _binary_source(source, name)
-    header = read_wav_header(f, name=name)
-    data = _read_data(f, header, name)
-    if not data:
+    rate, pieces = _wav_chunks(f, name)
+    parts = list(pieces)
+    if not parts:
         raise AudioError(f"{name}: no audio samples (empty data chunk)")
-    x = pcm_bytes_to_float(data, header, name=name)
-    return x, header.rate
+    return np.concatenate(parts) if len(parts) > 1 else parts[0], rate
 
 
 class Resampler:
@@ -527,6 +517,286 @@ def samples_to_float(a, name: str = "<array>", *, downmix: bool = True) -> np.nd
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+# ---------------------------------------------------------------------------
+# Any input: one detection and validation path for files, bytes and pipes
+
+# Formats libsndfile (``soundfile``) decodes, by their first bytes.
+_SOUNDFILE_MAGIC = (
+    (b"fLaC", "FLAC"),
+    (b"OggS", "OGG"),  # Vorbis or Opus
+    (b"ID3", "MP3"),  # MP3 with an ID3v2 tag
+    (b"FORM", "AIFF"),
+    (b"caff", "CAF"),
+)
+# Containers only ffmpeg reads (m4a/mp4/mov, Matroska/WebM, ASF/WMA, AMR...).
+_FFMPEG_MAGIC = (
+    (4, b"ftyp", "MP4/M4A"),
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (0, b"\x30\x26\xb2\x75", "ASF/WMA"),
+    (0, b"#!AMR", "AMR"),
+    (0, b".RMF", "RealMedia"),
+    (0, b"\x00\x00\x01\xba", "MPEG program stream"),
+)
+_SNIFF_BYTES = 12
+_READ_BYTES = 1 << 16  # bytes per read from a pipe or file: ~2 s of s16le at 16 kHz
+_FFMPEG_HINT = "install ffmpeg (e.g. apt install ffmpeg) to read it, or convert it to WAV/FLAC"
+
+
+def _kind(name: str) -> str:
+    """How messages call the input: "<stdin>", "<bytes>"... are not files."""
+    return "input" if name.startswith("<") else "file"
+
+
+def sniff_format(head: bytes) -> tuple[str, str]:
+    """What the first bytes of an input say it is: ``(decoder, name)`` with
+    decoder "wav", "soundfile", "ffmpeg", "text" (looks like text, not audio)
+    or "unknown"."""
+    if is_wav_prefix(head):
+        return "wav", "WAV"
+    for magic, name in _SOUNDFILE_MAGIC:
+        if head.startswith(magic):
+            return "soundfile", name
+    # An MPEG audio frame header: 11 sync bits, then a layer that is not 00 (ADTS AAC).
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
+        return "soundfile", "MP3"
+    for at, magic, name in _FFMPEG_MAGIC:
+        if head[at : at + len(magic)] == magic:
+            return "ffmpeg", name
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
+        return "ffmpeg", "AAC (ADTS)"
+    if head and all(32 <= b < 127 or b in b"\t\n\r" for b in head):
+        return "text", "text"
+    return "unknown", "unknown"
+
+
+def _ffmpeg() -> str | None:
+    import shutil
+
+    return shutil.which("ffmpeg")
+
+
+_RAW_HINT = "for raw PCM give its format (--raw-format s16le)"
+
+
+def _ffmpeg_chunks(source: Union[str, BinaryIO], target_rate: int, name: str, what: str, hint: str = ""):
+    """Decode anything ffmpeg reads to float32 mono at ``target_rate``, as it
+    comes. ``source`` is a path (ffmpeg seeks in it: an m4a's index may be at
+    the end) or a binary stream (copied to ffmpeg's stdin)."""
+    import subprocess
+    import threading
+
+    exe = _ffmpeg()
+    if exe is None:
+        raise AudioError(f"{name}: {what} audio needs ffmpeg, which is not installed; {_FFMPEG_HINT}")
+    path = source if isinstance(source, str) else None
+    cmd = [exe, "-hide_banner", "-loglevel", "error", *(["-nostdin"] if path else []),
+           "-i", path or "pipe:0", "-vn", "-ac", "1", "-ar", str(target_rate), "-f", "f32le", "pipe:1"]
+    proc = subprocess.Popen(cmd, stdin=None if path else subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+    def feed():  # copy the stream into ffmpeg; a closed pipe just means ffmpeg stopped
+        try:
+            while True:
+                data = source.read(_READ_BYTES)
+                if not data:
+                    break
+                proc.stdin.write(data)
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    errors: list[bytes] = []
+    err_reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    err_reader.start()
+    writer = None
+    if path is None:
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+    carry = b""
+    got = 0
+    try:
+        while True:
+            data = proc.stdout.read(_READ_BYTES)
+            if not data:
+                break
+            buf = carry + data
+            usable = len(buf) - len(buf) % 4
+            carry = buf[usable:]
+            if usable:
+                x = samples_to_float(np.frombuffer(buf[:usable], "<f4"), name)
+                got += x.shape[0]
+                yield x
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if writer is not None:
+            writer.join(timeout=5)
+        err_reader.join(timeout=5)
+    if proc.returncode != 0 or got == 0:
+        message = (b"".join(errors).decode(errors="replace").strip().splitlines() or ["no audio stream"])[-1]
+        raise AudioError(f"{name}: ffmpeg could not decode it as audio ({message}){hint}")
+
+
+def _soundfile_decode(data: bytes, name: str, what: str) -> tuple[np.ndarray, int]:
+    """A whole FLAC/OGG/MP3/AIFF/CAF file (libsndfile) -> (float32 mono, rate)."""
+    try:
+        import soundfile
+    except (ImportError, OSError) as exc:  # pragma: no cover - soundfile is a dependency
+        raise AudioError(f"{name}: {what} audio needs the soundfile package ({exc})") from None
+    try:
+        x, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError, ValueError, TypeError, EOFError) as exc:
+        # libsndfile says "Error opening <object>: reason": keep the reason
+        reason = str(exc).strip().rsplit(": ", 1)[-1] or type(exc).__name__
+        raise AudioError(f"{name}: cannot decode this {what} {_kind(name)} ({reason})") from None
+    if not 1 <= x.shape[1] <= MAX_CHANNELS:
+        raise AudioError(f"{name}: {x.shape[1]} channels (supported: 1..{MAX_CHANNELS})")
+    rate = check_sample_rate(rate, f"{name}: {what} sample rate", AudioError)
+    return samples_to_float(x, name), rate
+
+
+def _wav_chunks(f: BinaryIO, name: str):
+    """(rate, float32 mono pieces) of a WAV stream: the header, then the
+    samples as they arrive; a stream shorter than the header says is refused."""
+    header = read_wav_header(f, name=name)
+    fmt, remaining = header.sample_format, header.data_size
+
+    def pieces():
+        nonlocal remaining
+        carry = b""
+        while remaining is None or remaining > 0:
+            data = f.read(_READ_BYTES if remaining is None else min(_READ_BYTES, remaining))
+            if not data:
+                break
+            if remaining is not None:
+                remaining -= len(data)
+            buf = carry + data
+            usable = len(buf) - len(buf) % fmt.frame_bytes
+            carry = buf[usable:]
+            if usable:
+                yield pcm_bytes_to_float(buf[:usable], fmt, name=name)
+        if remaining:
+            raise AudioError(
+                f"{name}: truncated: header says {header.data_size} bytes of audio, "
+                f"{_kind(name)} has {header.data_size - remaining}"
+            )
+
+    return header.rate, pieces()
+
+
+def _raw_chunks(f: BinaryIO, fmt: SampleFormat, name: str):
+    carry = b""
+    while True:
+        data = f.read(_READ_BYTES)
+        if not data:
+            return  # a partial frame at the very end is dropped
+        buf = carry + data
+        usable = len(buf) - len(buf) % fmt.frame_bytes
+        carry = buf[usable:]
+        if usable:
+            yield pcm_bytes_to_float(buf[:usable], fmt, name=name)
+
+
+class _Prefixed:
+    """A binary reader that serves already-read bytes before the rest, with
+    short reads as they come (a pipe is not waited on to fill a buffer)."""
+
+    def __init__(self, prefix: bytes, f: BinaryIO):
+        self._prefix, self._f = prefix, f
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if n < 0:
+                out, self._prefix = self._prefix, b""
+                return out + (self._f.read() or b"")
+            out, self._prefix = self._prefix[:n], self._prefix[n:]
+            return out
+        if n < 0:
+            return self._f.read() or b""
+        read1 = getattr(self._f, "read1", None)
+        return (read1(n) if read1 else self._f.read(n)) or b""
+
+
+def read_audio_stream(
+    f: BinaryIO,
+    target_rate: int = TARGET_SAMPLE_RATE,
+    *,
+    name: str = "<stdin>",
+    raw_format: Union[str, SampleFormat, None] = None,
+    raw_rate: int = TARGET_SAMPLE_RATE,
+    path: str | None = None,
+    max_seconds: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Float32 mono pieces at ``target_rate`` from any audio input: the one
+    detection (by magic bytes) and validation path of files, bytes and stdin.
+
+    WAV is parsed here and streamed as it arrives; FLAC, OGG (Vorbis, Opus),
+    MP3, AIFF and CAF are decoded by libsndfile (``soundfile``) once complete;
+    other containers (m4a, mp4, webm...) by ``ffmpeg`` when it is installed
+    (``path``, if given, lets ffmpeg seek in the file). Input that matches no
+    known format is raw PCM only when ``raw_format`` is given (at
+    ``raw_rate``, mono); otherwise it is refused, as is text, a truncated WAV
+    or absurd header values (:class:`AudioError`). ``max_seconds`` bounds a
+    whole-file read (a live stream has no bound)."""
+    target_rate = check_sample_rate(target_rate, "target_rate")
+    raw = None
+    if raw_format is not None:
+        raw = raw_format if isinstance(raw_format, SampleFormat) else SampleFormat.parse(raw_format)
+        raw_rate = check_sample_rate(raw_rate, "raw PCM rate (--raw-rate)")
+    head = read_exact(f, _SNIFF_BYTES)
+    if not head:
+        raise AudioError(f"{name}: empty {_kind(name)}, no audio")
+    reader = _Prefixed(head, f)
+    decoder, what = sniff_format(head)
+    if decoder == "ffmpeg" or (decoder == "unknown" and raw is None and _ffmpeg() is not None):
+        got = 0
+        hint = f"; {_RAW_HINT}" if decoder == "unknown" else ""
+        for y in _ffmpeg_chunks(path or reader, target_rate, name, what, hint):
+            got += y.shape[0]
+            if max_seconds is not None and got > max_seconds * target_rate:
+                raise AudioError(f"{name}: longer than {max_seconds / 3600:g} hours; split it")
+            yield y
+        return
+    if decoder == "wav":
+        rate, pieces = _wav_chunks(reader, name)
+    elif decoder == "soundfile":
+        x, rate = _soundfile_decode(reader.read(), name, what)
+        pieces = iter([x])
+    elif raw is not None:
+        rate, pieces = raw_rate, _raw_chunks(reader, raw, name)
+    elif decoder == "text":
+        raise AudioError(f"{name}: this is text, not audio")
+    else:
+        raise AudioError(
+            f"{name}: not a recognised audio format (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF; others need ffmpeg); "
+            + _RAW_HINT
+        )
+    resample = Resampler(rate, target_rate)
+    got = 0
+    for x in pieces:
+        got += x.shape[0]
+        if max_seconds is not None and got > max_seconds * rate:
+            raise AudioError(f"{name}: longer than {max_seconds / 3600:g} hours; split it")
+        y = resample(x)
+        if y.shape[0]:
+            yield y
+    tail = resample(np.zeros(0, dtype=np.float32), last=True)
+    if tail.shape[0]:
+        yield tail
+    if got == 0:
+        raise AudioError(f"{name}: no audio samples")
+
+
+def _whole(f: BinaryIO, target_rate: int, name: str, path: str | None) -> np.ndarray:
+    parts = list(read_audio_stream(f, target_rate, name=name, path=path, max_seconds=MAX_AUDIO_SECONDS))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def load_audio(
     source: Union[PathLike, bytes, bytearray, memoryview, np.ndarray],
     sample_rate: int | None = None,
@@ -534,7 +804,8 @@ def load_audio(
 ) -> np.ndarray:
     """Load audio as a 1-D float32 mono array at ``target_rate`` (16 kHz).
 
-    ``source`` is a WAV file path, the bytes of a WAV file, or a numpy array of
+    ``source`` is a path or the bytes of an audio file (WAV, FLAC, OGG/Vorbis/Opus,
+    MP3, AIFF; anything else through ffmpeg if installed), or a numpy array of
     samples (1-D, or 2-D ``[samples, channels]``, downmixed by averaging) whose
     rate ``sample_rate`` must then be given. int16 arrays are scaled by 1/32768,
     int32 by 1/2^31, uint8 centred at 128; float arrays are taken as is (values
@@ -558,8 +829,7 @@ def load_audio(
         raise UsageError("load_audio: sample_rate is only for numpy arrays (a WAV file carries its own rate)")
 
     if isinstance(source, (bytes, bytearray, memoryview)):
-        x, rate = decode_wav(source, name="<bytes>")
-        return resample(x, rate, target_rate, name="<bytes>")
+        return _whole(io.BytesIO(bytes(source)), target_rate, "<bytes>", None)
 
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
@@ -577,10 +847,9 @@ def load_audio(
             raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
         try:
             with f:
-                x, rate = decode_wav(f, name=name)
+                return _whole(f, target_rate, name, name)
         except OSError as e:
             raise AudioError(f"{name}: read error ({e.strerror or e})") from None
-        return resample(x, rate, target_rate, name=name)
 
     raise UsageError(
         f"load_audio: source must be a path, WAV bytes or a numpy array, not {type(source).__name__}"
