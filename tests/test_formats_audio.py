@@ -178,3 +178,18 @@ def test_stdin_refuses_what_the_file_path_refuses(tiny_ckpt, files, tmp_path, cu
     p.write_bytes(data)
     with pytest.raises(AudioError):
         load_audio(p)
+
+
+@pytest.mark.parametrize("rate", ["0", "-16000", "1", "100"])
+def test_stdin_raw_rate_out_of_bounds_is_one_line_usage_error(tiny_ckpt, rate):
+    r = _cli_stdin(tiny_ckpt, b"\0" * 32000, "--raw-format", "s16le", "--raw-rate", rate)
+    assert r.returncode == voxtral.UsageError.exit_code, r.stderr
+    err = r.stderr.decode()
+    assert err.count("voxtral: error:") == 1 and "Traceback" not in err and "raw" in err
+
+
+@needs_ffmpeg
+def test_ffmpeg_never_reads_a_file_name_as_a_protocol(files, tmp_path):
+    odd = tmp_path / "http:x.m4a"
+    shutil.copy(files["m4a"], odd)
+    np.testing.assert_array_equal(load_audio(odd), load_audio(files["m4a"]))

@@ -589,8 +589,9 @@ def _ffmpeg_chunks(source: Union[str, BinaryIO], target_rate: int, name: str, wh
     if exe is None:
         raise AudioError(f"{name}: {what} audio needs ffmpeg, which is not installed; {_FFMPEG_HINT}")
     path = source if isinstance(source, str) else None
+    source_arg = f"file:{path}" if path else "pipe:0"  # file: so that a name is never read as a protocol
     cmd = [exe, "-hide_banner", "-loglevel", "error", *(["-nostdin"] if path else []),
-           "-i", path or "pipe:0", "-vn", "-ac", "1", "-ar", str(target_rate), "-f", "f32le", "pipe:1"]
+           "-i", source_arg, "-vn", "-ac", "1", "-ar", str(target_rate), "-f", "f32le", "pipe:1"]
     proc = subprocess.Popen(cmd, stdin=None if path else subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 
