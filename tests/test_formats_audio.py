@@ -193,3 +193,48 @@ def test_ffmpeg_never_reads_a_file_name_as_a_protocol(files, tmp_path):
     odd = tmp_path / "http:x.m4a"
     shutil.copy(files["m4a"], odd)
     np.testing.assert_array_equal(load_audio(odd), load_audio(files["m4a"]))
+
+
+# ---- damaged files: typed errors only (reproducers of what a fuzz loop found) --
+
+
+def _encoded(audio_dir, fmt, subtype, n=8000):
+    pcm, rate = sf.read(str(audio_dir / f"{NAME}.wav"), dtype="int16")
+    buf = io.BytesIO()
+    sf.write(buf, pcm[:n], rate, format=fmt, subtype=subtype)
+    return bytearray(buf.getvalue())
+
+
+def test_mp3_whose_header_lies_about_its_length(audio_dir):
+    """A Xing header claiming 2^31 frames made soundfile.read() ask for a
+    9 TiB array (MemoryError); blocks are read until the data really ends."""
+    data = _encoded(audio_dir, "MP3", "MPEG_LAYER_III")
+    at = data.find(b"Xing")
+    assert at >= 0, "no Xing header to damage"
+    data[at + 8 : at + 12] = b"\x7f\xff\xff\xff"  # the frame count
+    got = np.concatenate(list(read_audio_stream(io.BytesIO(bytes(data)))))
+    assert abs(len(got) - 8000) <= 2 * 1152  # at most the codec's padding frames
+
+
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"),
+                                          ("OGG", "OPUS"), ("MP3", "MPEG_LAYER_III"), ("AIFF", "PCM_16")])
+def test_damaged_files_give_audio_errors_only(audio_dir, monkeypatch, capfd, fmt, subtype):
+    import voxtral.audio as A
+
+    monkeypatch.setattr(A, "_ffmpeg", lambda: None)  # libsndfile and our WAV reader only
+    seed = _encoded(audio_dir, fmt, subtype)
+    rng = np.random.default_rng(8)
+    for _ in range(150):
+        data = bytearray(seed)
+        if rng.random() < 0.25:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            for _ in range(int(rng.integers(1, 20))):
+                span = 200 if rng.random() < 0.7 else len(data)
+                data[int(rng.integers(0, min(len(data), span)))] = int(rng.integers(0, 256))
+        try:
+            for piece in read_audio_stream(io.BytesIO(bytes(data)), max_seconds=60):
+                assert piece.dtype == np.float32 and np.isfinite(piece).all()
+        except (AudioError, voxtral.UsageError):
+            pass
+    assert "Traceback" not in capfd.readouterr().err  # nor from libsndfile's callbacks

@@ -643,22 +643,57 @@ def _ffmpeg_chunks(source: Union[str, BinaryIO], target_rate: int, name: str, wh
         raise AudioError(f"{name}: ffmpeg could not decode it as audio ({message}){hint}")
 
 
-def _soundfile_decode(data: bytes, name: str, what: str) -> tuple[np.ndarray, int]:
-    """A whole FLAC/OGG/MP3/AIFF/CAF file (libsndfile) -> (float32 mono, rate)."""
+class _SeekSafeBytes(io.BytesIO):
+    """Bytes for libsndfile, which seeks before the start of damaged files: an
+    exception in its callback would print a traceback, so stay put instead."""
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        try:
+            return super().seek(offset, whence)
+        except (ValueError, OverflowError):
+            return self.tell()
+
+
+def _soundfile_chunks(source, name: str, what: str):
+    """(rate, float32 mono pieces) of a FLAC/OGG/MP3/AIFF/CAF file (libsndfile),
+    read block by block: a corrupt header's frame count is never trusted
+    (a damaged MP3 once asked for a 5 TiB array)."""
     try:
         import soundfile
     except (ImportError, OSError) as exc:  # pragma: no cover - soundfile is a dependency
         raise AudioError(f"{name}: {what} audio needs the soundfile package ({exc})") from None
-    try:
-        x, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError, ValueError, TypeError, EOFError) as exc:
+
+    def fail(exc):
         # libsndfile says "Error opening <object>: reason": keep the reason
         reason = str(exc).strip().rsplit(": ", 1)[-1] or type(exc).__name__
-        raise AudioError(f"{name}: cannot decode this {what} {_kind(name)} ({reason})") from None
-    if not 1 <= x.shape[1] <= MAX_CHANNELS:
-        raise AudioError(f"{name}: {x.shape[1]} channels (supported: 1..{MAX_CHANNELS})")
-    rate = check_sample_rate(rate, f"{name}: {what} sample rate", AudioError)
-    return samples_to_float(x, name), rate
+        return AudioError(f"{name}: cannot decode this {what} {_kind(name)} ({reason})")
+
+    errors = (RuntimeError, soundfile.LibsndfileError, ValueError, TypeError, EOFError, OverflowError)
+    try:
+        sfile = soundfile.SoundFile(source)
+    except errors as exc:
+        raise fail(exc) from None
+    if not 1 <= sfile.channels <= MAX_CHANNELS:
+        sfile.close()
+        raise AudioError(f"{name}: {sfile.channels} channels (supported: 1..{MAX_CHANNELS})")
+    try:
+        rate = check_sample_rate(sfile.samplerate, f"{name}: {what} sample rate", AudioError)
+    except AudioError:
+        sfile.close()
+        raise
+
+    def pieces():
+        with sfile:
+            while True:
+                try:
+                    block = sfile.read(_READ_BYTES, dtype="float32", always_2d=True)
+                except errors as exc:
+                    raise fail(exc) from None
+                if block.shape[0] == 0:
+                    return
+                yield samples_to_float(block, name)
+
+    return rate, pieces()
 
 
 def _wav_chunks(f: BinaryIO, name: str):
@@ -766,8 +801,7 @@ def read_audio_stream(
     if decoder == "wav":
         rate, pieces = _wav_chunks(reader, name)
     elif decoder == "soundfile":
-        x, rate = _soundfile_decode(reader.read(), name, what)
-        pieces = iter([x])
+        rate, pieces = _soundfile_chunks(path or _SeekSafeBytes(reader.read()), name, what)
     elif raw is not None:
         rate, pieces = raw_rate, _raw_chunks(reader, raw, name)
     elif decoder == "text":
