@@ -24,6 +24,7 @@ int vx_set_isa(int isa);            /* VX_EINVAL if not available */
 int vx_cpu_feature(const char *name); /* "avx2", "fma", "f16c", "avx512f", "avx512bw",
                                       "avx512dq", "avx512vl", "avx512bf16", "neon" */
 
+#define VX_MAX_THREADS 1024 /* = voxtral.threads.MAX_THREADS */
 void vx_set_num_threads(int n);
 int vx_get_num_threads(void);
 

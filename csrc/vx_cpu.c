@@ -140,5 +140,6 @@ const vx_ops *vx_ops_active(void) {
     }
 }
 
-void vx_set_num_threads(int n) { num_threads = n < 1 ? 1 : n; }
+/* Clamped: a huge count makes OpenMP fail to create threads (abort/segfault). */
+void vx_set_num_threads(int n) { num_threads = n < 1 ? 1 : (n > VX_MAX_THREADS ? VX_MAX_THREADS : n); }
 int vx_get_num_threads(void) { return num_threads; }

@@ -164,7 +164,8 @@ int vx_stft_power(const float *signal, int64_t n_signal, const float *window, in
     const cplx *tw = plan->tw;
     const int64_t n_bins = n_fft / 2 + 1;
     int status = VX_OK;
-    const int nthreads = (n_frames * n_fft < 4096) ? 1 : vx_get_num_threads();
+    int nthreads = (n_frames * n_fft < 4096) ? 1 : vx_get_num_threads();
+    if (nthreads > n_frames) nthreads = (int)n_frames; /* one buffer per thread: no idle ones */
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
         cplx *buf = (cplx *)malloc((size_t)(2 * n_fft + max_p) * sizeof(cplx));

@@ -414,18 +414,18 @@ def test_truncated_data_chunk(tmp_path):
         load_audio(wav)
 
 
-@pytest.mark.parametrize("content", [
-    b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 100,  # mp3
-    b"hello, this is a text file\n",
-    b"RIFF\x10\x00\x00\x00AVI LIST",  # RIFF but not WAVE
-    b"RI",
+@pytest.mark.parametrize("content, message", [
+    (b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 100, "cannot decode this MP3 file"),  # fake mp3
+    (b"hello, this is a text file\n", "this is text, not audio"),
+    (b"RIFF\x10\x00\x00\x00AVI LIST", "ffmpeg"),  # RIFF but not WAVE: only ffmpeg might read it
+    (b"RI", "text"),  # too short to be anything; printable
 ])
-def test_not_a_wav(content, tmp_path):
+def test_not_audio(content, message, tmp_path):
     p = tmp_path / "song.mp3"
     p.write_bytes(content)
-    with pytest.raises(AudioError, match=r"song\.mp3: not a WAV file.*ffmpeg") as ei:
+    with pytest.raises(AudioError, match=r"song\.mp3: .*" + message) as ei:
         load_audio(p)
-    assert "\n" not in str(ei.value)
+    assert "\n" not in str(ei.value) and "object at" not in str(ei.value)
 
 
 def test_empty_file(tmp_path):

@@ -124,7 +124,8 @@ def test_stdin_wav_and_raw(tiny_ckpt, tiny_model, audio_dir):
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode() == expected.text + "\n"
     pcm = _pcm(audio_dir)
-    r = subprocess.run([sys.executable, "-m", "voxtral", "--stdin", "--format", "jsonl", "--model", str(tiny_ckpt["native"])],
+    r = subprocess.run([sys.executable, "-m", "voxtral", "--stdin", "--raw-format", "s16le", "--format", "jsonl",
+                        "--model", str(tiny_ckpt["native"])],
                        input=pcm, capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert _tokens(r.stdout.decode()) == expected.token_ids
@@ -148,7 +149,8 @@ def test_stdin_odd_pieces_and_cut_mid_sample(tiny_ckpt, tiny_model, audio_dir):
     pcm = _pcm(audio_dir)
     cut = pcm[: 3 * 16000 * 2 + 1]  # ends inside a sample
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxtral", "--stdin", "--format", "jsonl", "--model", str(tiny_ckpt["native"])],
+        [sys.executable, "-m", "voxtral", "--stdin", "--raw-format", "s16le", "--format", "jsonl",
+         "--model", str(tiny_ckpt["native"])],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     rnd = random.Random(7)

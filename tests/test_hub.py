@@ -11,7 +11,8 @@ import pytest
 
 from voxtral import hub
 from voxtral.errors import ModelNotFoundError
-from voxtral.hub import DEFAULT_REPO, detect_layout, resolve_model_dir
+from voxtral.hub import DEFAULT_REPO, resolve_model_dir
+from voxtral.layout import detect_layout
 
 NATIVE = ["consolidated.safetensors", "params.json", "tekken.json"]
 HF = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",

@@ -280,4 +280,5 @@ def test_environment_caps_isa_and_threads():
     assert out.split() == ["scalar", "1"]
     env = dict(os.environ, VOXTRAL_NUM_THREADS="zero")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode != 0 and "VOXTRAL_NUM_THREADS" in r.stderr
+    # a bad value warns and falls back to the default: it must not break the import
+    assert r.returncode == 0 and "VOXTRAL_NUM_THREADS" in r.stderr and "Traceback" not in r.stderr

@@ -127,14 +127,32 @@ def test_async_iteration(model, recordings):
     assert asyncio.run(collect()) == model.transcribe(audio, 16000).token_ids
 
 
+def test_feed_converts_like_load_audio(model, recordings):
+    """feed() uses the same sample conversion as load_audio: int32 and
+    [samples, channels] are accepted and give the same tokens as mono float."""
+    audio = recordings["jfk"][: 3 * 16000]
+    i32 = np.round(audio * 2**31 * 0.999).astype(np.int32)
+    stereo = np.stack([audio, audio], axis=1)
+    expected = model.transcribe(audio, 16000).token_ids
+
+    def ids(x):
+        s = model.stream()
+        return [e.token_id for e in s.transcribe_chunks([x]) if e.token_id >= 0]
+
+    assert ids(stereo) == expected
+    assert ids(i32) == model.transcribe((i32 / 2.0**31).astype(np.float32), 16000).token_ids
+
+
 def test_bad_samples(model):
     stream = model.stream()
     with pytest.raises(voxtral.AudioError):
         stream.feed(np.array([0.0, np.nan], dtype=np.float32))
     with pytest.raises(voxtral.AudioError):
-        stream.feed(np.zeros((10, 2), dtype=np.float32))
+        stream.feed(np.zeros((10, 2, 2), dtype=np.float32))
     with pytest.raises(voxtral.AudioError):
-        stream.feed(np.zeros(10, dtype=np.int32))
+        stream.feed(np.zeros(10, dtype=np.complex64))
+    with pytest.raises(voxtral.AudioError):
+        stream.feed(np.array(["a", "b"]))
     stream.finish()
     with pytest.raises(voxtral.UsageError):
         stream.feed(np.zeros(10, dtype=np.float32))

@@ -245,3 +245,49 @@ def test_safetensors_reader_matches_reference_library(tiny_ckpt):
             t = f.get_tensor(name)
             ref = t.view(dtype=__import__("torch").int16).numpy().view(np.uint16)
             np.testing.assert_array_equal(ours.tensor(name), ref)
+
+
+def _small_st(path, header_obj):
+    """A safetensors file with the given (possibly malformed) header JSON text or object."""
+    blob = (header_obj if isinstance(header_obj, str) else json.dumps(header_obj)).encode()
+    path.write_bytes(len(blob).to_bytes(8, "little") + blob + b"\0" * 64)
+    return path
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"t": {"dtype": ["BF16"], "shape": [2], "data_offsets": [0, 4]}},  # list dtype: was TypeError
+        {"t": {"dtype": {"a": 1}, "shape": [2], "data_offsets": [0, 4]}},  # dict dtype: was TypeError
+        {"t": {"dtype": "BF16", "shape": [2**70], "data_offsets": [0, 4]}},  # was OverflowError
+        {"t": {"dtype": "BF16", "shape": [2**40, 2**40], "data_offsets": [0, 4]}},
+        {"t": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 2**80]}},
+        {"t": {"dtype": "BF16", "shape": "2", "data_offsets": [0, 4]}},
+        {"t": {"dtype": "BF16", "shape": [2], "data_offsets": None}},
+        {"__metadata__": [1, 2], "t": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}},
+        [1, 2, 3],
+        "[" * 100000 + "]" * 100000,  # nesting deeper than the JSON parser's recursion: was RecursionError
+        '{"t": {"dtype": "BF16", "shape": [' + "9" * 5000 + '], "data_offsets": [0, 4]}}',  # int too long: ValueError
+    ],
+)
+def test_malformed_safetensors_header_is_checkpoint_error(tmp_path, header):
+    with pytest.raises(CheckpointError):
+        SafetensorsFile(_small_st(tmp_path / "x.safetensors", header))
+
+
+def test_random_header_mutations_raise_only_checkpoint_error(tmp_path, tiny_ckpt):
+    """Byte-level mutations of a real header: the reader opens it or raises
+    CheckpointError, nothing else."""
+    raw = (tiny_ckpt["native"] / ST).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    rng = np.random.default_rng(8)
+    path = tmp_path / "m.safetensors"
+    for _ in range(300):
+        head = bytearray(raw[8 : 8 + n])
+        for _ in range(int(rng.integers(1, 4))):
+            head[int(rng.integers(0, len(head)))] = int(rng.choice(list(b'[]{}",:0123456789-eE.BF16x ')))
+        path.write_bytes(raw[:8] + bytes(head) + raw[8 + n : 8 + n + 4096])
+        try:
+            SafetensorsFile(path)
+        except CheckpointError:
+            pass

@@ -26,7 +26,7 @@ _LAZY = {
     "VoxtralModel": "model",
     "Transcription": "model",
     "Stream": "stream",
-    "TokenEvent": "stream",
+    "TokenEvent": "events",
     "Segment": "segments",
     "Word": "segments",
 }

@@ -149,9 +149,17 @@ def physical_cores():
 
 
 def _init_from_env():
+    # A bad setting must not break `import voxtral`: warn once and use the default.
+    import warnings
+    from .threads import check_num_threads
+
     cap = os.environ.get("VOXTRAL_ISA", "").strip().lower()
     if cap:
-        wanted = _isa_id(cap)  # unknown name: ValueError at import is the clear answer
+        try:
+            wanted = _isa_id(cap)
+        except ValueError as exc:
+            warnings.warn(f"VOXTRAL_ISA ignored: {exc}; using the best available", RuntimeWarning, stacklevel=2)
+            wanted = VX_ISA_COUNT - 1
         # a cap: the best available ISA not above the one asked for
         best = 0
         for i in range(VX_ISA_COUNT):
@@ -159,16 +167,14 @@ def _init_from_env():
                 best = i
         vx_set_isa(best)
     threads = os.environ.get("VOXTRAL_NUM_THREADS", "").strip()
+    n = physical_cores()
     if threads:
         try:
-            n = int(threads)
-        except ValueError:
-            raise ValueError(f"VOXTRAL_NUM_THREADS must be a positive integer, got {threads!r}") from None
-        if n < 1:
-            raise ValueError(f"VOXTRAL_NUM_THREADS must be a positive integer, got {threads!r}")
-        vx_set_num_threads(n)
-    else:
-        vx_set_num_threads(physical_cores())
+            n = check_num_threads(int(threads), "VOXTRAL_NUM_THREADS")
+        except Exception as exc:
+            warnings.warn(f"VOXTRAL_NUM_THREADS={threads!r} ignored ({exc}); using {n} threads",
+                          RuntimeWarning, stacklevel=2)
+    vx_set_num_threads(n)
 
 
 _init_from_env()

@@ -1,6 +1,10 @@
-"""Audio input: WAV files (parsed here, chunk by chunk), raw PCM, numpy arrays.
+"""Audio input: audio files and streams of any common format, raw PCM, numpy arrays.
 
-Everything ends up as a 1-D float32 mono array at 16 kHz (``load_audio``).
+Everything ends up as 1-D float32 mono at 16 kHz: whole (``load_audio``) or
+piece by piece (``read_audio_stream``, which also serves stdin). The format
+is recognised by its first bytes, the same way for files, bytes and pipes:
+WAV is parsed here, FLAC/OGG/MP3/AIFF decoded by libsndfile (``soundfile``),
+anything else by ``ffmpeg`` when it is installed.
 
 The WAV reader is written from the RIFF layout rather than with the stdlib
 ``wave`` module, which rejects IEEE-float and WAVE_FORMAT_EXTENSIBLE files.
@@ -11,7 +15,8 @@ WAVE_FORMAT_EXTENSIBLE with those sub-formats, RF64/BW64, any channel count
 :func:`read_wav_header` reads a header sequentially from a file object (it never
 seeks, so it works on pipes) and leaves the object positioned at the first
 sample byte; :func:`pcm_bytes_to_float` turns raw PCM bytes into float samples.
-Both are shared by the file loader and the stdin streaming code.
+All samples become float through :func:`samples_to_float`, and change rate
+through :class:`Resampler`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import io
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 
@@ -28,17 +33,43 @@ from .errors import AudioError, UsageError
 
 __all__ = [
     "TARGET_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "MAX_SAMPLE_RATE",
+    "check_sample_rate",
     "SampleFormat",
     "WavHeader",
     "is_wav_prefix",
     "read_wav_header",
     "pcm_bytes_to_float",
     "decode_wav",
+    "Resampler",
     "resample",
+    "samples_to_float",
+    "sniff_format",
+    "read_audio_stream",
     "load_audio",
 ]
 
 TARGET_SAMPLE_RATE = 16000
+
+# Rates outside these bounds are corrupt headers or mistakes, not audio: a rate
+# of 1 Hz made the resampler allocate 16000x the input (and crash).
+MIN_SAMPLE_RATE = 4000  # below this the band holds no intelligible speech
+MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces offer
+MAX_CHANNELS = 64
+MAX_AUDIO_SECONDS = 24 * 3600  # one offline input; live streams are not bounded
+
+
+def check_sample_rate(rate, what: str = "sample_rate", error: type = UsageError) -> int:
+    """``rate`` as an int if it is a whole number of Hz within
+    [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]; else ``error`` naming ``what``."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer, float, np.floating)):
+        raise error(f"{what} must be a number of Hz, got {rate!r}")
+    if not np.isfinite(rate) or float(rate) != int(rate):
+        raise error(f"{what} must be a whole number of Hz, got {rate!r}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise error(f"{what} {int(rate)} Hz is outside the supported {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    return int(rate)
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -173,11 +204,6 @@ class WavHeader:
             return None
         return self.data_size // self.frame_bytes
 
-    @property
-    def duration(self) -> float | None:
-        n = self.num_frames
-        return None if n is None else n / self.rate
-
 
 def is_wav_prefix(prefix: bytes) -> bool:
     """True if ``prefix`` (at least 12 bytes of a stream) starts a RIFF/RF64 WAVE file."""
@@ -252,19 +278,22 @@ def _parse_fmt(body: bytes, name: str) -> tuple[str, int, int, int, int, int, in
         raise AudioError(
             f"{name}: unsupported WAV encoding (format tag 0x{effective:04X}, {what}); {_CONVERT_HINT}"
         )
-    if channels == 0:
-        raise AudioError(f"{name}: WAV header says 0 channels")
-    if rate == 0:
-        raise AudioError(f"{name}: WAV header says a sample rate of 0 Hz")
-    if bits == 0:
-        raise AudioError(f"{name}: WAV header says 0 bits per sample")
-    # Samples are left-justified in byte containers: 12-bit PCM lives in 16 bits, 20 in 24.
-    container = (bits + 7) // 8 * 8
-    if fmt == "pcm" and container not in (8, 16, 24, 32):
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{name}: WAV header says {channels} channels (supported: 1..{MAX_CHANNELS})")
+    check_sample_rate(rate, f"{name}: WAV header's sample rate", AudioError)
+    # Samples fill whole bytes; WAVE_FORMAT_EXTENSIBLE may declare fewer valid
+    # bits (20 in 24), left-justified in the container.
+    if fmt == "pcm" and bits not in (8, 16, 24, 32):
         raise AudioError(f"{name}: unsupported PCM bit depth {bits}; {_CONVERT_HINT}")
     if fmt == "float" and bits not in (32, 64):
         raise AudioError(f"{name}: unsupported float bit depth {bits}; {_CONVERT_HINT}")
-    return fmt, tag, channels, rate, container, block_align, valid_bits
+    if valid_bits is not None and not 0 <= valid_bits <= bits:
+        raise AudioError(f"{name}: WAV header says {valid_bits} valid bits in {bits}-bit samples")
+    if block_align != channels * bits // 8:
+        raise AudioError(
+            f"{name}: WAV header's block align {block_align} does not match {channels} x {bits}-bit samples"
+        )
+    return fmt, tag, channels, rate, bits, block_align, valid_bits
 
 
 def _binary_source(source, name: str | None) -> tuple[BinaryIO, str]:
@@ -392,82 +421,70 @@ def pcm_bytes_to_float(
         )
     if sf.kind == "float":
         raw = np.frombuffer(mv, dtype="<f4" if sf.bits == 32 else "<f8")
-        x = raw.astype(np.float32)
-        if not np.isfinite(x).all():
-            bad = int(np.count_nonzero(~np.isfinite(x)))
-            raise AudioError(f"{name}: audio contains {bad} NaN or infinite sample(s)")
-    elif sf.bits == 8:
-        x = np.frombuffer(mv, dtype=np.uint8).astype(np.float32)
-        x -= 128.0
-        x *= 1.0 / 128.0
-    elif sf.bits == 16:
-        x = np.frombuffer(mv, dtype="<i2").astype(np.float32)
-        x *= 1.0 / 32768.0
     elif sf.bits == 24:
+        # Place the 3 bytes in the top of an int32: scaling by 2^-31 then equals 2^-23.
         b = np.frombuffer(mv, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        v = (v << 8) >> 8  # sign-extend from 24 bits
-        x = v.astype(np.float32)
-        x *= 1.0 / 8388608.0
-    else:  # 32-bit int
-        x = np.frombuffer(mv, dtype="<i4").astype(np.float32)
-        x *= 1.0 / 2147483648.0
-    if sf.channels > 1:
-        x = x.reshape(-1, sf.channels)
-        if downmix:
-            x = x.mean(axis=1, dtype=np.float32)
-    elif not downmix:
-        x = x.reshape(-1, 1)
-    return x
+        raw = (b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)
+    else:
+        raw = np.frombuffer(mv, dtype={8: np.uint8, 16: "<i2", 32: "<i4"}[sf.bits])
+    x = samples_to_float(raw.reshape(-1, sf.channels), name, downmix=downmix)
+    return x.reshape(-1, 1) if not downmix and x.ndim == 1 else x
 
 
 # ---------------------------------------------------------------------------
 # Whole files
 
 
-def _read_data(f: BinaryIO, header: WavHeader, name: str) -> bytes:
-    if header.data_size is None:
-        data = f.read()
-        data = data or b""
-        data = data[: len(data) - len(data) % header.frame_bytes]
-    else:
-        data = read_exact(f, header.data_size)
-        if len(data) < header.data_size:
-            raise AudioError(
-                f"{name}: truncated: header says {header.data_size} bytes of audio, file has {len(data)}"
-            )
-        # A declared size that is not a whole number of frames: drop the partial frame.
-        data = data[: len(data) - len(data) % header.frame_bytes]
-    return data
-
-
 def decode_wav(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str | None = None) -> tuple[np.ndarray, int]:
     """Decode a whole WAV file (bytes or a binary file object) to
     ``(float32 mono samples, sample rate)``, without resampling."""
     f, name = _binary_source(source, name)
-    header = read_wav_header(f, name=name)
-    data = _read_data(f, header, name)
-    if not data:
+    rate, pieces = _wav_chunks(f, name)
+    parts = list(pieces)
+    if not parts:
         raise AudioError(f"{name}: no audio samples (empty data chunk)")
-    x = pcm_bytes_to_float(data, header, name=name)
-    return x, header.rate
+    return np.concatenate(parts) if len(parts) > 1 else parts[0], rate
+
+
+class Resampler:
+    """Incremental band-limited resampler (soxr stream, HQ). Whole signals go
+    through it too (:func:`resample`), so files, arrays and live audio are
+    resampled the same way."""
+
+    def __init__(self, in_rate: int, out_rate: int = TARGET_SAMPLE_RATE):
+        in_rate, out_rate = check_sample_rate(in_rate, "input sample rate"), check_sample_rate(out_rate, "output sample rate")
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self._stream = None
+        if in_rate != out_rate:
+            import soxr
+
+            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._stream is None:
+            return x
+        y = self._stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+        return np.ascontiguousarray(y, dtype=np.float32)
 
 
 def resample(x: np.ndarray, in_rate: int, out_rate: int = TARGET_SAMPLE_RATE, *, name: str = "<audio>") -> np.ndarray:
-    """Resample mono float32 audio with soxr (HQ); returns ``x`` unchanged if the rates match."""
-    if in_rate == out_rate:
-        return x
-    try:
-        import soxr
-    except ImportError as e:  # pragma: no cover - soxr is a hard dependency
+    """Resample a whole mono float32 signal; returns ``x`` unchanged if the rates match."""
+    if x.shape[0] > MAX_AUDIO_SECONDS * in_rate:
         raise AudioError(
-            f"{name}: resampling {in_rate} Hz to {out_rate} Hz needs the 'soxr' package (pip install soxr)"
-        ) from e
-    y = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), in_rate, out_rate, quality="HQ")
-    return np.ascontiguousarray(y, dtype=np.float32)
+            f"{name}: {x.shape[0] / in_rate / 3600:.1f} hours of audio; at most {MAX_AUDIO_SECONDS // 3600} "
+            "hours at once (split it, or feed a stream)"
+        )
+    return Resampler(in_rate, out_rate)(x, last=True)
 
 
-def _array_to_float(a: np.ndarray, name: str) -> np.ndarray:
+def samples_to_float(a, name: str = "<array>", *, downmix: bool = True) -> np.ndarray:
+    """The one conversion of samples to float32 (files, raw PCM, arrays, stream feeds).
+
+    ``a`` is 1-D ``[samples]`` or 2-D ``[samples, channels]`` (averaged to mono
+    unless ``downmix`` is False). int16 is scaled by 1/32768, int32 by 1/2^31,
+    int8 by 1/128, uint8 centred at 128; float is taken as is (not clipped),
+    NaN or infinite samples are refused. May be empty."""
+    a = np.asarray(a)
     if a.ndim == 0 or a.ndim > 2:
         raise AudioError(f"{name}: expected a 1-D [samples] or 2-D [samples, channels] array, got shape {a.shape}")
     if a.ndim == 2:
@@ -477,8 +494,6 @@ def _array_to_float(a: np.ndarray, name: str) -> np.ndarray:
             raise AudioError(
                 f"{name}: array of shape {a.shape} looks like [channels, samples]; pass [samples, channels] (transpose it)"
             )
-    if a.size == 0:
-        raise AudioError(f"{name}: no audio samples (empty array)")
     dt = a.dtype
     if dt == np.int16:
         x = a.astype(np.float32) * np.float32(1.0 / 32768.0)
@@ -495,11 +510,326 @@ def _array_to_float(a: np.ndarray, name: str) -> np.ndarray:
             raise AudioError(f"{name}: audio contains {bad} NaN or infinite sample(s)")
     else:
         raise AudioError(
-            f"{name}: unsupported array dtype {dt} (use float32/float64, int16, int32 or uint8)"
+            f"{name}: unsupported array dtype {dt} (use float32/float64, int16, int32, int8 or uint8)"
         )
-    if x.ndim == 2:
+    if x.ndim == 2 and downmix:
         x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Any input: one detection and validation path for files, bytes and pipes
+
+# Formats libsndfile (``soundfile``) decodes, by their first bytes.
+_SOUNDFILE_MAGIC = (
+    (b"fLaC", "FLAC"),
+    (b"OggS", "OGG"),  # Vorbis or Opus
+    (b"ID3", "MP3"),  # MP3 with an ID3v2 tag
+    (b"FORM", "AIFF"),
+    (b"caff", "CAF"),
+)
+# Containers only ffmpeg reads (m4a/mp4/mov, Matroska/WebM, ASF/WMA, AMR...).
+_FFMPEG_MAGIC = (
+    (4, b"ftyp", "MP4/M4A"),
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (0, b"\x30\x26\xb2\x75", "ASF/WMA"),
+    (0, b"#!AMR", "AMR"),
+    (0, b".RMF", "RealMedia"),
+    (0, b"\x00\x00\x01\xba", "MPEG program stream"),
+)
+_SNIFF_BYTES = 12
+_READ_BYTES = 1 << 16  # bytes per read from a pipe or file: ~2 s of s16le at 16 kHz
+_FFMPEG_HINT = "install ffmpeg (e.g. apt install ffmpeg) to read it, or convert it to WAV/FLAC"
+
+
+def _kind(name: str) -> str:
+    """How messages call the input: "<stdin>", "<bytes>"... are not files."""
+    return "input" if name.startswith("<") else "file"
+
+
+def sniff_format(head: bytes) -> tuple[str, str]:
+    """What the first bytes of an input say it is: ``(decoder, name)`` with
+    decoder "wav", "soundfile", "ffmpeg", "text" (looks like text, not audio)
+    or "unknown"."""
+    if is_wav_prefix(head):
+        return "wav", "WAV"
+    for magic, name in _SOUNDFILE_MAGIC:
+        if head.startswith(magic):
+            return "soundfile", name
+    # An MPEG audio frame header: 11 sync bits, then a layer that is not 00 (ADTS AAC).
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
+        return "soundfile", "MP3"
+    for at, magic, name in _FFMPEG_MAGIC:
+        if head[at : at + len(magic)] == magic:
+            return "ffmpeg", name
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
+        return "ffmpeg", "AAC (ADTS)"
+    if head and all(32 <= b < 127 or b in b"\t\n\r" for b in head):
+        return "text", "text"
+    return "unknown", "unknown"
+
+
+def _ffmpeg() -> str | None:
+    import shutil
+
+    return shutil.which("ffmpeg")
+
+
+_RAW_HINT = "for raw PCM give its format (--raw-format s16le)"
+
+
+def _ffmpeg_chunks(source: Union[str, BinaryIO], target_rate: int, name: str, what: str, hint: str = ""):
+    """Decode anything ffmpeg reads to float32 mono at ``target_rate``, as it
+    comes. ``source`` is a path (ffmpeg seeks in it: an m4a's index may be at
+    the end) or a binary stream (copied to ffmpeg's stdin)."""
+    import subprocess
+    import threading
+
+    exe = _ffmpeg()
+    if exe is None:
+        raise AudioError(f"{name}: {what} audio needs ffmpeg, which is not installed; {_FFMPEG_HINT}")
+    path = source if isinstance(source, str) else None
+    source_arg = f"file:{path}" if path else "pipe:0"  # file: so that a name is never read as a protocol
+    cmd = [exe, "-hide_banner", "-loglevel", "error", *(["-nostdin"] if path else []),
+           "-i", source_arg, "-vn", "-ac", "1", "-ar", str(target_rate), "-f", "f32le", "pipe:1"]
+    proc = subprocess.Popen(cmd, stdin=None if path else subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+    def feed():  # copy the stream into ffmpeg; a closed pipe just means ffmpeg stopped
+        try:
+            while True:
+                data = source.read(_READ_BYTES)
+                if not data:
+                    break
+                proc.stdin.write(data)
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    errors: list[bytes] = []
+    err_reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    err_reader.start()
+    writer = None
+    if path is None:
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+    carry = b""
+    got = 0
+    try:
+        while True:
+            data = proc.stdout.read(_READ_BYTES)
+            if not data:
+                break
+            buf = carry + data
+            usable = len(buf) - len(buf) % 4
+            carry = buf[usable:]
+            if usable:
+                x = samples_to_float(np.frombuffer(buf[:usable], "<f4"), name)
+                got += x.shape[0]
+                yield x
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if writer is not None:
+            writer.join(timeout=5)
+        err_reader.join(timeout=5)
+    if proc.returncode != 0 or got == 0:
+        message = (b"".join(errors).decode(errors="replace").strip().splitlines() or ["no audio stream"])[-1]
+        raise AudioError(f"{name}: ffmpeg could not decode it as audio ({message}){hint}")
+
+
+class _SeekSafeBytes(io.BytesIO):
+    """Bytes for libsndfile, which seeks before the start of damaged files: an
+    exception in its callback would print a traceback, so stay put instead."""
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        try:
+            return super().seek(offset, whence)
+        except (ValueError, OverflowError):
+            return self.tell()
+
+
+def _soundfile_chunks(source, name: str, what: str):
+    """(rate, float32 mono pieces) of a FLAC/OGG/MP3/AIFF/CAF file (libsndfile),
+    read block by block: a corrupt header's frame count is never trusted
+    (a damaged MP3 once asked for a 5 TiB array)."""
+    try:
+        import soundfile
+    except (ImportError, OSError) as exc:  # pragma: no cover - soundfile is a dependency
+        raise AudioError(f"{name}: {what} audio needs the soundfile package ({exc})") from None
+
+    def fail(exc):
+        # libsndfile says "Error opening <object>: reason": keep the reason
+        reason = str(exc).strip().rsplit(": ", 1)[-1] or type(exc).__name__
+        return AudioError(f"{name}: cannot decode this {what} {_kind(name)} ({reason})")
+
+    errors = (RuntimeError, soundfile.LibsndfileError, ValueError, TypeError, EOFError, OverflowError)
+    try:
+        sfile = soundfile.SoundFile(source)
+    except errors as exc:
+        raise fail(exc) from None
+    if not 1 <= sfile.channels <= MAX_CHANNELS:
+        sfile.close()
+        raise AudioError(f"{name}: {sfile.channels} channels (supported: 1..{MAX_CHANNELS})")
+    try:
+        rate = check_sample_rate(sfile.samplerate, f"{name}: {what} sample rate", AudioError)
+    except AudioError:
+        sfile.close()
+        raise
+
+    def pieces():
+        with sfile:
+            while True:
+                try:
+                    block = sfile.read(_READ_BYTES, dtype="float32", always_2d=True)
+                except errors as exc:
+                    raise fail(exc) from None
+                if block.shape[0] == 0:
+                    return
+                yield samples_to_float(block, name)
+
+    return rate, pieces()
+
+
+def _wav_chunks(f: BinaryIO, name: str):
+    """(rate, float32 mono pieces) of a WAV stream: the header, then the
+    samples as they arrive; a stream shorter than the header says is refused."""
+    header = read_wav_header(f, name=name)
+    fmt, remaining = header.sample_format, header.data_size
+
+    def pieces():
+        nonlocal remaining
+        carry = b""
+        while remaining is None or remaining > 0:
+            data = f.read(_READ_BYTES if remaining is None else min(_READ_BYTES, remaining))
+            if not data:
+                break
+            if remaining is not None:
+                remaining -= len(data)
+            buf = carry + data
+            usable = len(buf) - len(buf) % fmt.frame_bytes
+            carry = buf[usable:]
+            if usable:
+                yield pcm_bytes_to_float(buf[:usable], fmt, name=name)
+        if remaining:
+            raise AudioError(
+                f"{name}: truncated: header says {header.data_size} bytes of audio, "
+                f"{_kind(name)} has {header.data_size - remaining}"
+            )
+
+    return header.rate, pieces()
+
+
+def _raw_chunks(f: BinaryIO, fmt: SampleFormat, name: str):
+    carry = b""
+    while True:
+        data = f.read(_READ_BYTES)
+        if not data:
+            return  # a partial frame at the very end is dropped
+        buf = carry + data
+        usable = len(buf) - len(buf) % fmt.frame_bytes
+        carry = buf[usable:]
+        if usable:
+            yield pcm_bytes_to_float(buf[:usable], fmt, name=name)
+
+
+class _Prefixed:
+    """A binary reader that serves already-read bytes before the rest, with
+    short reads as they come (a pipe is not waited on to fill a buffer)."""
+
+    def __init__(self, prefix: bytes, f: BinaryIO):
+        self._prefix, self._f = prefix, f
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if n < 0:
+                out, self._prefix = self._prefix, b""
+                return out + (self._f.read() or b"")
+            out, self._prefix = self._prefix[:n], self._prefix[n:]
+            return out
+        if n < 0:
+            return self._f.read() or b""
+        read1 = getattr(self._f, "read1", None)
+        return (read1(n) if read1 else self._f.read(n)) or b""
+
+
+def read_audio_stream(
+    f: BinaryIO,
+    target_rate: int = TARGET_SAMPLE_RATE,
+    *,
+    name: str = "<stdin>",
+    raw_format: Union[str, SampleFormat, None] = None,
+    raw_rate: int = TARGET_SAMPLE_RATE,
+    path: str | None = None,
+    max_seconds: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Float32 mono pieces at ``target_rate`` from any audio input: the one
+    detection (by magic bytes) and validation path of files, bytes and stdin.
+
+    WAV is parsed here and streamed as it arrives; FLAC, OGG (Vorbis, Opus),
+    MP3, AIFF and CAF are decoded by libsndfile (``soundfile``) once complete;
+    other containers (m4a, mp4, webm...) by ``ffmpeg`` when it is installed
+    (``path``, if given, lets ffmpeg seek in the file). Input that matches no
+    known format is raw PCM only when ``raw_format`` is given (at
+    ``raw_rate``, mono); otherwise it is refused, as is text, a truncated WAV
+    or absurd header values (:class:`AudioError`). ``max_seconds`` bounds a
+    whole-file read (a live stream has no bound)."""
+    target_rate = check_sample_rate(target_rate, "target_rate")
+    raw = None
+    if raw_format is not None:
+        raw = raw_format if isinstance(raw_format, SampleFormat) else SampleFormat.parse(raw_format)
+        raw_rate = check_sample_rate(raw_rate, "raw PCM rate (--raw-rate)")
+    head = read_exact(f, _SNIFF_BYTES)
+    if not head:
+        raise AudioError(f"{name}: empty {_kind(name)}, no audio")
+    reader = _Prefixed(head, f)
+    decoder, what = sniff_format(head)
+    if decoder == "ffmpeg" or (decoder == "unknown" and raw is None and _ffmpeg() is not None):
+        got = 0
+        hint = f"; {_RAW_HINT}" if decoder == "unknown" else ""
+        for y in _ffmpeg_chunks(path or reader, target_rate, name, what, hint):
+            got += y.shape[0]
+            if max_seconds is not None and got > max_seconds * target_rate:
+                raise AudioError(f"{name}: longer than {max_seconds / 3600:g} hours; split it")
+            yield y
+        return
+    if decoder == "wav":
+        rate, pieces = _wav_chunks(reader, name)
+    elif decoder == "soundfile":
+        rate, pieces = _soundfile_chunks(path or _SeekSafeBytes(reader.read()), name, what)
+    elif raw is not None:
+        rate, pieces = raw_rate, _raw_chunks(reader, raw, name)
+    elif decoder == "text":
+        raise AudioError(f"{name}: this is text, not audio")
+    else:
+        raise AudioError(
+            f"{name}: not a recognised audio format (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF; others need ffmpeg); "
+            + _RAW_HINT
+        )
+    resample = Resampler(rate, target_rate)
+    got = 0
+    for x in pieces:
+        got += x.shape[0]
+        if max_seconds is not None and got > max_seconds * rate:
+            raise AudioError(f"{name}: longer than {max_seconds / 3600:g} hours; split it")
+        y = resample(x)
+        if y.shape[0]:
+            yield y
+    tail = resample(np.zeros(0, dtype=np.float32), last=True)
+    if tail.shape[0]:
+        yield tail
+    if got == 0:
+        raise AudioError(f"{name}: no audio samples")
+
+
+def _whole(f: BinaryIO, target_rate: int, name: str, path: str | None) -> np.ndarray:
+    parts = list(read_audio_stream(f, target_rate, name=name, path=path, max_seconds=MAX_AUDIO_SECONDS))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def load_audio(
@@ -509,7 +839,8 @@ def load_audio(
 ) -> np.ndarray:
     """Load audio as a 1-D float32 mono array at ``target_rate`` (16 kHz).
 
-    ``source`` is a WAV file path, the bytes of a WAV file, or a numpy array of
+    ``source`` is a path or the bytes of an audio file (WAV, FLAC, OGG/Vorbis/Opus,
+    MP3, AIFF; anything else through ffmpeg if installed), or a numpy array of
     samples (1-D, or 2-D ``[samples, channels]``, downmixed by averaging) whose
     rate ``sample_rate`` must then be given. int16 arrays are scaled by 1/32768,
     int32 by 1/2^31, uint8 centred at 128; float arrays are taken as is (values
@@ -517,27 +848,23 @@ def load_audio(
     unreadable, malformed, unsupported, empty, or NaN/Inf audio and
     :class:`UsageError` for invalid arguments.
     """
-    if not isinstance(target_rate, (int, np.integer)) or isinstance(target_rate, bool) or target_rate <= 0:
-        raise UsageError(f"target_rate must be a positive integer, got {target_rate!r}")
-    target_rate = int(target_rate)
+    target_rate = check_sample_rate(target_rate, "target_rate")
 
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise UsageError("load_audio: sample_rate is required when passing a numpy array")
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float)) or sample_rate <= 0:
-            raise UsageError(f"load_audio: sample_rate must be a positive number, got {sample_rate!r}")
-        if float(sample_rate) != int(sample_rate):
-            raise UsageError(f"load_audio: sample_rate must be a whole number of Hz, got {sample_rate!r}")
+        sample_rate = check_sample_rate(sample_rate, "load_audio: sample_rate")
         name = "<array>"
-        x = _array_to_float(source, name)
+        x = samples_to_float(source, name)
+        if x.size == 0:
+            raise AudioError(f"{name}: no audio samples (empty array)")
         return resample(x, int(sample_rate), target_rate, name=name)
 
     if sample_rate is not None:
         raise UsageError("load_audio: sample_rate is only for numpy arrays (a WAV file carries its own rate)")
 
     if isinstance(source, (bytes, bytearray, memoryview)):
-        x, rate = decode_wav(source, name="<bytes>")
-        return resample(x, rate, target_rate, name="<bytes>")
+        return _whole(io.BytesIO(bytes(source)), target_rate, "<bytes>", None)
 
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
@@ -555,10 +882,9 @@ def load_audio(
             raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
         try:
             with f:
-                x, rate = decode_wav(f, name=name)
+                return _whole(f, target_rate, name, name)
         except OSError as e:
             raise AudioError(f"{name}: read error ({e.strerror or e})") from None
-        return resample(x, rate, target_rate, name=name)
 
     raise UsageError(
         f"load_audio: source must be a path, WAV bytes or a numpy array, not {type(source).__name__}"

@@ -23,11 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src = p.add_argument_group("input (one of)")
     src.add_argument("files", nargs="*", metavar="FILE", help="audio files (WAV: PCM 8/16/24/32-bit or float, any rate)")
-    src.add_argument("--stdin", action="store_true", help="read audio from standard input: WAV (detected by its header) or raw PCM")
+    src.add_argument("--stdin", action="store_true", help="read audio from standard input: an audio file (format detected) or raw PCM (--raw-format)")
     src.add_argument("--mic", action="store_true", help="capture the default input device (or --device) until Ctrl+C")
     src.add_argument("--device", metavar="NAME", help="input device name or index for --mic")
     src.add_argument("--record", metavar="FILE", help="with --mic: save the captured audio as a WAV file")
-    src.add_argument("--raw-format", default="s16le", help="raw PCM format on stdin (default s16le)")
+    src.add_argument("--raw-format", default=None,
+                     help="stdin is raw PCM in this format (s16le, s24le, s32le, u8, f32le, f64le); "
+                     "without it stdin must be an audio file (WAV, FLAC, OGG, MP3...)")
     src.add_argument("--raw-rate", type=int, default=16000, help="raw PCM sample rate on stdin (default 16000)")
     p.add_argument(
         "--model",
@@ -105,12 +107,14 @@ def _run_files(args, model, writer, progress: Progress) -> None:
 
 
 def _run_stdin(args, model, writer) -> None:
-    from .live import read_pcm_stream
+    from .audio import read_audio_stream
 
     writer.begin("<stdin>", False)
     stream = model.stream(args.delay_ms)
+    chunks = read_audio_stream(sys.stdin.buffer, model.sample_rate, name="<stdin>",
+                               raw_format=args.raw_format, raw_rate=args.raw_rate)
     try:
-        _feed_all(stream, read_pcm_stream(sys.stdin.buffer, model.sample_rate, args.raw_format, args.raw_rate), writer)
+        _feed_all(stream, chunks, writer)
     finally:
         if stream.samples_in:
             _finish(stream, writer)

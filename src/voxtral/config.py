@@ -66,10 +66,6 @@ class AudioConfig:
     def mel_frames_per_token(self) -> int:
         return self.samples_per_token // self.hop_length
 
-    @property
-    def encoder_frames_per_token(self) -> int:
-        return self.downsample_factor
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -81,7 +77,7 @@ class ModelConfig:
     rope_style: str
     source: str = ""
 
-    # ---- schedule helpers (model.md: prompt and padding) ----
+    # ---- schedule: silence tokens before the audio and after it (see stream.py) ----
     n_left_pad_tokens: int = 32
     n_right_pad_buffer_tokens: int = 10
 

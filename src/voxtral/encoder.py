@@ -1,5 +1,5 @@
 """Audio encoder: causal conv stem, causal sliding-window transformer,
-4x frame stacking and the adapter to the decoder's width.
+stacking of ``downsample_factor`` frames and the adapter to the decoder's width.
 
 Everything is incremental: ``AudioEncoder.push(state, mel_frames)`` returns
 the audio embeddings that the new mel frames complete, carrying the conv

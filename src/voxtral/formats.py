@@ -8,7 +8,7 @@ import json
 from typing import TextIO
 
 from .segments import Segment, SegmentBuilder
-from .stream import TokenEvent
+from .events import TokenEvent
 
 
 def _clock(seconds: float, sep: str) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Union
 
 from .errors import ModelNotFoundError
+from .layout import NATIVE_FILES, detect_layout, layout_or_none
 
 __all__ = [
     "DEFAULT_REPO",
@@ -29,7 +30,6 @@ __all__ = [
     "NATIVE_FILES",
     "HF_FILES_PATTERNS",
     "resolve_model_dir",
-    "detect_layout",
     "hf_cache_dir",
     "hf_offline",
     "find_in_cache",
@@ -37,7 +37,6 @@ __all__ = [
 
 DEFAULT_REPO = "mistralai/Voxtral-Mini-4B-Realtime-2602"
 ENV_MODEL_DIR = "VOXTRAL_MODEL_DIR"
-NATIVE_FILES = ("consolidated.safetensors", "params.json", "tekken.json")
 HF_FILES_PATTERNS = (
     "config.json",
     "model*.safetensors",
@@ -53,58 +52,6 @@ _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 PathArg = Union[str, "os.PathLike[str]"]
-
-
-# ---------------------------------------------------------------------------
-# Layouts
-
-
-def _native_missing(d: Path) -> list[str]:
-    return [f for f in NATIVE_FILES if not (d / f).is_file()]
-
-
-def _hf_missing(d: Path) -> list[str]:
-    missing = []
-    if not (d / "config.json").is_file():
-        missing.append("config.json")
-    has_weights = (d / "model.safetensors.index.json").is_file() or any(
-        p.is_file() for p in d.glob("model*.safetensors")
-    )
-    if not has_weights:
-        missing.append("model*.safetensors")
-    return missing
-
-
-def _layout_or_none(d: Path) -> str | None:
-    if not d.is_dir():
-        return None
-    if not _native_missing(d):
-        return "native"
-    if not _hf_missing(d):
-        return "hf"
-    return None
-
-
-def detect_layout(model_dir: PathArg) -> str:
-    """Return "native" (consolidated.safetensors + params.json + tekken.json) or
-    "hf" (config.json + model*.safetensors / model.safetensors.index.json);
-    "native" wins when both are present. Raises :class:`ModelNotFoundError`
-    naming the missing files otherwise."""
-    d = Path(model_dir).expanduser()
-    if not d.exists():
-        raise ModelNotFoundError(f"model directory {d} does not exist")
-    if not d.is_dir():
-        raise ModelNotFoundError(f"{d} is a file, not a model directory (pass the directory that contains it)")
-    native_missing = _native_missing(d)
-    if not native_missing:
-        return "native"
-    hf_missing = _hf_missing(d)
-    if not hf_missing:
-        return "hf"
-    raise ModelNotFoundError(
-        f"{d} is not a Voxtral model directory: the Mistral layout lacks {', '.join(native_missing)} "
-        f"and the Hugging Face layout lacks {', '.join(hf_missing)}"
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -176,7 +123,7 @@ def _scan_cache(repo: str, cache: Path) -> Path | None:
         others = []
     candidates.extend(others)
     for c in candidates:
-        if _layout_or_none(c) is not None:
+        if layout_or_none(c) is not None:
             return c
     return None
 
@@ -197,7 +144,7 @@ def find_in_cache(repo: str = DEFAULT_REPO, cache_dir: PathArg | None = None) ->
                 )
             except Exception:  # LocalEntryNotFoundError, IncompleteSnapshotError, bad repo id...
                 continue
-            if path and _layout_or_none(Path(path)) is not None:
+            if path and layout_or_none(Path(path)) is not None:
                 return Path(path)
     return _scan_cache(repo, cache)
 
@@ -233,7 +180,7 @@ def _download(repo: str, cache: Path, progress: bool) -> Path:
     try:
         try:
             path = fetch(list(NATIVE_FILES))
-            if _layout_or_none(path) is None and repo != DEFAULT_REPO:
+            if layout_or_none(path) is None and repo != DEFAULT_REPO:
                 # Another repository, possibly in the transformers layout only.
                 path = fetch(list(HF_FILES_PATTERNS))
         except Exception as e:
@@ -250,7 +197,7 @@ def _download(repo: str, cache: Path, progress: bool) -> Path:
                 enable_progress_bars()
             except Exception:
                 pass
-    if _layout_or_none(path) is None:
+    if layout_or_none(path) is None:
         raise ModelNotFoundError(
             f"downloaded {repo} to {path} but it holds no complete Voxtral model "
             f"(neither {', '.join(NATIVE_FILES)} nor config.json + model*.safetensors)"

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _kernels as K
 from .qformats import QuantMatrix
+from .safetensors_io import bf16_to_float32
 
 
 # Accuracy measurements (voxtral.testing.accuracy) watch the inputs of every
@@ -31,4 +32,4 @@ def embedding_rows(table, ids) -> np.ndarray:
     if isinstance(table, QuantMatrix):
         return table.rows_f32(ids)
     rows = table[np.asarray(ids, dtype=np.int64)]
-    return (rows.astype(np.uint32) << 16).view(np.float32)
+    return bf16_to_float32(rows)

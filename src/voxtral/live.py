@@ -1,101 +1,15 @@
-"""Live audio sources: a pipe on stdin and the microphone.
-
-Both yield float32 mono chunks at the model's rate as they arrive, so that
-the stream can decode while audio is still coming in.
-"""
+"""Live audio from the microphone: float32 mono chunks at the model's rate as
+they arrive, so that the stream can decode while audio is still coming in.
+(A pipe on stdin is read by ``audio.read_audio_stream``.)"""
 
 from __future__ import annotations
 
 import collections
 import threading
-from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .audio import SampleFormat, is_wav_prefix, pcm_bytes_to_float, read_exact, read_wav_header
 from .errors import AudioError, DeviceError
-
-_READ_SIZE = 1 << 14  # bytes per read from a pipe: ~0.5 s of s16le at 16 kHz
-
-
-class Resampler:
-    """Incremental band-limited resampler (soxr stream) to the model's rate."""
-
-    def __init__(self, in_rate: int, out_rate: int):
-        self.in_rate, self.out_rate = in_rate, out_rate
-        self._stream = None
-        if in_rate != out_rate:
-            import soxr
-
-            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
-
-    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
-        if self._stream is None:
-            return x
-        return self._stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
-
-
-class _Prefixed:
-    """A binary reader that serves already-read bytes before the rest."""
-
-    def __init__(self, prefix: bytes, f: BinaryIO):
-        self._prefix, self._f = prefix, f
-
-    def _raw(self, n: int) -> bytes:
-        read1 = getattr(self._f, "read1", None)
-        data = read1(n) if read1 else self._f.read(n)
-        return data or b""
-
-    def read(self, n: int = -1) -> bytes:
-        if self._prefix:
-            if n < 0:
-                out, self._prefix = self._prefix, b""
-                return out + (self._f.read() or b"")
-            out, self._prefix = self._prefix[:n], self._prefix[n:]
-            return out
-        if n < 0:
-            return self._f.read() or b""
-        return self._raw(n)
-
-
-def read_pcm_stream(
-    f: BinaryIO, target_rate: int, raw_format: str = "s16le", raw_rate: int = 16000, name: str = "<stdin>"
-) -> Iterator[np.ndarray]:
-    """Chunks of float32 mono audio at ``target_rate`` from a byte stream:
-    a WAV file (detected by its header) or raw PCM (``raw_format`` at
-    ``raw_rate``, mono). Bytes may arrive in any piece sizes; a stream that ends
-    inside a sample frame drops that partial frame."""
-    head = read_exact(f, 12)
-    reader = _Prefixed(head, f)
-    remaining = None
-    if is_wav_prefix(head):
-        header = read_wav_header(reader, name=name)
-        fmt, rate, remaining = header.sample_format, header.rate, header.data_size
-    else:
-        if not head:
-            raise AudioError(f"{name}: no audio on the input")
-        fmt, rate = SampleFormat.parse(raw_format), raw_rate
-    resample = Resampler(rate, target_rate)
-    carry = b""
-    got_any = False
-    while remaining is None or remaining > 0:
-        want = _READ_SIZE if remaining is None else min(_READ_SIZE, remaining)
-        data = reader.read(want)
-        if not data:
-            break
-        if remaining is not None:
-            remaining -= len(data)
-        buf = carry + data
-        usable = len(buf) - len(buf) % fmt.frame_bytes
-        carry = buf[usable:]
-        if usable:
-            got_any = True
-            yield resample(pcm_bytes_to_float(buf[:usable], fmt, name=name))
-    tail = resample(np.zeros(0, dtype=np.float32), last=True)
-    if tail.shape[0]:
-        yield tail
-    if not got_any:
-        raise AudioError(f"{name}: the input ended before any audio samples")
 
 
 class DropOldestQueue:
@@ -163,7 +77,6 @@ class Microphone:
         self._sd = sd
         self.sample_rate = sample_rate
         self.queue = DropOldestQueue(int(max_queue_seconds * sample_rate))
-        self.status_flags = 0
         self._closed = False
         try:
             self._stream = sd.InputStream(
@@ -187,8 +100,6 @@ class Microphone:
         return self.queue.dropped_samples / self.sample_rate
 
     def _callback(self, indata, frames, time_info, status) -> None:
-        if status:
-            self.status_flags += 1
         self.queue.put(indata[:, 0].copy())
 
     def __enter__(self) -> "Microphone":

@@ -1,5 +1,5 @@
 """Log-mel front end: periodic Hann STFT, Slaney mel bank, log10 with a global
-floor, as the model was trained (model.md, "Audio front end").
+floor (global_log_mel_max - 8), as the model was trained.
 
 The STFT power spectrum and the log-mel projection run in C
 (``_kernels.stft_power`` / ``_kernels.log_mel``); this module owns the
@@ -13,7 +13,6 @@ import numpy as np
 from . import _kernels
 from .config import AudioConfig
 
-_MEL_FLOOR = 1e-10  # clamp before log10 (as the reference); the real floor is global max - 8
 
 
 def _hz_to_mel_slaney(freq: np.ndarray) -> np.ndarray:

@@ -18,7 +18,9 @@ from .encoder import AudioEncoder
 from .errors import ConfigError, TokenizerError
 from .mel import MelFrontEnd
 from .segments import Segment, Word, build_segments
-from .stream import Stream, TokenEvent
+from .events import TokenEvent
+from .stream import Stream
+from .threads import check_num_threads
 from .tokenizer import TekkenTokenizer
 from .weights import Weights, load_weights
 
@@ -67,7 +69,8 @@ class VoxtralModel:
                keep_logits: bool = False) -> Stream:
         """A live transcription stream: ``feed()`` samples (16 kHz unless
         ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end."""
-        return Stream(self, delay_ms, keep_logits=keep_logits, sample_rate=sample_rate)
+        return Stream(self.config, self.front, self.encoder, self.decoder, self.tokenizer, delay_ms,
+                      keep_logits=keep_logits, sample_rate=sample_rate)
 
     def _decode_samples(self, samples: np.ndarray, delay_ms: int, on_progress=None) -> Iterator[TokenEvent]:
         stream = self.stream(delay_ms)
@@ -110,9 +113,7 @@ def load(model: str | os.PathLike | None = None, *, num_threads: int | None = No
     from .hub import resolve_model_dir
 
     if num_threads is not None:
-        if int(num_threads) < 1:
-            raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
-        _kernels.set_num_threads(int(num_threads))
+        _kernels.set_num_threads(check_num_threads(num_threads))
     model_dir = Path(resolve_model_dir(model, download=download))
     tekken = model_dir / "tekken.json"
     if not tekken.is_file():

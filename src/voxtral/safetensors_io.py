@@ -10,6 +10,7 @@ shape x dtype, no overlaps.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 from pathlib import Path
@@ -32,6 +33,12 @@ _DTYPES = {
     "BOOL": np.dtype("?"),
 }
 _MAX_HEADER = 100 * 1024 * 1024
+
+
+def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """The float32 values of BF16 bit patterns (uint16): exact, the one place
+    this conversion is written."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 class SafetensorsFile:
@@ -57,11 +64,13 @@ class SafetensorsFile:
             )
         try:
             header = json.loads(bytes(self._mmap[8 : 8 + header_len]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, huge numbers, deep nesting
             raise CheckpointError(f"{self.path}: header is not valid JSON ({exc})") from None
         if not isinstance(header, dict):
             raise CheckpointError(f"{self.path}: header is not a JSON object")
         self.metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(self.metadata, dict):
+            raise CheckpointError(f"{self.path}: __metadata__ is not a JSON object")
         self._data_start = 8 + header_len
         data_size = size - self._data_start
         self._entries: dict[str, tuple[np.dtype, tuple[int, ...], int, int, str]] = {}
@@ -72,7 +81,7 @@ class SafetensorsFile:
             dtype_name = info.get("dtype")
             shape = info.get("shape")
             offsets = info.get("data_offsets")
-            if dtype_name not in _DTYPES:
+            if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
                 raise CheckpointError(f"{self.path}: tensor {name}: unsupported dtype {dtype_name!r}")
             if (
                 not isinstance(shape, list)
@@ -87,7 +96,7 @@ class SafetensorsFile:
                 raise CheckpointError(f"{self.path}: tensor {name}: malformed data_offsets {offsets!r}")
             begin, end = offsets
             dtype = _DTYPES[dtype_name]
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a huge shape cannot overflow
             if not (0 <= begin <= end):
                 raise CheckpointError(f"{self.path}: tensor {name}: data_offsets {offsets} are reversed")
             if end > data_size:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .stream import TokenEvent
+from .events import TokenEvent
 
 _SENTENCE_END = (".", "?", "!", "。", "？", "！")
 

@@ -5,7 +5,7 @@ caches, pending audio embeddings, decoder KV cache, greedy schedule), so that
 offline transcription is just ``feed(everything)`` + ``finish()`` and live
 audio is many small feeds: both give the same tokens.
 
-Schedule (model.md): the stream starts with ``n_left_pad_tokens`` tokens of
+Schedule (as the reference implementation pads): the stream starts with ``n_left_pad_tokens`` tokens of
 silence; the prompt is BOS + STREAMING_PAD x (left pad + delay tokens); the
 decoder input at position p is audio_embedding[p] + embedding(token[p]); the
 prompt's last position yields the first token; at the end the audio is padded
@@ -18,50 +18,38 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
 from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
-from .errors import AudioError, UsageError
-from .live import Resampler
+from .audio import Resampler, check_sample_rate, samples_to_float
+from .errors import UsageError
+from .events import TokenEvent
 from .mel import LogMelStream
 
 
-@dataclass(frozen=True)
-class TokenEvent:
-    """One decoded token. ``text`` is the text it completes ('' for control
-    tokens or an unfinished UTF-8 character). ``start``/``end`` are seconds of
-    the input audio that the token describes: its 80 ms slot, the delay taken
-    off (the token at decoder position p has seen audio up to slot
-    p - left_pad - 1 and describes slot p - left_pad - 1 - delay)."""
-
-    token_id: int
-    text: str
-    position: int
-    start: float
-    end: float
-    control: bool = False
-
-
 class Stream:
-    def __init__(self, model, delay_ms: int, keep_logits: bool = False, sample_rate: int | None = None):
-        cfg = model.config
-        self.model = model
-        rate = cfg.audio.sampling_rate if sample_rate is None else int(sample_rate)
-        if rate <= 0:
-            raise UsageError(f"sample_rate must be positive, got {sample_rate}")
+    """One transcription in progress. It is given the model's parts it uses:
+    the ``config`` (schedule and dimensions), the mel ``front`` end, the audio
+    ``encoder``, the text ``decoder`` and the ``tokenizer`` (prompt ids, EOS,
+    text). ``VoxtralModel.stream()`` is the usual way to open one."""
+
+    def __init__(self, config, front, encoder, decoder, tokenizer, delay_ms: int, *,
+                 keep_logits: bool = False, sample_rate: int | None = None):
+        cfg = self.config = config
+        self.encoder, self.decoder, self.tokenizer = encoder, decoder, tokenizer
+        rate = cfg.audio.sampling_rate if sample_rate is None else check_sample_rate(sample_rate, "sample_rate")
         self._resample = Resampler(rate, cfg.audio.sampling_rate)
         self.delay_ms = delay_ms
         self.n_delay = cfg.delay_tokens(delay_ms)
-        tok = model.tokenizer
+        tok = tokenizer
         self.prompt = [tok.bos_id] + [tok.streaming_pad_id] * (cfg.n_left_pad_tokens + self.n_delay)
         self.samples_per_token = cfg.audio.samples_per_token
         self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
-        self._mel = LogMelStream(model.front)
-        self._enc = model.encoder.new_state()
-        self._cache = model.decoder.new_cache()
-        self._ada = model.decoder.ada_scales(self.n_delay)
+        self._mel = LogMelStream(front)
+        self._enc = encoder.new_state()
+        self._cache = decoder.new_cache()
+        self._ada = decoder.ada_scales(self.n_delay)
         self._text = tok.stream_decoder()
         self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
         self._pending_pos = 0  # position of _pending[0]
@@ -78,31 +66,18 @@ class Stream:
     # ---- audio side ----
     def _push_audio(self, samples: np.ndarray) -> None:
         mel = self._mel.push(samples)
-        self._add_embeddings(self.model.encoder.push(self._enc, mel))
+        self._add_embeddings(self.encoder.push(self._enc, mel))
 
     def _add_embeddings(self, emb: np.ndarray) -> None:
         if emb.shape[0]:
             self._pending = np.concatenate([self._pending, emb]) if self._pending.shape[0] else emb
 
-    def _check_samples(self, samples) -> np.ndarray:
-        arr = np.asarray(samples)
-        if arr.ndim != 1:
-            raise AudioError(f"feed() takes 1-D mono samples, got shape {arr.shape}")
-        if arr.dtype == np.int16:
-            return arr.astype(np.float32) / 32768.0
-        if arr.dtype.kind != "f":
-            raise AudioError(f"feed() takes float32 or int16 samples, got {arr.dtype}")
-        arr = arr.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(arr)):
-            raise AudioError("audio contains NaN or infinite samples")
-        return arr
-
     # ---- decoder side ----
     def _event(self, token: int, position: int) -> TokenEvent:
-        slot = position - self.model.config.n_left_pad_tokens - 1 - self.n_delay
+        slot = position - self.config.n_left_pad_tokens - 1 - self.n_delay
         start = max(0.0, slot * self.seconds_per_token)
         end = max(0.0, (slot + 1) * self.seconds_per_token)
-        control = self.model.tokenizer.is_control(token)
+        control = self.tokenizer.is_control(token)
         return TokenEvent(token, self._text.push(token), position, start, end, control)
 
     def _take(self, position: int) -> np.ndarray:
@@ -115,12 +90,12 @@ class Stream:
         token = int(np.argmax(logits[0]))
         self._last_token = token
         self.tokens.append(token)
-        if token == self.model.tokenizer.eos_id:
+        if token == self.tokenizer.eos_id:
             self.ended_by_eos = True
         return self._event(token, position)
 
     def _decode(self) -> list[TokenEvent]:
-        dec = self.model.decoder
+        dec = self.decoder
         events: list[TokenEvent] = []
         available_end = self._pending_pos + self._pending.shape[0]  # positions with embeddings
         L = len(self.prompt)
@@ -154,7 +129,7 @@ class Stream:
         returns the tokens they complete."""
         if self.finished:
             raise UsageError("feed() after finish(): open a new stream")
-        arr = self._resample(self._check_samples(samples))
+        arr = self._resample(samples_to_float(samples, "feed()"))
         if arr.shape[0] == 0:
             return []
         self.samples_in += arr.shape[0]
@@ -193,7 +168,7 @@ class Stream:
         if self.finished:
             return []
         self.finished = True
-        cfg = self.model.config
+        cfg = self.config
         tail = self._resample(np.zeros(0, dtype=np.float32), last=True)
         if tail.shape[0]:
             self.samples_in += tail.shape[0]
@@ -201,7 +176,7 @@ class Stream:
         spt = self.samples_per_token
         right = (-self.samples_in) % spt + (self.n_delay + 1 + cfg.n_right_pad_buffer_tokens) * spt
         self._push_audio(np.zeros(right, dtype=np.float32))
-        self._add_embeddings(self.model.encoder.push(self._enc, self._mel.finish()))
+        self._add_embeddings(self.encoder.push(self._enc, self._mel.finish()))
         total_samples = cfg.n_left_pad_tokens * spt + self.samples_in + right
         self._limit = total_samples // spt
         events = self._decode()

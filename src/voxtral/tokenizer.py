@@ -258,9 +258,6 @@ class TekkenTokenizer:
         except KeyError:
             raise TokenizerError(f"{self._name}: no special token {name!r} in this tokenizer") from None
 
-    def has_special(self, name: str) -> bool:
-        return name in self._special_ids
-
     def special_name(self, token_id: int) -> str:
         """The name of control id ``token_id`` (``<SPECIAL_n>`` for fillers)."""
         i = self._check_id(token_id)

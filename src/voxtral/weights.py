@@ -4,6 +4,10 @@ Matrices stay BF16 (uint16 bit patterns) as zero-copy views of the mmapped
 files, so loading the 8.9 GB checkpoint reads only headers and the small
 vectors (norms, biases), which are converted to float32.
 
+The Hugging Face files name tensors as transformers writes them
+(``audio_tower.*``, ``language_model.model.*``...) or by their in-memory
+module names (``model.audio_tower.*``...): both are accepted.
+
 The Hugging Face layout stores q/k rows permuted for rotate-half RoPE. Since
 attention only uses q.k, we keep those rows as they are and apply RoPE in the
 matching ("half") indexing: zero-copy, and the same model.
@@ -19,8 +23,8 @@ import numpy as np
 
 from .config import ModelConfig, from_hf_config, from_params_json
 from .errors import CheckpointError
-from .hub import detect_layout
-from .safetensors_io import SafetensorsFile
+from .layout import detect_layout
+from .safetensors_io import SafetensorsFile, bf16_to_float32
 
 _NATIVE_ENC = "mm_streams_embeddings.embedding_module.whisper_encoder."
 _NATIVE_ADAPTER = "mm_streams_embeddings.embedding_module.audio_language_projection."
@@ -208,24 +212,52 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def _to_f32(arr: np.ndarray, dtype_name: str) -> np.ndarray:
     if dtype_name == "BF16":
-        return (arr.astype(np.uint32) << 16).view(np.float32)
+        return bf16_to_float32(arr)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-class _TensorSource:
-    """Name -> file lookup over one or several safetensors files."""
+# The Hugging Face files as transformers' save_pretrained writes them (and the
+# hub serves them) use other prefixes than the in-memory module names, which
+# transformers maps on load. We accept both, as it does: published prefix ->
+# in-memory prefix.
+_HF_PUBLISHED_PREFIXES = (
+    ("audio_tower.", "model.audio_tower."),
+    ("multi_modal_projector.", "model.multi_modal_projector."),
+    ("language_model.model.", "model.language_model."),
+    ("language_model.lm_head.", "lm_head."),
+)
 
-    def __init__(self, files: list[SafetensorsFile]):
+
+def hf_module_name(name: str) -> str:
+    """The in-memory (``model.``-prefixed) name of an HF tensor name, whichever way it is written."""
+    for published, module in _HF_PUBLISHED_PREFIXES:
+        if name.startswith(published):
+            return module + name[len(published):]
+    return name
+
+
+class _TensorSource:
+    """Name -> (file, name in the file) over one or several safetensors files;
+    ``rename`` maps names as written to the names the loader asks for."""
+
+    def __init__(self, files: list[SafetensorsFile], rename=lambda name: name):
         self.files = files
         self.where: dict[str, SafetensorsFile] = {}
+        self.stored: dict[str, str] = {}  # name asked for -> name as written
         for f in files:
-            for name in f.keys():
+            for stored in f.keys():
+                name = rename(stored)
                 if name in self.where:
-                    raise CheckpointError(f"tensor {name} appears in both {self.where[name].path} and {f.path}")
+                    raise CheckpointError(
+                        f"tensor {name} appears twice: as {self.stored[name]} in {self.where[name].path} "
+                        f"and as {stored} in {f.path}"
+                    )
                 self.where[name] = f
+                self.stored[name] = stored
 
 
-def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optional: set[str]) -> Weights:
+def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optional: dict[str, str]) -> Weights:
+    """``optional``: tensors that may be present, each with the internal key whose shape it must have."""
     shapes = expected_shapes(cfg)
     wanted = set(names.values())
     unexpected = sorted(n for n in src.where if n not in wanted and n not in optional)
@@ -233,14 +265,20 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
         more = f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""
         raise CheckpointError(
             f"{src.where[unexpected[0]].path}: tensors not part of the configured model: "
-            f"{', '.join(unexpected[:3])}{more} (config and checkpoint disagree?)"
+            f"{', '.join(src.stored[n] for n in unexpected[:3])}{more} (config and checkpoint disagree?)"
         )
-    got: dict[str, np.ndarray] = {}
-    for key, name in names.items():
+    for name, like in optional.items():  # e.g. a tied lm_head saved anyway: it must fit the embeddings
         f = src.where.get(name)
+        if f is not None and f.shape(src.stored[name]) != shapes[like]:
+            raise CheckpointError(f"{f.path}: tensor {src.stored[name]} has shape "
+                                  f"{list(f.shape(src.stored[name]))}, expected {list(shapes[like])}")
+    got: dict[str, np.ndarray] = {}
+    for key, wanted_name in names.items():
+        f = src.where.get(wanted_name)
         if f is None:
             files = ", ".join(str(x.path.name) for x in src.files)
-            raise CheckpointError(f"{src.files[0].path.parent}: tensor {name} is missing from {files}")
+            raise CheckpointError(f"{src.files[0].path.parent}: tensor {wanted_name} is missing from {files}")
+        name = src.stored[wanted_name]
         shape = f.shape(name)
         if shape != shapes[key]:
             raise CheckpointError(f"{f.path}: tensor {name} has shape {list(shape)}, expected {list(shapes[key])}")
@@ -273,7 +311,7 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
 def load_native(model_dir: Path) -> tuple[ModelConfig, Weights]:
     cfg = from_params_json(model_dir / "params.json")
     src = _TensorSource([SafetensorsFile(model_dir / "consolidated.safetensors")])
-    return cfg, _assemble(cfg, _native_names(cfg), src, optional=set())
+    return cfg, _assemble(cfg, _native_names(cfg), src, optional={})
 
 
 def load_hf(model_dir: Path, audio_section: dict | None = None) -> tuple[ModelConfig, Weights]:
@@ -289,17 +327,18 @@ def load_hf(model_dir: Path, audio_section: dict | None = None) -> tuple[ModelCo
             if Path(shard).name != shard:
                 raise CheckpointError(f"{index}: shard name {shard!r} must be a plain file name")
         files = [SafetensorsFile(model_dir / s) for s in shard_names]
-        src = _TensorSource(files)
-        for name, shard in weight_map.items():
+        src = _TensorSource(files, hf_module_name)
+        for stored, shard in weight_map.items():
+            name = hf_module_name(stored)
             if name in src.where and src.where[name].path.name != shard:
-                raise CheckpointError(f"{index}: says {name} is in {shard}, found in {src.where[name].path.name}")
+                raise CheckpointError(f"{index}: says {stored} is in {shard}, found in {src.where[name].path.name}")
     else:
         shard_paths = sorted(model_dir.glob("model*.safetensors"))
         if not shard_paths:
             raise CheckpointError(f"{model_dir}: no model*.safetensors files")
-        src = _TensorSource([SafetensorsFile(p) for p in shard_paths])
-    # lm_head may be saved although tied; it must then equal the embeddings' shape.
-    return cfg, _assemble(cfg, _hf_names(cfg), src, optional={"lm_head.weight"})
+        src = _TensorSource([SafetensorsFile(p) for p in shard_paths], hf_module_name)
+    # lm_head may be saved although tied; it must then have the embeddings' shape.
+    return cfg, _assemble(cfg, _hf_names(cfg), src, optional={"lm_head.weight": "tok_embeddings"})
 
 
 def load_weights(model_dir: str | Path, audio_section: dict | None = None) -> tuple[ModelConfig, Weights, str]:

@@ -17,6 +17,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..safetensors_io import bf16_to_float32
+
 # safetensors dtype name -> (numpy dtype used to carry the bytes, item size)
 DTYPES: dict[str, tuple[np.dtype, int]] = {
     "BF16": (np.dtype("<u2"), 2),
@@ -171,7 +173,5 @@ def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     return res
 
 
-def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
-    """The float32 values of BF16 bit patterns (exact)."""
-    b = np.ascontiguousarray(bits, dtype=np.uint16)
-    return (b.astype(np.uint32) << 16).view(np.float32)
+# The reader's conversion, under the name the generator's callers know.
+bf16_bits_to_f32 = bf16_to_float32
