@@ -1,0 +1,154 @@
+/* AVX2 quantized-weight kernels (-mavx2 -mfma -mf16c), 256-bit: one 32-value
+ * block per vector. u8 x s8 products: maddubs + madd here, the AVX-VNNI
+ * vpdpbusd when quant_avxvnni.c includes this file with VX_QUANT_AVXVNNI.
+ * q8_0 (s8 x s8) uses |w| x sign(x, w); q4_0 adds -8 * sum(x) to the block's
+ * int32 lanes; q4_k subtracts the mins once per super-block.
+ * Each output (m, n) keeps one 8-lane fp32 accumulator: per block
+ * acc += (float(isum lanes) * dx) * dw, reduced by one fixed tree at the end,
+ * whatever the tile: row-deterministic. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include "vx_quant.h"
+
+#include <immintrin.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define VX_INLINE static __forceinline
+#else
+#define VX_INLINE static inline __attribute__((always_inline))
+#endif
+
+#if defined(VX_QUANT_AVXVNNI)
+#define VX_SUFFIX avxvnni
+VX_INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+#else
+#define VX_SUFFIX avx2
+VX_INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+    /* u <= 255 (q8_0 |w| <= 128, nibbles <= 15), |s| <= 127: pair sums fit int16 */
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+#endif
+
+/* 16 accumulators do not fit 16 ymm registers with the operands: tiles of
+ * 2 x rows by 4 weight rows (the tile shape never changes results). */
+#define VX_MR 2
+#define VX_NR 4
+
+VX_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+VX_INLINE __m256 f16x1(const uint8_t *p) { return _mm256_set1_ps(_cvtsh_ss(vx_load_u16(p))); }
+
+VX_INLINE __m256 scaled(__m256i isum, const float *dx) {
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcast_ss(dx));
+}
+
+VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb, float r[4][4],
+                         const int mr, const int nr) {
+    __m256 acc[VX_MR][VX_NR];
+    for (int m = 0; m < mr; m++)
+        for (int n = 0; n < nr; n++) acc[m][n] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        for (int n = 0; n < nr; n++) {
+            const uint8_t *p = w + n * rb + b * VX_Q8_0_BYTES;
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(p + 2));
+            const __m256i wa = _mm256_abs_epi8(wv);
+            const __m256 dw = f16x1(p);
+            for (int m = 0; m < mr; m++) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + m * K + b * 32));
+                const __m256i isum = dot_u8s8(_mm256_setzero_si256(), wa, _mm256_sign_epi8(xv, wv));
+                acc[m][n] = _mm256_fmadd_ps(scaled(isum, x->d + m * nb + b), dw, acc[m][n]);
+            }
+        }
+    }
+    for (int m = 0; m < mr; m++)
+        for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);
+}
+
+VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb, float r[4][4],
+                         const int mr, const int nr) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[VX_MR][VX_NR];
+    for (int m = 0; m < mr; m++)
+        for (int n = 0; n < nr; n++) acc[m][n] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i corr[VX_MR]; /* -8 * sum(x block) in lane 0: the weights' nibble offset */
+        for (int m = 0; m < mr; m++) corr[m] = _mm256_setr_epi32(-8 * x->s[m * nb + b], 0, 0, 0, 0, 0, 0, 0);
+        for (int n = 0; n < nr; n++) {
+            const uint8_t *p = w + n * rb + b * VX_Q4_0_BYTES;
+            const __m128i y = _mm_loadu_si128((const __m128i *)(p + 2));
+            /* weights 0..15 = low nibbles, 16..31 = high nibbles */
+            const __m256i wv =
+                _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(y), _mm_srli_epi16(y, 4), 1), low4);
+            const __m256 dw = f16x1(p);
+            for (int m = 0; m < mr; m++) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + m * K + b * 32));
+                const __m256i isum = dot_u8s8(corr[m], wv, xv);
+                acc[m][n] = _mm256_fmadd_ps(scaled(isum, x->d + m * nb + b), dw, acc[m][n]);
+            }
+        }
+    }
+    for (int m = 0; m < mr; m++)
+        for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);
+}
+
+VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nsb, float r[4][4],
+                         const int mr, const int nr) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const int64_t xnb = K / 32;
+    __m256 acc[VX_MR][VX_NR];
+    for (int m = 0; m < mr; m++)
+        for (int n = 0; n < nr; n++) acc[m][n] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        float dsc[VX_NR][8]; /* d * sc_j per weight row */
+        __m256 dmn[VX_NR];   /* dmin * m_j */
+        for (int n = 0; n < nr; n++) {
+            const uint8_t *p = w + n * rb + sb * VX_Q4_K_BYTES;
+            uint64_t sc, mn;
+            vx_q4k_scales(p + 4, &sc, &mn);
+            const __m256 d = f16x1(p), dmin = f16x1(p + 2);
+            _mm256_storeu_ps(dsc[n], _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)))));
+            dmn[n] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))));
+        }
+        for (int c = 0; c < 4; c++) { /* 32 bytes: low nibbles = sub-block 2c, high = 2c+1 */
+            for (int n = 0; n < nr; n++) {
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(w + n * rb + sb * VX_Q4_K_BYTES + 16 + 32 * c));
+                const __m256i wl = _mm256_and_si256(y, low4), wh = _mm256_and_si256(_mm256_srli_epi16(y, 4), low4);
+                const __m256 sl = _mm256_broadcast_ss(&dsc[n][2 * c]), sh = _mm256_broadcast_ss(&dsc[n][2 * c + 1]);
+                for (int m = 0; m < mr; m++) {
+                    const int8_t *xq = x->q + m * K + sb * 256 + 64 * c;
+                    const float *dx = x->d + m * xnb + sb * 8 + 2 * c;
+                    const __m256i il = dot_u8s8(_mm256_setzero_si256(), wl, _mm256_loadu_si256((const __m256i *)xq));
+                    const __m256i ih = dot_u8s8(_mm256_setzero_si256(), wh, _mm256_loadu_si256((const __m256i *)(xq + 32)));
+                    acc[m][n] = _mm256_fmadd_ps(scaled(il, dx), sl, acc[m][n]);
+                    acc[m][n] = _mm256_fmadd_ps(scaled(ih, dx + 1), sh, acc[m][n]);
+                }
+            }
+        }
+        for (int m = 0; m < mr; m++) { /* mins: sum_j (dx_j * sum_j(x)) * (dmin * m_j) */
+            const __m256 fx = _mm256_mul_ps(_mm256_loadu_ps(x->d + m * xnb + sb * 8),
+                                            _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->s + m * xnb + sb * 8))));
+            for (int n = 0; n < nr; n++) acc[m][n] = _mm256_fnmadd_ps(fx, dmn[n], acc[m][n]);
+        }
+    }
+    for (int m = 0; m < mr; m++)
+        for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);
+}
+
+#define VX_CAT2(a, b) a##_##b
+#define VX_CAT(a, b) VX_CAT2(a, b)
+#define VX_GEMM(fmt) VX_CAT(gemm_##fmt, VX_SUFFIX)
+
+VX_DEFINE_QGEMM(VX_GEMM(q8_0), tile_q8_0, VX_Q8_0_BYTES, 32, 2)
+VX_DEFINE_QGEMM(VX_GEMM(q4_0), tile_q4_0, VX_Q4_0_BYTES, 32, 2)
+VX_DEFINE_QGEMM(VX_GEMM(q4_k), tile_q4_k, VX_Q4_K_BYTES, 256, 2)
+
+#if defined(VX_QUANT_AVXVNNI)
+const vx_qops vx_qops_avxvnni = {"avxvnni", {VX_GEMM(q8_0), VX_GEMM(q4_0), VX_GEMM(q4_k)}};
+#else
+const vx_qops vx_qops_avx2 = {"avx2", {VX_GEMM(q8_0), VX_GEMM(q4_0), VX_GEMM(q4_k)}};
+#endif
+#endif
