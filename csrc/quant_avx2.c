@@ -31,6 +31,8 @@ VX_INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
 /* 16 accumulators do not fit 16 ymm registers with the operands: tiles of
  * 2 x rows by 4 weight rows (the tile shape never changes results). */
 #define VX_MR 2
+/* software prefetch distance along each weight row */
+#define VX_PREFETCH_BYTES 1536
 #define VX_NR 4
 
 VX_INLINE float hsum8(__m256 v) {
@@ -46,54 +48,68 @@ VX_INLINE __m256 scaled(__m256i isum, const float *dx) {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcast_ss(dx));
 }
 
-VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb, float r[4][4],
-                         const int mr, const int nr) {
-    __m256 acc[VX_MR][VX_NR];
-    for (int m = 0; m < mr; m++)
-        for (int n = 0; n < nr; n++) acc[m][n] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        for (int n = 0; n < nr; n++) {
-            const uint8_t *p = w + n * rb + b * VX_Q8_0_BYTES;
+/* Blocks per row step: a lone x row (decoder step) reads each weight row in
+ * runs of G blocks before the next row, which with the software prefetch
+ * keeps more memory requests in flight. Every accumulator still sees its
+ * blocks in ascending order, so G never changes results. */
+#define VX_GROUP(mr) ((mr) == 1 ? 4 : 1)
+
+VX_INLINE void step_q8_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb, int64_t b,
+                         __m256 acc[VX_MR][VX_NR], const int G, const int mr, const int nr) {
+    for (int n = 0; n < nr; n++)
+        for (int g = 0; g < G; g++) {
+            const uint8_t *p = w + n * rb + (b + g) * VX_Q8_0_BYTES;
+            if (g % 2 == 0) _mm_prefetch((const char *)(p + VX_PREFETCH_BYTES), _MM_HINT_T0); /* ~ once a line */
             const __m256i wv = _mm256_loadu_si256((const __m256i *)(p + 2));
             const __m256i wa = _mm256_abs_epi8(wv);
             const __m256 dw = f16x1(p);
             for (int m = 0; m < mr; m++) {
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + m * K + b * 32));
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + m * K + (b + g) * 32));
                 const __m256i isum = dot_u8s8(_mm256_setzero_si256(), wa, _mm256_sign_epi8(xv, wv));
-                acc[m][n] = _mm256_fmadd_ps(scaled(isum, x->d + m * nb + b), dw, acc[m][n]);
+                acc[m][n] = _mm256_fmadd_ps(scaled(isum, x->d + m * nb + b + g), dw, acc[m][n]);
             }
         }
-    }
-    for (int m = 0; m < mr; m++)
-        for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);
 }
 
-VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb, float r[4][4],
-                         const int mr, const int nr) {
+VX_INLINE void step_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb, int64_t b,
+                         __m256 acc[VX_MR][VX_NR], const int G, const int mr, const int nr) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m256 acc[VX_MR][VX_NR];
-    for (int m = 0; m < mr; m++)
-        for (int n = 0; n < nr; n++) acc[m][n] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i corr[VX_MR]; /* -8 * sum(x block) in lane 0: the weights' nibble offset */
-        for (int m = 0; m < mr; m++) corr[m] = _mm256_setr_epi32(-8 * x->s[m * nb + b], 0, 0, 0, 0, 0, 0, 0);
-        for (int n = 0; n < nr; n++) {
-            const uint8_t *p = w + n * rb + b * VX_Q4_0_BYTES;
+    __m256i corr[4][VX_MR]; /* -8 * sum(x block) in lane 0: the weights' nibble offset */
+    for (int g = 0; g < G; g++)
+        for (int m = 0; m < mr; m++) corr[g][m] = _mm256_setr_epi32(-8 * x->s[m * nb + b + g], 0, 0, 0, 0, 0, 0, 0);
+    for (int n = 0; n < nr; n++)
+        for (int g = 0; g < G; g++) {
+            const uint8_t *p = w + n * rb + (b + g) * VX_Q4_0_BYTES;
+            if (g % 4 == 0) _mm_prefetch((const char *)(p + VX_PREFETCH_BYTES), _MM_HINT_T0); /* ~ once a line */
             const __m128i y = _mm_loadu_si128((const __m128i *)(p + 2));
             /* weights 0..15 = low nibbles, 16..31 = high nibbles */
             const __m256i wv =
                 _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(y), _mm_srli_epi16(y, 4), 1), low4);
             const __m256 dw = f16x1(p);
             for (int m = 0; m < mr; m++) {
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + m * K + b * 32));
-                const __m256i isum = dot_u8s8(corr[m], wv, xv);
-                acc[m][n] = _mm256_fmadd_ps(scaled(isum, x->d + m * nb + b), dw, acc[m][n]);
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + m * K + (b + g) * 32));
+                const __m256i isum = dot_u8s8(corr[g][m], wv, xv);
+                acc[m][n] = _mm256_fmadd_ps(scaled(isum, x->d + m * nb + b + g), dw, acc[m][n]);
             }
         }
-    }
-    for (int m = 0; m < mr; m++)
-        for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);
 }
+
+#define VX_DEFINE_BLOCK_TILE(fmt)                                                                         \
+    VX_INLINE void tile_##fmt(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb,       \
+                              float r[4][4], const int mr, const int nr) {                               \
+        __m256 acc[VX_MR][VX_NR];                                                                         \
+        for (int m = 0; m < mr; m++)                                                                      \
+            for (int n = 0; n < nr; n++) acc[m][n] = _mm256_setzero_ps();                                 \
+        int64_t b = 0;                                                                                    \
+        for (; b + VX_GROUP(mr) <= nb; b += VX_GROUP(mr))                                                 \
+            step_##fmt(x, K, w, rb, nb, b, acc, VX_GROUP(mr), mr, nr);                                    \
+        for (; b < nb; b++) step_##fmt(x, K, w, rb, nb, b, acc, 1, mr, nr);                               \
+        for (int m = 0; m < mr; m++)                                                                      \
+            for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);                                      \
+    }
+
+VX_DEFINE_BLOCK_TILE(q8_0)
+VX_DEFINE_BLOCK_TILE(q4_0)
 
 VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nsb, float r[4][4],
                          const int mr, const int nr) {
@@ -107,6 +123,9 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
         __m256 dmn[VX_NR];   /* dmin * m_j */
         for (int n = 0; n < nr; n++) {
             const uint8_t *p = w + n * rb + sb * VX_Q4_K_BYTES;
+            _mm_prefetch((const char *)(p + VX_PREFETCH_BYTES), _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + VX_PREFETCH_BYTES + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + VX_PREFETCH_BYTES + 128), _MM_HINT_T0);
             uint64_t sc, mn;
             vx_q4k_scales(p + 4, &sc, &mn);
             const __m256 d = f16x1(p), dmin = f16x1(p + 2);
@@ -145,6 +164,27 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
 VX_DEFINE_QGEMM(VX_GEMM(q8_0), tile_q8_0, VX_Q8_0_BYTES, 32, 2)
 VX_DEFINE_QGEMM(VX_GEMM(q4_0), tile_q4_0, VX_Q4_0_BYTES, 32, 2)
 VX_DEFINE_QGEMM(VX_GEMM(q4_k), tile_q4_k, VX_Q4_K_BYTES, 256, 2)
+
+#if !defined(VX_QUANT_AVXVNNI)
+uint64_t vx_read_lines_avx2(const uint64_t *p, int64_t lo, int64_t hi) {
+    /* VX_READ_STREAMS sub-ranges in lockstep, like the rows of a GEMV tile */
+    const int64_t len = (hi - lo) / VX_READ_STREAMS;
+    __m256i acc[VX_READ_STREAMS];
+    for (int s = 0; s < VX_READ_STREAMS; s++) acc[s] = _mm256_setzero_si256();
+    for (int64_t i = 0; i < len; i++)
+        for (int s = 0; s < VX_READ_STREAMS; s++) {
+            const __m256i *l = (const __m256i *)(p + (lo + s * len + i) * 8);
+            acc[s] = _mm256_xor_si256(acc[s], _mm256_xor_si256(_mm256_loadu_si256(l), _mm256_loadu_si256(l + 1)));
+        }
+    for (int64_t i = lo + VX_READ_STREAMS * len; i < hi; i++) {
+        const __m256i *l = (const __m256i *)(p + i * 8);
+        acc[0] = _mm256_xor_si256(acc[0], _mm256_xor_si256(_mm256_loadu_si256(l), _mm256_loadu_si256(l + 1)));
+    }
+    for (int s = 1; s < VX_READ_STREAMS; s++) acc[0] = _mm256_xor_si256(acc[0], acc[s]);
+    const __m128i c = _mm_xor_si128(_mm256_castsi256_si128(acc[0]), _mm256_extracti128_si256(acc[0], 1));
+    return (uint64_t)_mm_cvtsi128_si64(c) ^ (uint64_t)_mm_extract_epi64(c, 1);
+}
+#endif
 
 #if defined(VX_QUANT_AVXVNNI)
 const vx_qops vx_qops_avxvnni = {"avxvnni", {VX_GEMM(q8_0), VX_GEMM(q4_0), VX_GEMM(q4_k)}};

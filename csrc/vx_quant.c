@@ -86,6 +86,7 @@ static void quantize_row(const float *x, int64_t K, int8_t *q, float *d, int32_t
 #define VX_Q_TASK_N 16
 #define VX_Q_TASK_M 64
 #define VX_Q_PARALLEL_MIN_WORK (1 << 16)
+#define VX_Q_SERIAL_QUANT (1 << 15)
 
 int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
                 int64_t M, int64_t N, int64_t K, int accumulate) {
@@ -109,10 +110,18 @@ int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, 
     const int64_t n_tasks = tasks_n * tasks_m;
     int nthreads = vx_get_num_threads();
     if (M * N * K < VX_Q_PARALLEL_MIN_WORK) nthreads = 1;
+    /* A few rows (a decoder step, a live push) are quantized before the
+     * threads start: a microsecond, and no barrier that a descheduled
+     * thread (shared machine) could hold up. */
+    const int quantize_first = M * K <= VX_Q_SERIAL_QUANT;
+    if (quantize_first)
+        for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, xq + m * K, xd + m * xnb, xs + m * xnb);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
+        if (!quantize_first) {
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, xq + m * K, xd + m * xnb, xs + m * xnb);
+            for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, xq + m * K, xd + m * xnb, xs + m * xnb);
+        }
         /* (implicit barrier) dynamic: a descheduled thread does not hold up
          * the others; results do not depend on who runs which task */
 #pragma omp for schedule(dynamic, 2)
@@ -128,17 +137,50 @@ int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, 
     return VX_OK;
 }
 
+/* Read-only streaming of lines [lo, hi) of buf, 64 bytes at a time. The
+ * widest loads the CPU has (whatever the ISA cap: this measures the machine)
+ * keep the most lines in flight per load-queue entry. */
+static uint64_t read_lines_generic(const uint64_t *p, int64_t lo, int64_t hi) {
+    const int64_t len = (hi - lo) / VX_READ_STREAMS;
+    uint64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < len; i++)
+        for (int s = 0; s < VX_READ_STREAMS; s++)
+            for (int j = 0; j < 8; j++) acc[j] ^= p[(lo + s * len + i) * 8 + j];
+    for (int64_t i = lo + VX_READ_STREAMS * len; i < hi; i++)
+        for (int j = 0; j < 8; j++) acc[j] ^= p[i * 8 + j];
+    return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
+}
+
+typedef uint64_t (*vx_read_fn)(const uint64_t *p, int64_t lo, int64_t hi);
+
+static vx_read_fn read_lines(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+#if defined(VX_HAVE_AVX512VNNI)
+    if (vx_isa_available(VX_ISA_AVX512)) return vx_read_lines_avx512;
+#endif
+    if (vx_isa_available(VX_ISA_AVX2)) return vx_read_lines_avx2;
+#endif
+    return read_lines_generic;
+}
+
+/* Lines per dynamically scheduled chunk (4 MiB): a thread that is
+ * descheduled on a shared machine leaves its chunks to the other threads,
+ * as the dynamically scheduled GEMV tasks do, so the two are comparable. */
+#define VX_READ_CHUNK_LINES 65536
+
 uint64_t vx_stream_read(const void *buf, int64_t nbytes) {
     if (!buf || nbytes <= 0) return 0;
     const uint64_t *p = (const uint64_t *)buf;
-    const int64_t n = nbytes / 64; /* cache lines */
+    const int64_t n_lines = nbytes / 64;
+    const int64_t n_chunks = (n_lines + VX_READ_CHUNK_LINES - 1) / VX_READ_CHUNK_LINES;
+    const vx_read_fn fn = read_lines();
     uint64_t total = 0;
     const int nthreads = vx_get_num_threads();
-#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static) reduction(^ : total)
-    for (int64_t i = 0; i < n; i++) {
-        /* xor of whole lines: vectorised by the compiler, one pass, read-only */
-        const uint64_t *l = p + i * 8;
-        total ^= l[0] ^ l[1] ^ l[2] ^ l[3] ^ l[4] ^ l[5] ^ l[6] ^ l[7];
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(dynamic, 1) reduction(^ : total)
+    for (int64_t c = 0; c < n_chunks; c++) {
+        const int64_t lo = c * VX_READ_CHUNK_LINES;
+        const int64_t hi = lo + VX_READ_CHUNK_LINES < n_lines ? lo + VX_READ_CHUNK_LINES : n_lines;
+        total ^= fn(p, lo, hi);
     }
     return total;
 }

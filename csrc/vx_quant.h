@@ -45,6 +45,15 @@ extern const vx_qops vx_qops_avxvnni;
 #if defined(VX_HAVE_AVX512VNNI)
 extern const vx_qops vx_qops_avx512vnni;
 #endif
+/* Streams per thread in the read-bandwidth probe: the prefetchers and DRAM
+ * banks serve several distant sequential streams (a GEMV tile reads 4 weight
+ * rows at once) faster than one. */
+#define VX_READ_STREAMS 4
+/* xor of every 64-bit word of cache lines [lo, hi): the read-bandwidth probe */
+uint64_t vx_read_lines_avx2(const uint64_t *p, int64_t lo, int64_t hi);
+#if defined(VX_HAVE_AVX512VNNI)
+uint64_t vx_read_lines_avx512(const uint64_t *p, int64_t lo, int64_t hi);
+#endif
 #endif
 #if defined(__aarch64__)
 extern const vx_qops vx_qops_neon;
