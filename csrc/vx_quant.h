@@ -36,6 +36,11 @@ typedef struct vx_qops {
     vx_qgemm_fn gemm[3]; /* indexed by VX_Q8_0, VX_Q4_0, VX_Q4_K */
 } vx_qops;
 
+/* Streams per thread in the read-bandwidth probe: the prefetchers and DRAM
+ * banks serve several distant sequential streams (a GEMV tile reads 4 weight
+ * rows at once) faster than one. */
+#define VX_READ_STREAMS 4
+
 extern const vx_qops vx_qops_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const vx_qops vx_qops_avx2;
@@ -45,10 +50,6 @@ extern const vx_qops vx_qops_avxvnni;
 #if defined(VX_HAVE_AVX512VNNI)
 extern const vx_qops vx_qops_avx512vnni;
 #endif
-/* Streams per thread in the read-bandwidth probe: the prefetchers and DRAM
- * banks serve several distant sequential streams (a GEMV tile reads 4 weight
- * rows at once) faster than one. */
-#define VX_READ_STREAMS 4
 /* xor of every 64-bit word of cache lines [lo, hi): the read-bandwidth probe */
 uint64_t vx_read_lines_avx2(const uint64_t *p, int64_t lo, int64_t hi);
 #if defined(VX_HAVE_AVX512VNNI)
