@@ -65,3 +65,28 @@ def test_neon_path_compiles_for_aarch64(tmp_path):
                      ("quant_neon_dotprod.c.o", "vx_qops_neon_dotprod")]:
         syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / obj)], capture_output=True, text=True)
         assert sym in syms.stdout, obj
+
+
+def test_neon_quant_kernels_run_under_qemu(tmp_path):
+    """Where qemu-aarch64 is installed, the NEON quantized kernels (plain and
+    +dotprod) are not only compiled but run: tests/neon_quant_check.c compares
+    them with the scalar reference (checked against gguf in test_qkernels)."""
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if cc is None or qemu is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    objs = []
+    for src, flags in [("quant_neon_dotprod.c", ["-march=armv8.2-a+dotprod"])] + [
+        (s, []) for s in [*GENERIC, "isa_neon.c", "quant_neon.c"]
+    ]:
+        obj = tmp_path / (src + ".o")
+        r = subprocess.run([cc, "-O2", "-DVX_HAVE_NEON_DOTPROD", *flags, "-c", str(CSRC / src), "-o", str(obj)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        objs.append(str(obj))
+    exe = tmp_path / "neon_quant_check"
+    r = subprocess.run([cc, "-O2", "-static", "-DVX_HAVE_NEON_DOTPROD", f"-I{CSRC}", str(ROOT / "tests" / "neon_quant_check.c"),
+                        *objs, "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ok: neon_dotprod kernels, 0 failures" in run.stdout
