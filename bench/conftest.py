@@ -23,6 +23,23 @@ def measure_bandwidth(nbytes: int = 1024 * 1024 * 1024) -> float:
     return 2 * src.nbytes / best
 
 
+def measure_read_bandwidth(nbytes: int = 1024 * 1024 * 1024, repeats: int = 5) -> float:
+    """Sustained read-only memory bandwidth in bytes/s: every thread the kernels
+    use streams its share of a buffer far larger than the caches (an xor of
+    every word, nothing written), best of `repeats`. The roofline of a
+    memory-bound decoder step, which only reads its weights."""
+    from voxtral import _kernels as K
+
+    buf = np.ones(nbytes, dtype=np.uint8)  # touched: the pages exist before timing
+    K.stream_read(buf)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        K.stream_read(buf)
+        best = min(best, time.perf_counter() - t)
+    return nbytes / best
+
+
 def sgemm_rate(m: int, n: int, k: int, repeats: int = 3) -> float:
     """numpy's BLAS float32 GEMM rate in FLOP/s for x[m,k] @ w[k,n]."""
     rng = np.random.default_rng(0)
@@ -40,6 +57,11 @@ def sgemm_rate(m: int, n: int, k: int, repeats: int = 3) -> float:
 @pytest.fixture(scope="session")
 def bandwidth() -> float:
     return measure_bandwidth()
+
+
+@pytest.fixture(scope="session")
+def read_bandwidth() -> float:
+    return measure_read_bandwidth()
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,25 @@ extern "C" {
 enum { VX_OK = 0, VX_EINVAL = -1, VX_ENOMEM = -2 };
 
 /* ISA selection: detected once; can be capped (env VOXTRAL_ISA or vx_set_isa). */
-enum { VX_ISA_SCALAR = 0, VX_ISA_NEON = 1, VX_ISA_AVX2 = 2, VX_ISA_AVX512 = 3, VX_ISA_COUNT = 4 };
+/* Levels, slowest first; a cap keeps the best available level not above it.
+ * avxvnni / avx512vnni run the same float kernels as avx2 / avx512 and add
+ * the VNNI integer-dot kernels for quantized weights. */
+enum {
+    VX_ISA_SCALAR = 0,
+    VX_ISA_NEON = 1,
+    VX_ISA_AVX2 = 2,
+    VX_ISA_AVXVNNI = 3,
+    VX_ISA_AVX512 = 4,
+    VX_ISA_AVX512VNNI = 5,
+    VX_ISA_COUNT = 6
+};
 const char *vx_isa_name(int isa);
 int vx_isa_available(int isa);      /* CPU supports it and it was compiled in */
 int vx_active_isa(void);
 int vx_set_isa(int isa);            /* VX_EINVAL if not available */
 int vx_cpu_feature(const char *name); /* "avx2", "fma", "f16c", "avx512f", "avx512bw",
-                                      "avx512dq", "avx512vl", "avx512bf16", "neon" */
+                                      "avx512dq", "avx512vl", "avx512bf16", "avx512vnni",
+                                      "avxvnni", "neon", "neon_dotprod" */
 
 #define VX_MAX_THREADS 1024 /* = voxtral.threads.MAX_THREADS */
 void vx_set_num_threads(int n);
@@ -31,6 +43,20 @@ int vx_get_num_threads(void);
 /* out[M,N] (+)= x[M,K] @ bf16(w[N,K])^T (+ bias[N]); fp32 accumulation. */
 int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
                    int64_t M, int64_t N, int64_t K, int accumulate);
+
+/* GGML quantized weights: w holds N rows of GGML blocks (vx_q_row_bytes(qtype, K)
+ * bytes each). Each row of x is quantized to int8 per 32 values on the fly
+ * (scale amax/127); products are int32 per block, scaled in fp32.
+ * out[M,N] (+)= x[M,K] @ dequant(w)^T (+ bias[N]). Row-deterministic. */
+enum { VX_Q8_0 = 0, VX_Q4_0 = 1, VX_Q4_K = 2, VX_QTYPE_COUNT = 3 };
+int64_t vx_q_row_bytes(int qtype, int64_t K); /* -1: unknown qtype or K not a multiple of the block */
+int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
+                int64_t M, int64_t N, int64_t K, int accumulate);
+const char *vx_q_kernels_name(void); /* which quantized-kernel table the active ISA uses */
+
+/* Read nbytes (a multiple of 64) with all threads; returns a checksum so the
+ * reads cannot be optimised away. For measuring read-only memory bandwidth. */
+uint64_t vx_stream_read(const void *buf, int64_t nbytes);
 
 /* Causal sliding-window GQA attention over a KV cache (see _kernels.pyx). */
 int vx_attention(const float *q, const float *k, const float *v, float *out,

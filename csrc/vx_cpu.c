@@ -4,6 +4,13 @@
 
 #include <string.h>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#endif
+
 #if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
 #include <immintrin.h>
 #include <intrin.h>
@@ -11,7 +18,7 @@
 
 typedef struct {
     int detected;
-    int avx2, fma, f16c, avx512f, avx512bw, avx512dq, avx512vl, avx512bf16, neon;
+    int avx2, fma, f16c, avx512f, avx512bw, avx512dq, avx512vl, avx512bf16, avx512vnni, avxvnni, neon, neon_dotprod;
 } vx_features;
 
 static vx_features features;
@@ -41,6 +48,16 @@ static void detect(void) {
         __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
         (void)eax, (void)ebx, (void)edx;
         features.f16c = features.avx2 && ((ecx >> 29) & 1);
+        /* VNNI: CPUID.7.0:ECX bit 11 (AVX512_VNNI, needs the ZMM state the
+         * avx512f check includes); CPUID.7.1:EAX bit 4 (AVX-VNNI, YMM state). */
+        unsigned int max_leaf;
+        __asm__ volatile("cpuid" : "=a"(max_leaf), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(0), "c"(0));
+        if (max_leaf >= 7) {
+            __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
+            features.avx512vnni = features.avx512f && ((ecx >> 11) & 1);
+            __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(1));
+            features.avxvnni = features.avx2 && ((eax >> 4) & 1);
+        }
     }
 #elif defined(_MSC_VER)
     int r[4];
@@ -56,10 +73,18 @@ static void detect(void) {
     features.avx512bw = zmm && ((r[1] >> 30) & 1);
     features.avx512dq = zmm && ((r[1] >> 17) & 1);
     features.avx512vl = zmm && ((r[1] >> 31) & 1);
+    features.avx512vnni = zmm && ((r[2] >> 11) & 1);
+    __cpuidex(r, 7, 1);
+    features.avxvnni = ymm && ((r[0] >> 4) & 1);
 #endif
 #endif
 #if defined(__aarch64__)
     features.neon = 1;
+#if defined(__linux__)
+    features.neon_dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    features.neon_dotprod = 1; /* every Apple arm64 core has the dot product */
+#endif
 #endif
     features.detected = 1;
 }
@@ -75,7 +100,10 @@ int vx_cpu_feature(const char *name) {
     if (!strcmp(name, "avx512dq")) return features.avx512dq;
     if (!strcmp(name, "avx512vl")) return features.avx512vl;
     if (!strcmp(name, "avx512bf16")) return features.avx512bf16;
+    if (!strcmp(name, "avx512vnni")) return features.avx512vnni;
+    if (!strcmp(name, "avxvnni")) return features.avxvnni;
     if (!strcmp(name, "neon")) return features.neon;
+    if (!strcmp(name, "neon_dotprod")) return features.neon_dotprod;
     return 0;
 }
 
@@ -84,7 +112,9 @@ const char *vx_isa_name(int isa) {
     case VX_ISA_SCALAR: return "scalar";
     case VX_ISA_NEON: return "neon";
     case VX_ISA_AVX2: return "avx2";
+    case VX_ISA_AVXVNNI: return "avxvnni";
     case VX_ISA_AVX512: return "avx512";
+    case VX_ISA_AVX512VNNI: return "avx512vnni";
     default: return "unknown";
     }
 }
@@ -98,10 +128,16 @@ int vx_isa_available(int isa) {
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
     case VX_ISA_AVX2: return features.avx2 && features.fma && features.f16c;
+#if defined(VX_HAVE_AVXVNNI)
+    case VX_ISA_AVXVNNI: return vx_isa_available(VX_ISA_AVX2) && features.avxvnni;
+#endif
 #if defined(VX_HAVE_AVX512)
     case VX_ISA_AVX512: /* the file is built with -mavx512{f,bw,dq,vl}: ask for all four */
         return features.avx512f && features.avx512bw && features.avx512dq && features.avx512vl &&
                features.avx2 && features.fma && features.f16c;
+#if defined(VX_HAVE_AVX512VNNI)
+    case VX_ISA_AVX512VNNI: return vx_isa_available(VX_ISA_AVX512) && features.avx512vnni;
+#endif
 #endif
 #endif
     default: return 0;
@@ -128,9 +164,11 @@ int vx_set_isa(int isa) {
 const vx_ops *vx_ops_active(void) {
     switch (vx_active_isa()) {
 #if defined(__x86_64__) || defined(_M_X64)
-    case VX_ISA_AVX2: return &vx_ops_avx2;
+    case VX_ISA_AVX2:
+    case VX_ISA_AVXVNNI: return &vx_ops_avx2;
 #if defined(VX_HAVE_AVX512)
-    case VX_ISA_AVX512: return &vx_ops_avx512;
+    case VX_ISA_AVX512:
+    case VX_ISA_AVX512VNNI: return &vx_ops_avx512;
 #endif
 #endif
 #if defined(__aarch64__)

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c"]
+GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c"]
+X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c"]
 
 
 def _compile(cc, src, flags, tmp_path):
@@ -38,13 +39,54 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
         _compile("gcc", src, ["-march=x86-64"], tmp_path)
     _compile("gcc", "isa_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
     _compile("gcc", "isa_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-mavx512f", "-mavx2", "-mfma"], tmp_path)
+    _compile("gcc", "quant_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
+    _compile("gcc", "quant_avxvnni.c", ["-march=x86-64", "-DVX_HAVE_AVXVNNI", "-mavxvnni", "-mavx2", "-mfma", "-mf16c"],
+             tmp_path)
+    _compile("gcc", "quant_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512VNNI", "-mavx512f", "-mavx512bw", "-mavx512dq",
+                                       "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"], tmp_path)
+    # the generic files with every optional kernel table declared
+    _compile("gcc", "vx_quant.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"],
+             tmp_path)
+    _compile("gcc", "vx_cpu.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"],
+             tmp_path)
+    nm = subprocess.run(["nm", str(tmp_path / "quant_avx512.c.o")], capture_output=True, text=True)
+    assert "vx_qops_avx512vnni" in nm.stdout
 
 
 def test_neon_path_compiles_for_aarch64(tmp_path):
     cc = shutil.which("aarch64-linux-gnu-gcc")
     if cc is None:
         pytest.skip("no aarch64 cross compiler (apt install gcc-aarch64-linux-gnu; .ci/run does)")
-    for src in [*GENERIC, "isa_neon.c", "isa_avx2.c"]:  # the x86 file must compile to nothing there
+    for src in [*GENERIC, "isa_neon.c", "quant_neon.c", *X86_ONLY]:  # the x86 files must compile to nothing there
         _compile(cc, src, [], tmp_path)
-    syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / "isa_neon.c.o")], capture_output=True, text=True)
-    assert "vx_ops_neon" in syms.stdout
+    _compile(cc, "quant_neon_dotprod.c", ["-DVX_HAVE_NEON_DOTPROD", "-march=armv8.2-a+dotprod"], tmp_path)
+    _compile(cc, "vx_quant.c", ["-DVX_HAVE_NEON_DOTPROD"], tmp_path)
+    for obj, sym in [("isa_neon.c.o", "vx_ops_neon"), ("quant_neon.c.o", "vx_qops_neon"),
+                     ("quant_neon_dotprod.c.o", "vx_qops_neon_dotprod")]:
+        syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / obj)], capture_output=True, text=True)
+        assert sym in syms.stdout, obj
+
+
+def test_neon_quant_kernels_run_under_qemu(tmp_path):
+    """Where qemu-aarch64 is installed, the NEON quantized kernels (plain and
+    +dotprod) are not only compiled but run: tests/neon_quant_check.c compares
+    them with the scalar reference (checked against gguf in test_qkernels)."""
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if cc is None or qemu is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    objs = []
+    for src, flags in [("quant_neon_dotprod.c", ["-march=armv8.2-a+dotprod"])] + [
+        (s, []) for s in [*GENERIC, "isa_neon.c", "quant_neon.c"]
+    ]:
+        obj = tmp_path / (src + ".o")
+        r = subprocess.run([cc, "-O2", "-DVX_HAVE_NEON_DOTPROD", *flags, "-c", str(CSRC / src), "-o", str(obj)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        objs.append(str(obj))
+    exe = tmp_path / "neon_quant_check"
+    r = subprocess.run([cc, "-O2", "-static", "-DVX_HAVE_NEON_DOTPROD", f"-I{CSRC}", str(ROOT / "tests" / "neon_quant_check.c"),
+                        *objs, "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ok: neon_dotprod kernels, 0 failures" in run.stdout

@@ -10,12 +10,13 @@ import os
 
 import numpy as np
 
-from libc.stdint cimport int64_t, uint16_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 
 
 cdef extern from "vx.h":
     int VX_OK, VX_EINVAL, VX_ENOMEM
-    int VX_ISA_SCALAR, VX_ISA_NEON, VX_ISA_AVX2, VX_ISA_AVX512, VX_ISA_COUNT
+    int VX_ISA_SCALAR, VX_ISA_NEON, VX_ISA_AVX2, VX_ISA_AVXVNNI, VX_ISA_AVX512, VX_ISA_AVX512VNNI, VX_ISA_COUNT
+    int VX_Q8_0, VX_Q4_0, VX_Q4_K
     const char *vx_isa_name(int isa)
     int vx_isa_available(int isa)
     int vx_active_isa()
@@ -25,6 +26,11 @@ cdef extern from "vx.h":
     int vx_get_num_threads()
     int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
                        int64_t M, int64_t N, int64_t K, int accumulate) nogil
+    int64_t vx_q_row_bytes(int qtype, int64_t K)
+    int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
+                    int64_t M, int64_t N, int64_t K, int accumulate) nogil
+    const char *vx_q_kernels_name()
+    uint64_t vx_stream_read(const void *buf, int64_t nbytes) nogil
     int vx_attention(const float *q, const float *k, const float *v, float *out,
                      int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
                      int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) nogil
@@ -40,7 +46,8 @@ cdef extern from "vx.h":
                    int64_t F, int64_t n_freq, int64_t n_mels, float log_floor) nogil
 
 
-_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16", "neon")
+_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16", "avx512vnni",
+             "avxvnni", "neon", "neon_dotprod")
 
 
 cdef _check(int status, str what):
@@ -86,6 +93,11 @@ cdef float* _fpw(a):
     return &mv[0] if mv.shape[0] else NULL
 
 
+cdef const uint8_t* _u8p(a):
+    cdef const uint8_t[::1] mv = a.reshape(-1)
+    return &mv[0] if mv.shape[0] else NULL
+
+
 cdef const uint16_t* _up(a):
     cdef const uint16_t[::1] mv = a.reshape(-1)
     return &mv[0] if mv.shape[0] else NULL
@@ -102,7 +114,8 @@ def _isa_id(str name):
     for i in range(VX_ISA_COUNT):
         if vx_isa_name(i).decode() == name:
             return i
-    raise ValueError(f"unknown ISA {name!r} (known: scalar, neon, avx2, avx512)")
+    known = ", ".join(vx_isa_name(i).decode() for i in range(VX_ISA_COUNT))
+    raise ValueError(f"unknown ISA {name!r} (known: {known})")
 
 
 def available_isas():
@@ -208,6 +221,68 @@ def matmul_bf16(x, w, bias=None, out=None, bint accumulate=False):
         status = vx_matmul_bf16(px, pw, pb, po, M, N, K, acc)
     _check(status, "matmul_bf16")
     return out
+
+
+_QTYPES = {"q8_0": (0, 32, 34), "q4_0": (1, 32, 18), "q4_k": (2, 256, 144)}  # id, values, bytes per block
+
+
+def q_kernels():
+    """Name of the quantized-weight kernel table the active ISA runs (e.g. "avx512vnni")."""
+    return vx_q_kernels_name().decode()
+
+
+def matmul_q(x, w, str qtype, int64_t K, bias=None, out=None, bint accumulate=False):
+    """out[M,N] (+)= x[M,K] @ dequant(w)^T (+ bias), w: uint8 [N, row bytes] of GGML
+    ``qtype`` blocks (q8_0, q4_0, q4_k). Each row of x is quantized to int8 per
+    32 values (scale amax/127); products are exact int32 per block, scaled in fp32."""
+    if qtype not in _QTYPES:
+        raise ValueError(f"unknown quantization type {qtype!r} (known: {', '.join(_QTYPES)})")
+    qid, per, nbytes = _QTYPES[qtype]
+    _arr(x, "x", np.float32, 2)
+    _arr(w, "w", np.uint8, 2)
+    cdef int64_t M = x.shape[0], N = w.shape[0]
+    if K <= 0 or K % per:
+        raise ValueError(f"{qtype} needs K a positive multiple of {per}, got {K}")
+    if x.shape[1] != K:
+        raise ValueError(f"x is {list(x.shape)} but K is {K}")
+    cdef int64_t rb = K // per * nbytes
+    if vx_q_row_bytes(qid, K) != rb:
+        raise ValueError(f"{qtype} row size mismatch for K={K}")
+    if w.shape[1] != rb:
+        raise ValueError(f"w rows have {w.shape[1]} bytes, {qtype} with K={K} needs {rb}")
+    if M == 0 or N == 0:
+        raise ValueError(f"empty matmul: x {x.shape}, w {w.shape}")
+    if bias is not None:
+        _arr(bias, "bias", np.float32, 1)
+        if bias.shape[0] != N:
+            raise ValueError(f"bias has {bias.shape[0]} entries, expected {N}")
+    if accumulate and out is None:
+        raise ValueError("accumulate=True needs an out array")
+    out = _out(out, "out", (M, N))
+    cdef const float *px = _fp(x)
+    cdef const uint8_t *pw = _u8p(w)
+    cdef const float *pb = _fp(bias) if bias is not None else NULL
+    cdef float *po = _fpw(out)
+    cdef int acc = accumulate, qt = qid
+    cdef int status
+    with nogil:
+        status = vx_matmul_q(px, pw, qt, pb, po, M, N, K, acc)
+    _check(status, "matmul_q")
+    return out
+
+
+def stream_read(buf):
+    """Read a C-contiguous byte buffer (size a multiple of 64) with all threads;
+    returns an xor checksum. The read-only bandwidth roofline for benchmarks."""
+    _arr(buf, "buf", np.uint8, 1)
+    cdef int64_t n = buf.shape[0]
+    if n == 0 or n % 64:
+        raise ValueError(f"buffer size must be a positive multiple of 64, got {n}")
+    cdef const uint8_t *p = _u8p(buf)
+    cdef uint64_t r
+    with nogil:
+        r = vx_stream_read(p, n)
+    return int(r)
 
 
 def attention(q, k, v, out, int64_t q_pos0, int64_t k_pos0, int64_t window, float scale):

@@ -1,0 +1,186 @@
+/* Threaded driver for the quantized-weight kernels: one pass quantizes every
+ * row of x to int8 blocks (in parallel over rows), then tasks of weight rows
+ * (x rows too, for large M) run the active ISA's kernel. Also the read-only
+ * streaming kernel the benchmarks use as the bandwidth roofline. */
+#include "vx.h"
+#include "vx_isa.h"
+#include "vx_quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static const int64_t block_values[VX_QTYPE_COUNT] = {32, 32, 256};
+static const int64_t block_bytes[VX_QTYPE_COUNT] = {VX_Q8_0_BYTES, VX_Q4_0_BYTES, VX_Q4_K_BYTES};
+
+int64_t vx_q_row_bytes(int qtype, int64_t K) {
+    if (qtype < 0 || qtype >= VX_QTYPE_COUNT || K <= 0 || K % block_values[qtype]) return -1;
+    return K / block_values[qtype] * block_bytes[qtype];
+}
+
+const vx_qops *vx_qops_active(void) {
+    switch (vx_active_isa()) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case VX_ISA_AVX2:
+    case VX_ISA_AVX512: return &vx_qops_avx2; /* AVX-512 without VNNI: the 256-bit maddubs path */
+#if defined(VX_HAVE_AVXVNNI)
+    case VX_ISA_AVXVNNI: return &vx_qops_avxvnni;
+#endif
+#if defined(VX_HAVE_AVX512VNNI)
+    case VX_ISA_AVX512VNNI: return &vx_qops_avx512vnni;
+#endif
+#endif
+#if defined(__aarch64__)
+    case VX_ISA_NEON:
+#if defined(VX_HAVE_NEON_DOTPROD)
+        if (vx_cpu_feature("neon_dotprod")) return &vx_qops_neon_dotprod;
+#endif
+        return &vx_qops_neon;
+#endif
+    default: return &vx_qops_scalar;
+    }
+}
+
+const char *vx_q_kernels_name(void) { return vx_qops_active()->name; }
+
+/* One row of x -> int8 blocks: dx = amax/127, q = round-half-even(x/dx).
+ * A block holding inf/NaN gets dx = NaN and q = 0, so its outputs are NaN
+ * (never an out-of-range float -> int conversion). */
+static void quantize_row(const float *x, int64_t K, int8_t *q, float *d, int32_t *s) {
+    /* adding and subtracting 1.5 * 2^23 rounds |v| < 2^22 to the nearest
+     * integer, ties to even, in the default rounding mode: no libm call */
+    const float magic = 12582912.0f;
+    for (int64_t b = 0; b < K / VX_QBLOCK; b++) {
+        const float *xb = x + b * VX_QBLOCK;
+        float amax = 0.0f;
+        int finite = 1;
+        for (int i = 0; i < VX_QBLOCK; i++) {
+            const float a = fabsf(xb[i]);
+            finite &= a <= 3.4028234663852886e38f; /* false for inf and NaN */
+            amax = a > amax ? a : amax;
+        }
+        int8_t *qb = q + b * VX_QBLOCK;
+        int32_t sum = 0;
+        if (!finite || amax == 0.0f) {
+            for (int i = 0; i < VX_QBLOCK; i++) qb[i] = 0;
+            d[b] = finite ? 0.0f : NAN;
+        } else {
+            const float dx = amax / 127.0f;
+            for (int i = 0; i < VX_QBLOCK; i++) {
+                float v = (xb[i] / dx + magic) - magic;
+                v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+                qb[i] = (int8_t)v;
+                sum += qb[i];
+            }
+            d[b] = dx;
+        }
+        s[b] = sum;
+    }
+}
+
+/* Task sizes: 16 weight rows (4 tiles) x 64 rows of x; a task's x panel
+ * (64 x K int8) stays in L2 while its weight rows stream through L1. */
+#define VX_Q_TASK_N 16
+#define VX_Q_TASK_M 64
+#define VX_Q_PARALLEL_MIN_WORK (1 << 16)
+#define VX_Q_SERIAL_QUANT (1 << 15)
+
+int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
+                int64_t M, int64_t N, int64_t K, int accumulate) {
+    const int64_t rb = vx_q_row_bytes(qtype, K);
+    if (!x || !w || !out || M <= 0 || N <= 0 || rb <= 0) return VX_EINVAL;
+    const vx_qgemm_fn gemm = vx_qops_active()->gemm[qtype];
+    const int64_t xnb = K / VX_QBLOCK;
+    /* one allocation: int8 values, then scales, then sums (64-byte aligned parts) */
+    const size_t q_bytes = ((size_t)(M * K) + 63) & ~(size_t)63;
+    const size_t d_bytes = ((size_t)(M * xnb) * sizeof(float) + 63) & ~(size_t)63;
+    char *scratch = (char *)malloc(q_bytes + 2 * d_bytes + 64);
+    if (!scratch) return VX_ENOMEM;
+    char *base = (char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    int8_t *xq = (int8_t *)base;
+    float *xd = (float *)(base + q_bytes);
+    int32_t *xs = (int32_t *)(base + q_bytes + d_bytes);
+    const vx_qx qx = {xq, xd, xs};
+
+    const int64_t tasks_n = (N + VX_Q_TASK_N - 1) / VX_Q_TASK_N;
+    const int64_t tasks_m = (M + VX_Q_TASK_M - 1) / VX_Q_TASK_M;
+    const int64_t n_tasks = tasks_n * tasks_m;
+    int nthreads = vx_get_num_threads();
+    if (M * N * K < VX_Q_PARALLEL_MIN_WORK) nthreads = 1;
+    /* A few rows (a decoder step, a live push) are quantized before the
+     * threads start: a microsecond, and no barrier that a descheduled
+     * thread (shared machine) could hold up. */
+    const int quantize_first = M * K <= VX_Q_SERIAL_QUANT;
+    if (quantize_first)
+        for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, xq + m * K, xd + m * xnb, xs + m * xnb);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        if (!quantize_first) {
+#pragma omp for schedule(static)
+            for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, xq + m * K, xd + m * xnb, xs + m * xnb);
+        }
+        /* (implicit barrier) dynamic: a descheduled thread does not hold up
+         * the others; results do not depend on who runs which task */
+#pragma omp for schedule(dynamic, 2)
+        for (int64_t t = 0; t < n_tasks; t++) {
+            const int64_t n0 = (t % tasks_n) * VX_Q_TASK_N, m0 = (t / tasks_n) * VX_Q_TASK_M;
+            const int64_t nb = (N - n0) < VX_Q_TASK_N ? (N - n0) : VX_Q_TASK_N;
+            const int64_t mb = (M - m0) < VX_Q_TASK_M ? (M - m0) : VX_Q_TASK_M;
+            const vx_qx xt = {qx.q + m0 * K, qx.d + m0 * xnb, qx.s + m0 * xnb};
+            gemm(&xt, mb, w + n0 * rb, nb, K, bias ? bias + n0 : NULL, out + m0 * N + n0, N, accumulate);
+        }
+    }
+    free(scratch);
+    return VX_OK;
+}
+
+/* Read-only streaming of lines [lo, hi) of buf, 64 bytes at a time. The
+ * widest loads the CPU has (whatever the ISA cap: this measures the machine)
+ * keep the most lines in flight per load-queue entry. */
+static uint64_t read_lines_generic(const uint64_t *p, int64_t lo, int64_t hi) {
+    const int64_t len = (hi - lo) / VX_READ_STREAMS;
+    uint64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < len; i++)
+        for (int s = 0; s < VX_READ_STREAMS; s++)
+            for (int j = 0; j < 8; j++) acc[j] ^= p[(lo + s * len + i) * 8 + j];
+    for (int64_t i = lo + VX_READ_STREAMS * len; i < hi; i++)
+        for (int j = 0; j < 8; j++) acc[j] ^= p[i * 8 + j];
+    return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
+}
+
+typedef uint64_t (*vx_read_fn)(const uint64_t *p, int64_t lo, int64_t hi);
+
+static vx_read_fn read_lines(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+#if defined(VX_HAVE_AVX512VNNI)
+    if (vx_isa_available(VX_ISA_AVX512)) return vx_read_lines_avx512;
+#endif
+    if (vx_isa_available(VX_ISA_AVX2)) return vx_read_lines_avx2;
+#endif
+    return read_lines_generic;
+}
+
+/* Lines per dynamically scheduled chunk (4 MiB): a thread that is
+ * descheduled on a shared machine leaves its chunks to the other threads,
+ * as the dynamically scheduled GEMV tasks do, so the two are comparable. */
+#define VX_READ_CHUNK_LINES 65536
+
+uint64_t vx_stream_read(const void *buf, int64_t nbytes) {
+    if (!buf || nbytes <= 0) return 0;
+    const uint64_t *p = (const uint64_t *)buf;
+    const int64_t n_lines = nbytes / 64;
+    const int64_t n_chunks = (n_lines + VX_READ_CHUNK_LINES - 1) / VX_READ_CHUNK_LINES;
+    const vx_read_fn fn = read_lines();
+    uint64_t total = 0;
+    const int nthreads = vx_get_num_threads();
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(dynamic, 1) reduction(^ : total)
+    for (int64_t c = 0; c < n_chunks; c++) {
+        const int64_t lo = c * VX_READ_CHUNK_LINES;
+        const int64_t hi = lo + VX_READ_CHUNK_LINES < n_lines ? lo + VX_READ_CHUNK_LINES : n_lines;
+        total ^= fn(p, lo, hi);
+    }
+    return total;
+}
