@@ -45,7 +45,8 @@ class TokenEvent:
 
 
 class Stream:
-    def __init__(self, model, delay_ms: int, keep_logits: bool = False, sample_rate: int | None = None):
+    def __init__(self, model, delay_ms: int, keep_logits: bool = False, sample_rate: int | None = None,
+                 kv_cache: str | None = None):
         cfg = model.config
         self.model = model
         rate = cfg.audio.sampling_rate if sample_rate is None else int(sample_rate)
@@ -60,7 +61,7 @@ class Stream:
         self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
         self._mel = LogMelStream(model.front)
         self._enc = model.encoder.new_state()
-        self._cache = model.decoder.new_cache()
+        self._cache = model.decoder.new_cache(kv_cache)
         self._ada = model.decoder.ada_scales(self.n_delay)
         self._text = tok.stream_decoder()
         self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
