@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c"]
+GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_kv.c"]
 
 
 def _compile(cc, src, flags, tmp_path):
@@ -36,15 +36,19 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
         pytest.skip("x86-64 host only")
     for src in GENERIC:
         _compile("gcc", src, ["-march=x86-64"], tmp_path)
-    _compile("gcc", "isa_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
-    _compile("gcc", "isa_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-mavx512f", "-mavx2", "-mfma"], tmp_path)
+    for src in ("isa_avx2.c", "kv_avx2.c"):
+        _compile("gcc", src, ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
+    for src in ("isa_avx512.c", "kv_avx512.c"):
+        _compile("gcc", src, ["-march=x86-64", "-DVX_HAVE_AVX512", "-mavx512f", "-mavx2", "-mfma"], tmp_path)
 
 
 def test_neon_path_compiles_for_aarch64(tmp_path):
     cc = shutil.which("aarch64-linux-gnu-gcc")
     if cc is None:
         pytest.skip("no aarch64 cross compiler (apt install gcc-aarch64-linux-gnu; .ci/run does)")
-    for src in [*GENERIC, "isa_neon.c", "isa_avx2.c"]:  # the x86 file must compile to nothing there
+    for src in [*GENERIC, "isa_neon.c", "kv_neon.c", "isa_avx2.c", "kv_avx2.c"]:  # x86 files compile to nothing there
         _compile(cc, src, [], tmp_path)
     syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / "isa_neon.c.o")], capture_output=True, text=True)
     assert "vx_ops_neon" in syms.stdout
+    syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / "kv_neon.c.o")], capture_output=True, text=True)
+    assert "vx_attn_kv_neon" in syms.stdout
