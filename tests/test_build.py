@@ -52,3 +52,19 @@ def test_neon_path_compiles_for_aarch64(tmp_path):
     assert "vx_ops_neon" in syms.stdout
     syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / "kv_neon.c.o")], capture_output=True, text=True)
     assert "vx_attn_kv_neon" in syms.stdout
+
+
+def test_neon_kv_attention_runs_under_qemu(tmp_path):
+    """The NEON compact-KV attention kernel agrees with the scalar reference
+    (tests/c/kv_check.c), run under qemu-user (apt install qemu-user)."""
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if cc is None or qemu is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    exe = tmp_path / "kv_check"
+    srcs = [ROOT / "tests" / "c" / "kv_check.c", *(CSRC / f for f in ("vx_kv.c", "kv_neon.c", "vx_cpu.c",
+                                                                        "isa_scalar.c", "isa_neon.c"))]
+    r = subprocess.run([cc, "-O2", "-static", "-fopenmp", "-Wall", "-Wextra", "-Werror", f"-I{CSRC}", *map(str, srcs),
+                        "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([qemu, str(exe), "1"], capture_output=True, text=True, timeout=300)  # 1 = VX_ISA_NEON
+    assert r.returncode == 0 and r.stdout.strip() == "ok neon", r.stdout + r.stderr

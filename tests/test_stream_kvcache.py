@@ -113,3 +113,21 @@ def test_cli_flag(tiny_ckpt, audio_dir):
     r = run_cli(wav, "--model", tiny_ckpt["native"], "--kv-cache", "q4")
     _one_line_error(r, voxtral.UsageError.exit_code)
     assert "kv_cache" in r.stderr
+
+
+@pytest.mark.slow
+def test_accuracy_against_the_f32_cache(fullwidth_ckpt, audio_dir):
+    """Real widths (2+2 layers, random weights) on the real recordings: prints
+    the table of bench/kvcache_accuracy.py. Teacher-forced with the f32 run's
+    tokens, every step's logits stay close and the greedy choice rarely moves."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import kvcache_accuracy
+
+    rows = kvcache_accuracy.measure(fullwidth_ckpt["native"], audio_dir)
+    print("\n" + kvcache_accuracy.table(rows))
+    for r in rows:
+        assert r["forced_top1"] >= FORCED_TOP1[r["mode"]], r
+        assert r["max_rel"] <= MAX_REL[r["mode"]], r
