@@ -13,8 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c"]
-X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c"]
+GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c", "vx_kv.c"]
+X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c", "kv_avx2.c", "kv_avx512.c"]
 
 
 def _compile(cc, src, flags, tmp_path):
@@ -51,18 +51,20 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
              tmp_path)
     nm = subprocess.run(["nm", str(tmp_path / "quant_avx512.c.o")], capture_output=True, text=True)
     assert "vx_qops_avx512vnni" in nm.stdout
+    _compile("gcc", "kv_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
+    _compile("gcc", "kv_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-mavx512f", "-mavx2", "-mfma"], tmp_path)
 
 
 def test_neon_path_compiles_for_aarch64(tmp_path):
     cc = shutil.which("aarch64-linux-gnu-gcc")
     if cc is None:
         pytest.skip("no aarch64 cross compiler (apt install gcc-aarch64-linux-gnu; .ci/run does)")
-    for src in [*GENERIC, "isa_neon.c", "quant_neon.c", *X86_ONLY]:  # the x86 files must compile to nothing there
+    for src in [*GENERIC, "isa_neon.c", "quant_neon.c", "kv_neon.c", *X86_ONLY]:  # the x86 files must compile to nothing there
         _compile(cc, src, [], tmp_path)
     _compile(cc, "quant_neon_dotprod.c", ["-DVX_HAVE_NEON_DOTPROD", "-march=armv8.2-a+dotprod"], tmp_path)
     _compile(cc, "vx_quant.c", ["-DVX_HAVE_NEON_DOTPROD"], tmp_path)
     for obj, sym in [("isa_neon.c.o", "vx_ops_neon"), ("quant_neon.c.o", "vx_qops_neon"),
-                     ("quant_neon_dotprod.c.o", "vx_qops_neon_dotprod")]:
+                     ("quant_neon_dotprod.c.o", "vx_qops_neon_dotprod"), ("kv_neon.c.o", "vx_attn_kv_neon")]:
         syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / obj)], capture_output=True, text=True)
         assert sym in syms.stdout, obj
 
@@ -90,3 +92,19 @@ def test_neon_quant_kernels_run_under_qemu(tmp_path):
     run = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ok: neon_dotprod kernels, 0 failures" in run.stdout
+
+
+def test_neon_kv_attention_runs_under_qemu(tmp_path):
+    """The NEON compact-KV attention kernel agrees with the scalar reference
+    (tests/c/kv_check.c), run under qemu-user (apt install qemu-user)."""
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if cc is None or qemu is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    exe = tmp_path / "kv_check"
+    srcs = [ROOT / "tests" / "c" / "kv_check.c", *(CSRC / f for f in ("vx_kv.c", "kv_neon.c", "vx_cpu.c",
+                                                                        "isa_scalar.c", "isa_neon.c"))]
+    r = subprocess.run([cc, "-O2", "-static", "-fopenmp", "-Wall", "-Wextra", "-Werror", f"-I{CSRC}", *map(str, srcs),
+                        "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([qemu, str(exe), "1"], capture_output=True, text=True, timeout=300)  # 1 = VX_ISA_NEON
+    assert r.returncode == 0 and r.stdout.strip() == "ok neon", r.stdout + r.stderr

@@ -465,3 +465,117 @@ def log_mel(power, filters, float log_floor, out=None):
         status = vx_log_mel(pp, pf, po, F, n_freq, n_mels, log_floor)
     _check(status, "log_mel")
     return out
+
+
+# ---- compact (bf16 / int8) KV cache ---------------------------------------------
+
+cdef extern from "vx_kv.h":
+    int VX_KV_BF16, VX_KV_INT8
+    int vx_kv_store(int kind, const float *src, void *dst, float *scales, int64_t rows, int64_t H, int64_t D) nogil
+    int vx_attention_kv(int kind, const float *q, const void *k, const void *v, const float *k_scales,
+                        const float *v_scales, float *out, int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
+                        int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) nogil
+
+
+cdef int _kv_kind(a, str name) except -1:
+    """uint16 arrays hold bfloat16 bits; int8 arrays are scaled per (row, head)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype == np.uint16:
+        return VX_KV_BF16
+    if a.dtype == np.int8:
+        return VX_KV_INT8
+    raise TypeError(f"{name} must be uint16 (bfloat16 bits) or int8, got {a.dtype}")
+
+
+cdef void* _vp(a):
+    """Address of a C-contiguous array's first byte (dtype already checked)."""
+    cdef const unsigned char[::1] mv = a.reshape(-1).view(np.uint8)
+    return <void*>&mv[0] if mv.shape[0] else NULL
+
+
+def _kv_scales(s, str name, shape, bint writable):
+    _arr(s, name, np.float32, 2)
+    if s.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {s.shape}, expected {tuple(shape)}")
+    if writable and not s.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return s
+
+
+def kv_store(src, dst, scales=None):
+    """Store fp32 rows src[n, H, D] into a compact cache slice dst[n, H, D]:
+    uint16 dst gets bfloat16 (round to nearest even); int8 dst gets
+    rint(x / s) with s = amax / 127 per (row, head) written to scales[n, H]."""
+    _arr(src, "src", np.float32, 3)
+    cdef int kind = _kv_kind(dst, "dst")
+    if dst.ndim != 3 or not dst.flags.c_contiguous:
+        raise ValueError(f"dst must be a 3-D C-contiguous array, got shape {dst.shape}")
+    if dst.shape != src.shape:
+        raise ValueError(f"dst has shape {dst.shape}, src {src.shape}")
+    if not dst.flags.writeable:
+        raise ValueError("dst is read-only")
+    cdef int64_t n = src.shape[0], H = src.shape[1], D = src.shape[2]
+    if H == 0 or D == 0:
+        raise ValueError(f"empty heads: {src.shape}")
+    if kind == VX_KV_INT8:
+        if scales is None:
+            raise ValueError("an int8 cache needs scales [n, H]")
+        _kv_scales(scales, "scales", (n, H), True)
+    elif scales is not None:
+        raise ValueError("a bfloat16 cache has no scales")
+    if n == 0:
+        return
+    cdef const float *ps = _fp(src)
+    cdef void *pd = _vp(dst)
+    cdef float *pscale = _fpw(scales) if scales is not None else NULL
+    cdef int status
+    with nogil:
+        status = vx_kv_store(kind, ps, pd, pscale, n, H, D)
+    _check(status, "kv_store")
+
+
+def attention_kv(q, k, v, k_scales, v_scales, out, int64_t q_pos0, int64_t k_pos0, int64_t window, float scale):
+    """``attention`` over a compact cache: k/v[T, Hkv, D] as uint16 (bfloat16
+    bits; scales None) or int8 with k_scales/v_scales[T, Hkv] float32."""
+    _arr(q, "q", np.float32, 3)
+    cdef int kind = _kv_kind(k, "k")
+    if _kv_kind(v, "v") != kind:
+        raise TypeError(f"k ({k.dtype}) and v ({v.dtype}) must have the same dtype")
+    for a, name in ((k, "k"), (v, "v")):
+        if a.ndim != 3 or not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be a 3-D C-contiguous array, got shape {a.shape}")
+    cdef int64_t M = q.shape[0], Hq = q.shape[1], D = q.shape[2]
+    cdef int64_t T = k.shape[0], Hkv = k.shape[1]
+    if k.shape[2] != D or v.shape[0] != T or v.shape[1] != Hkv or v.shape[2] != D:
+        raise ValueError(f"shapes q {q.shape}, k {k.shape}, v {v.shape} do not match")
+    if M == 0 or Hq == 0 or D == 0 or Hkv == 0:
+        raise ValueError("empty attention")
+    if Hq % Hkv:
+        raise ValueError(f"{Hq} query heads are not a multiple of {Hkv} kv heads")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if T and (k_pos0 < 0 or q_pos0 < 0):
+        raise ValueError("positions must be non-negative")
+    if kind == VX_KV_INT8:
+        if k_scales is None or v_scales is None:
+            raise ValueError("an int8 cache needs k_scales and v_scales [T, Hkv]")
+        _kv_scales(k_scales, "k_scales", (T, Hkv), False)
+        _kv_scales(v_scales, "v_scales", (T, Hkv), False)
+    elif k_scales is not None or v_scales is not None:
+        raise ValueError("a bfloat16 cache has no scales")
+    out = _out(out, "out", (M, Hq, D))
+    cdef const float *pq = _fp(q)
+    cdef const void *pk = _vp(k) if T else <const void*>pq
+    cdef const void *pv = _vp(v) if T else <const void*>pq
+    cdef const float *pks = pq
+    cdef const float *pvs = pq
+    if kind == VX_KV_INT8 and T:
+        pks = _fp(k_scales)
+        pvs = _fp(v_scales)
+    cdef float *po = _fpw(out)
+    cdef int status
+    with nogil:
+        status = vx_attention_kv(kind, pq, pk, pv, pks, pvs, po, M, Hq, T, Hkv, D, q_pos0, k_pos0, window, scale)
+    _check(status, "attention_kv")
+    return out

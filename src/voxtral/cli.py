@@ -13,6 +13,7 @@ from . import __version__
 from .config import DEFAULT_DELAY_MS, MAX_DELAY_MS, MIN_DELAY_MS
 from .errors import UsageError, VoxtralError
 from .formats import WRITERS
+from .kvcache import KV_DTYPES, check_kv_dtype
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=tuple(WRITERS), default="text",
                    help="output: text, jsonl (one object per token), srt or vtt subtitles (default text)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the transcript to FILE instead of stdout")
+    # validated in run() (UsageError: one line, exit 2) rather than by argparse choices
+    p.add_argument("--kv-cache", default="f32", metavar="{" + ",".join(KV_DTYPES) + "}",
+                   help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
+                   "slightly different logits; default f32)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: $VOXTRAL_NUM_THREADS or physical cores)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status messages on stderr")
     p.add_argument("--no-download", action="store_true", help="never download the model, only use local files")
@@ -163,12 +168,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("choose one input: FILEs, --stdin or --mic")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
+    check_kv_dtype(args.kv_cache)
     if args.record and not args.mic:
         raise UsageError("--record goes with --mic")
     for path in args.files:
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such file")
-    model = load(args.model, num_threads=args.threads, download=not args.no_download)
+    model = load(args.model, num_threads=args.threads, download=not args.no_download, kv_cache=args.kv_cache)
     model.config.delay_tokens(args.delay_ms)  # validate before any work
 
     out = sys.stdout

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _kernels as K
 from .config import ModelConfig
-from .kvcache import KVCache
+from .kvcache import KVCache, check_kv_dtype
 from .linear import embedding_rows, linear
 from .layers import Attention, scratch, swiglu
 from .rope import RotaryTables
@@ -27,17 +27,20 @@ def time_embedding(t: float, dim: int, theta: float = 10000.0) -> np.ndarray:
 
 
 class TextDecoder:
-    def __init__(self, cfg: ModelConfig, w: Weights):
+    def __init__(self, cfg: ModelConfig, w: Weights, kv_cache: str = "f32"):
         self.cfg = cfg
+        self.kv_cache = check_kv_dtype(kv_cache)  # storage of new_cache() (see kvcache.py)
         self.w = w
         d = cfg.decoder
         self.rope = RotaryTables(d.head_dim, d.rope_theta)
         self.attn = Attention(d.n_heads, d.n_kv_heads, d.head_dim, d.sliding_window, cfg.rope_style == "interleaved")
         self._ada_cache: dict[int, np.ndarray] = {}
 
-    def new_cache(self) -> KVCache:
+    def new_cache(self, dtype: str | None = None) -> KVCache:
+        """A fresh cache stored as ``dtype`` (default: the model's ``kv_cache``)."""
         d = self.cfg.decoder
-        return KVCache(d.n_layers, d.n_kv_heads * d.head_dim, d.sliding_window, initial_rows=128)
+        return KVCache(d.n_layers, d.n_kv_heads * d.head_dim, d.sliding_window, initial_rows=128,
+                       dtype=self.kv_cache if dtype is None else dtype, n_kv_heads=d.n_kv_heads)
 
     def ada_scales(self, n_delay_tokens: int) -> np.ndarray:
         """Per-layer FFN-norm multipliers 1 + up(gelu(down(t_cond))): [n_layers, dim]."""

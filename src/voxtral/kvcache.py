@@ -5,47 +5,96 @@ kernel takes ``pos0`` and masks by window itself. When the buffer is full,
 rows that no future query can see (older than ``window - 1`` behind the next
 position) are dropped by one memmove; the capacity keeps some slack so that
 this happens rarely, and never grows past ``window - 1 + chunk + slack``.
+
+Storage (``dtype``):
+- ``"f32"``: exact; the layers write new rows straight into the cache.
+- ``"bf16"``: each value rounded to nearest-even bfloat16 (uint16 bits).
+- ``"int8"``: symmetric int8 with one float32 scale per (row, KV head),
+  ``amax / 127``, kept in ``k_scale``/``v_scale`` beside the rows.
+Compact rows are converted once, when written (``store``), and never
+re-quantized, so the cache contents (and the tokens) do not depend on how a
+stream is chunked.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import _kernels as K
+from .errors import UsageError
+
+KV_DTYPES = ("f32", "bf16", "int8")
+_STORAGE = {"f32": np.float32, "bf16": np.uint16, "int8": np.int8}
+
+
+def check_kv_dtype(dtype) -> str:
+    """The cache dtype name, or UsageError for anything else."""
+    if not isinstance(dtype, str) or dtype not in KV_DTYPES:
+        raise UsageError(f"kv_cache must be one of {', '.join(KV_DTYPES)}; got {dtype!r}")
+    return dtype
+
 
 class KVCache:
-    def __init__(self, n_layers: int, row_dim: int, window: int, initial_rows: int = 256):
+    def __init__(self, n_layers: int, row_dim: int, window: int, initial_rows: int = 256, *,
+                 dtype: str = "f32", n_kv_heads: int = 1):
+        self.dtype = check_kv_dtype(dtype)
+        if n_kv_heads < 1 or row_dim % n_kv_heads:
+            raise UsageError(f"row_dim {row_dim} is not a multiple of n_kv_heads {n_kv_heads}")
         self.n_layers = n_layers
         self.row_dim = row_dim
+        self.n_kv_heads = n_kv_heads
+        self.head_dim = row_dim // n_kv_heads
         self.window = window
         self.slack = max(16, window // 4)
         self.capacity = 0
         self.k: list[np.ndarray] = []
         self.v: list[np.ndarray] = []
+        # int8 only: one scale per (row, KV head); empty lists otherwise
+        self.k_scale: list[np.ndarray] = []
+        self.v_scale: list[np.ndarray] = []
         self.pos0 = 0  # absolute position of row 0
         self.length = 0  # valid rows
         self.compactions = 0
         self._resize(max(1, min(initial_rows, window + self.slack)))
 
     @property
+    def compact(self) -> bool:
+        """Rows are stored converted (bf16 / int8), not as the fp32 the layers compute."""
+        return self.dtype != "f32"
+
+    @property
     def next_pos(self) -> int:
         return self.pos0 + self.length
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (*self.k, *self.v, *self.k_scale, *self.v_scale))
+
+    def _buffers(self) -> list[list[np.ndarray]]:
+        return [self.k, self.v, self.k_scale, self.v_scale]
+
     def _resize(self, capacity: int) -> None:
-        k = [np.empty((capacity, self.row_dim), dtype=np.float32) for _ in range(self.n_layers)]
-        v = [np.empty((capacity, self.row_dim), dtype=np.float32) for _ in range(self.n_layers)]
-        for layer in range(len(self.k)):
-            k[layer][: self.length] = self.k[layer][: self.length]
-            v[layer][: self.length] = self.v[layer][: self.length]
-        self.k, self.v, self.capacity = k, v, capacity
+        rows = np.dtype(_STORAGE[self.dtype])
+        fresh = [[np.empty((capacity, self.row_dim), dtype=rows) for _ in range(self.n_layers)] for _ in range(2)]
+        if self.dtype == "int8":
+            fresh += [[np.empty((capacity, self.n_kv_heads), dtype=np.float32) for _ in range(self.n_layers)]
+                      for _ in range(2)]
+        else:
+            fresh += [[], []]
+        for old, new in zip(self._buffers(), fresh):
+            for layer in range(len(old)):
+                new[layer][: self.length] = old[layer][: self.length]
+        self.k, self.v, self.k_scale, self.v_scale = fresh
+        self.capacity = capacity
 
     def _compact(self) -> None:
         keep = min(self.length, self.window - 1)
         drop = self.length - keep
         if drop <= 0:
             return
-        for layer in range(self.n_layers):
-            self.k[layer][:keep] = self.k[layer][drop : self.length]
-            self.v[layer][:keep] = self.v[layer][drop : self.length]
+        for buffers in self._buffers():  # scales move with their rows
+            for a in buffers:
+                a[:keep] = a[drop : self.length]
         self.pos0 += drop
         self.length = keep
         self.compactions += 1
@@ -65,14 +114,32 @@ class KVCache:
             self._resize(max(need, min(2 * self.capacity, bound)))
 
     def slots(self, layer: int, n_new: int) -> tuple[np.ndarray, np.ndarray]:
-        """Views where the new rows' keys and values are written."""
+        """f32 cache: views where the new rows' keys and values are written."""
+        if self.compact:
+            raise TypeError(f"a {self.dtype} cache has no fp32 slots; use store()")
         end = self.length + n_new
         return self.k[layer][self.length : end], self.v[layer][self.length : end]
+
+    def store(self, layer: int, k_new: np.ndarray, v_new: np.ndarray) -> None:
+        """Convert fp32 rows k_new/v_new [n, row_dim] into the next n slots."""
+        n = k_new.shape[0]
+        end = self.length + n
+        shape = (n, self.n_kv_heads, self.head_dim)
+        for src, dst, scale in ((k_new, self.k, self.k_scale), (v_new, self.v, self.v_scale)):
+            K.kv_store(src.reshape(shape), dst[layer][self.length : end].reshape(shape),
+                       scale[layer][self.length : end] if scale else None)
 
     def keys_values(self, layer: int, n_new: int) -> tuple[np.ndarray, np.ndarray]:
         """All rows including the ``n_new`` just written."""
         end = self.length + n_new
         return self.k[layer][:end], self.v[layer][:end]
+
+    def scales(self, layer: int, n_new: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """int8: the per-(row, head) scales of all rows incl. the new ones; else (None, None)."""
+        if self.dtype != "int8":
+            return None, None
+        end = self.length + n_new
+        return self.k_scale[layer][:end], self.v_scale[layer][:end]
 
     def commit(self, n_new: int) -> None:
         self.length += n_new

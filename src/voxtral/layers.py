@@ -29,17 +29,31 @@ class Attention:
         """x += wo(attention(h)); q/attn are [n, n_heads*head_dim] scratch buffers."""
         n = h.shape[0]
         hd, nh, nkv = self.head_dim, self.n_heads, self.n_kv_heads
-        k_new, v_new = cache.slots(layer, n)
+        if cache.compact:  # computed in fp32, converted once into the cache
+            k_new = np.empty((n, nkv * hd), dtype=np.float32)
+            v_new = np.empty((n, nkv * hd), dtype=np.float32)
+        else:  # zero-copy: written straight into the cache rows
+            k_new, v_new = cache.slots(layer, n)
         linear(h, wq, bq, out=q)
         linear(h, wk, None, out=k_new)
         linear(h, wv, bv, out=v_new)
         K.rope(q.reshape(n, nh, hd), cos, sin, self.interleaved)
         K.rope(k_new.reshape(n, nkv, hd), cos, sin, self.interleaved)
+        if cache.compact:
+            cache.store(layer, k_new, v_new)
         keys, values = cache.keys_values(layer, n)
-        K.attention(
-            q.reshape(n, nh, hd), keys.reshape(-1, nkv, hd), values.reshape(-1, nkv, hd), attn.reshape(n, nh, hd),
-            cache.next_pos, cache.pos0, self.window, self.scale,
-        )
+        keys, values = keys.reshape(-1, nkv, hd), values.reshape(-1, nkv, hd)
+        if cache.compact:
+            k_scale, v_scale = cache.scales(layer, n)
+            K.attention_kv(
+                q.reshape(n, nh, hd), keys, values, k_scale, v_scale, attn.reshape(n, nh, hd),
+                cache.next_pos, cache.pos0, self.window, self.scale,
+            )
+        else:
+            K.attention(
+                q.reshape(n, nh, hd), keys, values, attn.reshape(n, nh, hd),
+                cache.next_pos, cache.pos0, self.window, self.scale,
+            )
         linear(attn, wo, bo, out=x, accumulate=True)
 
 

@@ -16,6 +16,7 @@ from .config import DEFAULT_DELAY_MS, ModelConfig
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
 from .errors import ConfigError, TokenizerError
+from .kvcache import check_kv_dtype
 from .mel import MelFrontEnd
 from .segments import Segment, Word, build_segments
 from .events import TokenEvent
@@ -46,7 +47,8 @@ class Transcription:
 
 
 class VoxtralModel:
-    def __init__(self, config: ModelConfig, weights: Weights, tokenizer: TekkenTokenizer, model_dir: Path, layout: str):
+    def __init__(self, config: ModelConfig, weights: Weights, tokenizer: TekkenTokenizer, model_dir: Path, layout: str,
+                 kv_cache: str = "f32"):
         self.config = config
         self.weights = weights
         self.tokenizer = tokenizer
@@ -59,18 +61,26 @@ class VoxtralModel:
             )
         self.front = MelFrontEnd(config.audio)
         self.encoder = AudioEncoder(config, weights)
-        self.decoder = TextDecoder(config, weights)
+        # The encoder's cache stays fp32: it is bounded (its attention window)
+        # and cheap to read; the decoder's 8192-position cache dominates.
+        self.decoder = TextDecoder(config, weights, kv_cache)
+
+    @property
+    def kv_cache(self) -> str:
+        """Storage of the decoder's KV cache: "f32", "bf16" or "int8"."""
+        return self.decoder.kv_cache
 
     @property
     def sample_rate(self) -> int:
         return self.config.audio.sampling_rate
 
     def stream(self, delay_ms: int = DEFAULT_DELAY_MS, *, sample_rate: int | None = None,
-               keep_logits: bool = False) -> Stream:
+               keep_logits: bool = False, kv_cache: str | None = None) -> Stream:
         """A live transcription stream: ``feed()`` samples (16 kHz unless
-        ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end."""
+        ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end.
+        ``kv_cache`` overrides the model's decoder cache storage for this stream."""
         return Stream(self.config, self.front, self.encoder, self.decoder, self.tokenizer, delay_ms,
-                      keep_logits=keep_logits, sample_rate=sample_rate)
+                      keep_logits=keep_logits, sample_rate=sample_rate, kv_cache=kv_cache)
 
     def _decode_samples(self, samples: np.ndarray, delay_ms: int, on_progress=None) -> Iterator[TokenEvent]:
         stream = self.stream(delay_ms)
@@ -104,13 +114,18 @@ class VoxtralModel:
         )
 
 
-def load(model: str | os.PathLike | None = None, *, num_threads: int | None = None, download: bool = True) -> VoxtralModel:
+def load(model: str | os.PathLike | None = None, *, num_threads: int | None = None, download: bool = True,
+         kv_cache: str = "f32") -> VoxtralModel:
     """Load a model directory (Mistral-native or Hugging Face layout).
 
     ``model`` is a directory or a Hugging Face repo id; without it the model
-    comes from ``VOXTRAL_MODEL_DIR`` or the Hugging Face cache.
+    comes from ``VOXTRAL_MODEL_DIR`` or the Hugging Face cache. ``kv_cache``
+    stores the decoder's KV cache as "f32" (exact), "bf16" or "int8" (a half /
+    a quarter of the bytes attention streams per token; see kvcache.py).
     """
     from .hub import resolve_model_dir
+
+    check_kv_dtype(kv_cache)
 
     if num_threads is not None:
         _kernels.set_num_threads(check_num_threads(num_threads))
@@ -120,4 +135,4 @@ def load(model: str | os.PathLike | None = None, *, num_threads: int | None = No
         raise TokenizerError(f"{model_dir}: tekken.json is missing")
     tokenizer = TekkenTokenizer.from_file(tekken)
     config, weights, layout = load_weights(model_dir, audio_section=tokenizer.audio_config)
-    return VoxtralModel(config, weights, tokenizer, model_dir, layout)
+    return VoxtralModel(config, weights, tokenizer, model_dir, layout, kv_cache=kv_cache)

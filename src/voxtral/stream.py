@@ -35,7 +35,7 @@ class Stream:
     text). ``VoxtralModel.stream()`` is the usual way to open one."""
 
     def __init__(self, config, front, encoder, decoder, tokenizer, delay_ms: int, *,
-                 keep_logits: bool = False, sample_rate: int | None = None):
+                 keep_logits: bool = False, sample_rate: int | None = None, kv_cache: str | None = None):
         cfg = self.config = config
         self.encoder, self.decoder, self.tokenizer = encoder, decoder, tokenizer
         rate = cfg.audio.sampling_rate if sample_rate is None else check_sample_rate(sample_rate, "sample_rate")
@@ -48,7 +48,7 @@ class Stream:
         self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
         self._mel = LogMelStream(front)
         self._enc = encoder.new_state()
-        self._cache = decoder.new_cache()
+        self._cache = decoder.new_cache(kv_cache)
         self._ada = decoder.ada_scales(self.n_delay)
         self._text = tok.stream_decoder()
         self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)

@@ -1,0 +1,218 @@
+/* AVX2 + FMA attention over a compact (bf16 / int8) KV cache; compiled with
+ * -mavx2 -mfma, only called when the CPU has them.
+ *
+ * Rows are widened to fp32 in registers (bf16: a 16-bit shift, exact; int8:
+ * an exact int -> float conversion), never copied, so the cache is streamed
+ * once per token at 1/2 or 1/4 of the fp32 bytes. At those byte counts the
+ * arithmetic, not memory, is the limit, so both phases are register-blocked:
+ *  - scores: 2 rows x up to 4 query heads of a GQA group per pass (8
+ *    accumulators; each q load serves 2 rows, each K load 4 heads), reduced
+ *    together by one hadd tree;
+ *  - output: per block of rows, 16 output lanes x 4 heads stay in registers
+ *    across the block (no load/store of the output per row).
+ * INT8 folds each row's scale into its score and into its softmax weight. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include "vx_kv.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define VX_INLINE static __forceinline
+#else
+#define VX_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* 8 consecutive elements of a compact row, as fp32 */
+VX_INLINE __m256 ld8(int kind, const void *p, int64_t i) {
+    if (kind == VX_KV_BF16) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    const __m128i b = _mm_loadl_epi64((const __m128i *)((const int8_t *)p + i));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
+
+VX_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* lane i = sum of the lanes of a[i], for 8 vectors at once */
+VX_INLINE __m256 hsum8x8(const __m256 *a) {
+    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+VX_INLINE __m256 exp8(__m256 x) { /* Cephes-style expf, ~1 ulp on [-87, 88] */
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* softmax of each of `rows` score rows of length n, in place */
+static void softmax8(float *s, int64_t rows, int64_t n) {
+    const int64_t n8 = n & ~(int64_t)7;
+    for (int64_t r = 0; r < rows; r++, s += n) {
+        __m256 mx8 = _mm256_set1_ps(-INFINITY);
+        int64_t j = 0;
+        for (; j < n8; j += 8) mx8 = _mm256_max_ps(mx8, _mm256_loadu_ps(s + j));
+        float t[8], mx = -INFINITY;
+        _mm256_storeu_ps(t, mx8);
+        for (int i = 0; i < 8; i++) mx = t[i] > mx ? t[i] : mx;
+        for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+        const __m256 m8 = _mm256_set1_ps(mx);
+        __m256 sum8 = _mm256_setzero_ps();
+        for (j = 0; j < n8; j += 8) {
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m8));
+            _mm256_storeu_ps(s + j, e);
+            sum8 = _mm256_add_ps(sum8, e);
+        }
+        float sum = hsum8(sum8);
+        if (j < n) {
+            float e[8];
+            for (int i = 0; i < 8; i++) t[i] = (j + i < n) ? s[j + i] - mx : -INFINITY;
+            _mm256_storeu_ps(e, exp8(_mm256_loadu_ps(t)));
+            for (int64_t i = j; i < n; i++) { s[i] = e[i - j]; sum += e[i - j]; }
+        }
+        const float inv = 1.0f / sum;
+        const __m256 inv8 = _mm256_set1_ps(inv);
+        for (j = 0; j < n8; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv8));
+        for (; j < n; j++) s[j] *= inv;
+    }
+}
+
+/* Scores of R rows (R <= 2; row r at element off + r*stride) x G query heads
+ * (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r */
+VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, int64_t off, int64_t stride,
+                        int64_t D, const float *mul, float *s, int64_t lds) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; d += 8) {
+        __m256 kr[2];
+        for (int r = 0; r < R; r++) kr[r] = ld8(kind, k, off + r * stride + d);
+        for (int g = 0; g < G; g++) {
+            const __m256 qv = _mm256_loadu_ps(q + g * D + d);
+            for (int r = 0; r < R; r++) acc[r * 4 + g] = _mm256_fmadd_ps(qv, kr[r], acc[r * 4 + g]);
+        }
+    }
+    float t[8];
+    _mm256_storeu_ps(t, hsum8x8(acc));
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) s[g * lds + r] = mul[r] * t[r * 4 + g];
+}
+
+/* o_g[d0 .. d0 + 8*NC) += sum_j w_g[j] * v_j over rows j < nb (row j at
+ * element off + j*stride), G heads; w_g at w + g*ldw. */
+VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, const void *v, int64_t off,
+                         int64_t stride, int64_t nb, int64_t D, float *o) {
+    __m256 acc[4][2];
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < NC; c++) acc[g][c] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < nb; j++) {
+        __m256 vv[2];
+        for (int c = 0; c < NC; c++) vv[c] = ld8(kind, v, off + j * stride + 8 * c);
+        for (int g = 0; g < G; g++) {
+            const __m256 p = _mm256_broadcast_ss(w + g * ldw + j);
+            for (int c = 0; c < NC; c++) acc[g][c] = _mm256_fmadd_ps(p, vv[c], acc[g][c]);
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < NC; c++)
+            _mm256_storeu_ps(o + g * D + 8 * c, _mm256_add_ps(_mm256_loadu_ps(o + g * D + 8 * c), acc[g][c]));
+}
+
+#define KV_PREFETCH_ROWS 4
+#define KV_V_BLOCK 64 /* rows whose V stays in L1 while every head/lane chunk passes over them */
+
+VX_INLINE void prefetch_bytes(const void *p, int64_t bytes) {
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
+}
+
+#define G_CASES(EXPR) \
+    switch (G) { case 1: { enum { G_ = 1 }; EXPR; } break; case 2: { enum { G_ = 2 }; EXPR; } break; \
+                 case 3: { enum { G_ = 3 }; EXPR; } break; default: { enum { G_ = 4 }; EXPR; } break; }
+
+VX_INLINE void attn_kind(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                         const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                         float scale, float *scores, float *og) {
+    const int64_t esize = kind == VX_KV_BF16 ? 2 : 1, seg = nkv * D * esize, heads = nkv * group;
+    /* scores[(h*group + g)*n + j] */
+    for (int64_t j = 0; j < n; j += 2) {
+        const int R = (n - j) >= 2 ? 2 : 1;
+        for (int64_t r = j + KV_PREFETCH_ROWS; r < j + KV_PREFETCH_ROWS + 2 && r < n; r++)
+            prefetch_bytes((const char *)k + r * stride * esize, seg);
+        for (int64_t h = 0; h < nkv; h++) {
+            float mul[2];
+            for (int r = 0; r < R; r++) mul[r] = kind == VX_KV_INT8 ? scale * ks[(j + r) * sstride + h] : scale;
+            for (int64_t g0 = 0; g0 < group; g0 += 4) {
+                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
+                const int64_t qh = h * group + g0;
+                const float *q = qg + qh * D;
+                float *s = scores + qh * n + j;
+                const int64_t off = j * stride + h * D;
+                if (R == 2) {
+                    G_CASES(dot_rows(kind, 2, G_, q, k, off, stride, D, mul, s, n))
+                } else {
+                    G_CASES(dot_rows(kind, 1, G_, q, k, off, stride, D, mul, s, n))
+                }
+            }
+        }
+    }
+    softmax8(scores, heads, n);
+    if (kind == VX_KV_INT8) /* fold V's row scales into the weights */
+        for (int64_t h = 0; h < nkv; h++)
+            for (int64_t g = 0; g < group; g++) {
+                float *w = scores + (h * group + g) * n;
+                for (int64_t j = 0; j < n; j++) w[j] *= vs[j * sstride + h];
+            }
+    memset(og, 0, (size_t)(heads * D) * sizeof(float));
+    for (int64_t j0 = 0; j0 < n; j0 += KV_V_BLOCK) {
+        const int64_t nb = (n - j0) < KV_V_BLOCK ? (n - j0) : KV_V_BLOCK;
+        for (int64_t j = j0; j < j0 + nb; j++) prefetch_bytes((const char *)v + j * stride * esize, seg);
+        for (int64_t h = 0; h < nkv; h++) {
+            for (int64_t g0 = 0; g0 < group; g0 += 4) {
+                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
+                const int64_t qh = h * group + g0;
+                const float *w = scores + qh * n + j0;
+                for (int64_t d = 0; d < D; d += 16) {
+                    const int64_t off = j0 * stride + h * D + d;
+                    float *o = og + qh * D + d;
+                    if (D - d >= 16) {
+                        G_CASES(axpy_rows(kind, 2, G_, w, n, v, off, stride, nb, D, o))
+                    } else {
+                        G_CASES(axpy_rows(kind, 1, G_, w, n, v, off, stride, nb, D, o))
+                    }
+                }
+            }
+        }
+    }
+}
+
+int vx_attn_kv_avx2(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                    const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                    float scale, float *scores, float *og) {
+    if (D % 8 || n <= 0) return 0;
+    if (kind == VX_KV_BF16)
+        attn_kind(VX_KV_BF16, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
+    else
+        attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
+    return 1;
+}
+#endif

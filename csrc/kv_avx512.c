@@ -1,0 +1,208 @@
+/* AVX-512 (F/BW/DQ/VL) attention over a compact (bf16 / int8) KV cache: the
+ * AVX2 file's register-blocked scheme with 16 lanes and twice the registers
+ * (scores: 4 rows x 4 heads per pass; output: 64 lanes x 4 heads per block).
+ * Head dims that are not a multiple of 16 go to the AVX2 kernel (the CPU has
+ * it whenever it has these). */
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512)
+#include "vx_kv.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define VX_INLINE static __forceinline
+#else
+#define VX_INLINE static inline __attribute__((always_inline))
+#endif
+
+VX_INLINE __m512 ld16(int kind, const void *p, int64_t i) {
+    if (kind == VX_KV_BF16) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    const __m128i b = _mm_loadu_si128((const __m128i *)((const int8_t *)p + i));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
+
+/* lane i = sum of the lanes of a[i], for 16 vectors at once */
+VX_INLINE __m512 hsum16x16(const __m512 *a) {
+    __m256 h[16];
+    for (int i = 0; i < 16; i++) /* 16 -> 8 lanes each */
+        h[i] = _mm256_add_ps(_mm512_castps512_ps256(a[i]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[i]), 1)));
+    __m256 r[2];
+    for (int b = 0; b < 2; b++) {
+        const __m256 *x = h + 8 * b;
+        const __m256 t0 = _mm256_hadd_ps(x[0], x[1]), t1 = _mm256_hadd_ps(x[2], x[3]);
+        const __m256 t2 = _mm256_hadd_ps(x[4], x[5]), t3 = _mm256_hadd_ps(x[6], x[7]);
+        const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+        r[b] = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+    }
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(r[0])), _mm256_castps_pd(r[1]), 1));
+}
+
+VX_INLINE __m512 exp16(__m512 x) { /* Cephes-style expf, ~1 ulp on [-87, 88] */
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    __m512 fx = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+VX_INLINE __mmask16 first(int64_t r) { return r >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << r) - 1u); }
+
+static void softmax16(float *s, int64_t rows, int64_t n) {
+    for (int64_t r = 0; r < rows; r++, s += n) {
+        __m512 mx16 = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 m = first(n - j);
+            mx16 = _mm512_mask_max_ps(mx16, m, mx16, _mm512_maskz_loadu_ps(m, s + j));
+        }
+        const __m512 m16 = _mm512_set1_ps(_mm512_reduce_max_ps(mx16));
+        __m512 sum16 = _mm512_setzero_ps();
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 m = first(n - j);
+            const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), m16)));
+            _mm512_mask_storeu_ps(s + j, m, e);
+            sum16 = _mm512_add_ps(sum16, e);
+        }
+        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum16));
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 m = first(n - j);
+            _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv));
+        }
+    }
+}
+
+/* Scores of R rows (R <= 4; row r at element off + r*stride) x G query heads
+ * (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r */
+VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, int64_t off, int64_t stride,
+                        int64_t D, const float *mul, float *s, int64_t lds) {
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; d += 16) {
+        __m512 kr[4];
+        for (int r = 0; r < R; r++) kr[r] = ld16(kind, k, off + r * stride + d);
+        for (int g = 0; g < G; g++) {
+            const __m512 qv = _mm512_loadu_ps(q + g * D + d);
+            for (int r = 0; r < R; r++) acc[r * 4 + g] = _mm512_fmadd_ps(qv, kr[r], acc[r * 4 + g]);
+        }
+    }
+    float t[16];
+    _mm512_storeu_ps(t, hsum16x16(acc));
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) s[g * lds + r] = mul[r] * t[r * 4 + g];
+}
+
+/* o_g[0 .. 16*NC) += sum_j w_g[j] * v_j over rows j < nb (row j at element
+ * off + j*stride), G heads; w_g at w + g*ldw. */
+VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, const void *v, int64_t off,
+                         int64_t stride, int64_t nb, int64_t D, float *o) {
+    __m512 acc[4][4];
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < NC; c++) acc[g][c] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nb; j++) {
+        __m512 vv[4];
+        for (int c = 0; c < NC; c++) vv[c] = ld16(kind, v, off + j * stride + 16 * c);
+        for (int g = 0; g < G; g++) {
+            const __m512 p = _mm512_set1_ps(w[g * ldw + j]);
+            for (int c = 0; c < NC; c++) acc[g][c] = _mm512_fmadd_ps(p, vv[c], acc[g][c]);
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < NC; c++)
+            _mm512_storeu_ps(o + g * D + 16 * c, _mm512_add_ps(_mm512_loadu_ps(o + g * D + 16 * c), acc[g][c]));
+}
+
+#define KV_PREFETCH_ROWS 8
+#define KV_V_BLOCK 64 /* rows whose V stays in L1 while every head/lane chunk passes over them */
+
+VX_INLINE void prefetch_bytes(const void *p, int64_t bytes) {
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
+}
+
+#define G_CASES(EXPR) \
+    switch (G) { case 1: { enum { G_ = 1 }; EXPR; } break; case 2: { enum { G_ = 2 }; EXPR; } break; \
+                 case 3: { enum { G_ = 3 }; EXPR; } break; default: { enum { G_ = 4 }; EXPR; } break; }
+
+VX_INLINE void attn_kind(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                         const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                         float scale, float *scores, float *og) {
+    const int64_t esize = kind == VX_KV_BF16 ? 2 : 1, seg = nkv * D * esize, heads = nkv * group;
+    for (int64_t j = 0; j < n; j += 4) {
+        const int R = (n - j) >= 4 ? 4 : (int)(n - j);
+        for (int64_t r = j + KV_PREFETCH_ROWS; r < j + KV_PREFETCH_ROWS + 4 && r < n; r++)
+            prefetch_bytes((const char *)k + r * stride * esize, seg);
+        for (int64_t h = 0; h < nkv; h++) {
+            float mul[4];
+            for (int r = 0; r < R; r++) mul[r] = kind == VX_KV_INT8 ? scale * ks[(j + r) * sstride + h] : scale;
+            for (int64_t g0 = 0; g0 < group; g0 += 4) {
+                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
+                const int64_t qh = h * group + g0;
+                const float *q = qg + qh * D;
+                float *s = scores + qh * n + j;
+                const int64_t off = j * stride + h * D;
+                switch (R) {
+                case 4: G_CASES(dot_rows(kind, 4, G_, q, k, off, stride, D, mul, s, n)) break;
+                case 3: G_CASES(dot_rows(kind, 3, G_, q, k, off, stride, D, mul, s, n)) break;
+                case 2: G_CASES(dot_rows(kind, 2, G_, q, k, off, stride, D, mul, s, n)) break;
+                default: G_CASES(dot_rows(kind, 1, G_, q, k, off, stride, D, mul, s, n)) break;
+                }
+            }
+        }
+    }
+    softmax16(scores, heads, n);
+    if (kind == VX_KV_INT8) /* fold V's row scales into the weights */
+        for (int64_t h = 0; h < nkv; h++)
+            for (int64_t g = 0; g < group; g++) {
+                float *w = scores + (h * group + g) * n;
+                for (int64_t j = 0; j < n; j++) w[j] *= vs[j * sstride + h];
+            }
+    memset(og, 0, (size_t)(heads * D) * sizeof(float));
+    for (int64_t j0 = 0; j0 < n; j0 += KV_V_BLOCK) {
+        const int64_t nb = (n - j0) < KV_V_BLOCK ? (n - j0) : KV_V_BLOCK;
+        for (int64_t j = j0; j < j0 + nb; j++) prefetch_bytes((const char *)v + j * stride * esize, seg);
+        for (int64_t h = 0; h < nkv; h++) {
+            for (int64_t g0 = 0; g0 < group; g0 += 4) {
+                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
+                const int64_t qh = h * group + g0;
+                const float *w = scores + qh * n + j0;
+                for (int64_t d = 0; d < D;) {
+                    const int64_t off = j0 * stride + h * D + d;
+                    float *o = og + qh * D + d;
+                    if (D - d >= 64) {
+                        G_CASES(axpy_rows(kind, 4, G_, w, n, v, off, stride, nb, D, o))
+                        d += 64;
+                    } else {
+                        G_CASES(axpy_rows(kind, 1, G_, w, n, v, off, stride, nb, D, o))
+                        d += 16;
+                    }
+                }
+            }
+        }
+    }
+}
+
+int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                      const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                      float scale, float *scores, float *og) {
+    if (n <= 0) return 0;
+    if (D % 16) return vx_attn_kv_avx2(kind, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
+    if (kind == VX_KV_BF16)
+        attn_kind(VX_KV_BF16, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
+    else
+        attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
+    return 1;
+}
+#endif

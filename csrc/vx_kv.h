@@ -1,0 +1,64 @@
+/* Compact decoder KV cache: rows stored as bf16 or int8 (+ one fp32 scale per
+ * row and KV head) and attention kernels that read them directly.
+ *
+ * Public entry points (called from the Cython layer, which validates every
+ * pointer and size) plus the internal per-ISA kernel table (one file each:
+ * kv_avx2.c, kv_avx512.c, kv_neon.c; the scalar reference lives in vx_kv.c).
+ */
+#ifndef VX_KV_H
+#define VX_KV_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Storage kinds of a compact cache row. */
+enum { VX_KV_BF16 = 1, VX_KV_INT8 = 2 };
+
+/* Convert rows src[rows, H, D] (fp32) into dst (bf16 bits as uint16, or int8)
+ * with the same layout. BF16: round to nearest even. INT8: per (row, head)
+ * scale = amax / 127 written to scales[rows, H], q = rint(x / scale). */
+int vx_kv_store(int kind, const float *src, void *dst, float *scales, int64_t rows, int64_t H, int64_t D);
+
+/* vx_attention over a compact cache k/v[T, Hkv, D] of `kind`; for INT8 the
+ * per-row scales k_scales/v_scales[T, Hkv] (NULL for BF16). */
+int vx_attention_kv(int kind, const float *q, const void *k, const void *v, const float *k_scales,
+                    const float *v_scales, float *out, int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
+                    int64_t q_pos0, int64_t k_pos0, int64_t window, float scale);
+
+/* ---- internal ---- */
+
+/* One task: one query position x nkv consecutive KV heads (each with `group`
+ * query heads, D apart in qg/og) over n rows. Row j of head h is at element
+ * j*stride + h*D of k/v; its INT8 scale at j*sstride + h of ks/vs.
+ * scores: nkv*group*n floats of scratch. Writes og; returns 0 when it does not
+ * handle the shape (the scalar reference runs instead). */
+typedef int (*vx_attn_kv_fn)(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                             const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                             float scale, float *scores, float *og);
+
+int vx_attn_kv_scalar(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                      const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                      float scale, float *scores, float *og);
+#if defined(__x86_64__) || defined(_M_X64)
+int vx_attn_kv_avx2(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                    const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                    float scale, float *scores, float *og);
+#if defined(VX_HAVE_AVX512)
+int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                      const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                      float scale, float *scores, float *og);
+#endif
+#endif
+#if defined(__aarch64__)
+int vx_attn_kv_neon(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
+                    const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
+                    float scale, float *scores, float *og);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif
