@@ -5,7 +5,9 @@ Two layouts are recognised:
 
 - ``native`` (Mistral): ``consolidated.safetensors`` + ``params.json`` + ``tekken.json``;
 - ``hf`` (transformers): ``config.json`` + ``model*.safetensors`` or
-  ``model.safetensors.index.json``.
+  ``model.safetensors.index.json``;
+- ``gguf`` (quantized, written by ``python -m voxtral quantize``):
+  ``model.gguf`` + ``tekken.json``.
 
 ``huggingface_hub`` is optional (the ``voxtral[hub]`` extra). Without it the
 standard cache layout is read directly:
@@ -27,6 +29,8 @@ __all__ = [
     "DEFAULT_REPO",
     "ENV_MODEL_DIR",
     "NATIVE_FILES",
+    "GGUF_FILES",
+    "GGUF_FILE",
     "HF_FILES_PATTERNS",
     "resolve_model_dir",
     "detect_layout",
@@ -38,6 +42,8 @@ __all__ = [
 DEFAULT_REPO = "mistralai/Voxtral-Mini-4B-Realtime-2602"
 ENV_MODEL_DIR = "VOXTRAL_MODEL_DIR"
 NATIVE_FILES = ("consolidated.safetensors", "params.json", "tekken.json")
+GGUF_FILE = "model.gguf"
+GGUF_FILES = (GGUF_FILE, "tekken.json")
 HF_FILES_PATTERNS = (
     "config.json",
     "model*.safetensors",
@@ -75,6 +81,10 @@ def _hf_missing(d: Path) -> list[str]:
     return missing
 
 
+def _gguf_missing(d: Path) -> list[str]:
+    return [f for f in GGUF_FILES if not (d / f).is_file()]
+
+
 def _layout_or_none(d: Path) -> str | None:
     if not d.is_dir():
         return None
@@ -82,14 +92,16 @@ def _layout_or_none(d: Path) -> str | None:
         return "native"
     if not _hf_missing(d):
         return "hf"
+    if not _gguf_missing(d):
+        return "gguf"
     return None
 
 
 def detect_layout(model_dir: PathArg) -> str:
-    """Return "native" (consolidated.safetensors + params.json + tekken.json) or
-    "hf" (config.json + model*.safetensors / model.safetensors.index.json);
-    "native" wins when both are present. Raises :class:`ModelNotFoundError`
-    naming the missing files otherwise."""
+    """Return "native" (consolidated.safetensors + params.json + tekken.json),
+    "hf" (config.json + model*.safetensors / model.safetensors.index.json) or
+    "gguf" (model.gguf + tekken.json), in that order of preference when several
+    are present. Raises :class:`ModelNotFoundError` naming the missing files otherwise."""
     d = Path(model_dir).expanduser()
     if not d.exists():
         raise ModelNotFoundError(f"model directory {d} does not exist")
@@ -101,9 +113,13 @@ def detect_layout(model_dir: PathArg) -> str:
     hf_missing = _hf_missing(d)
     if not hf_missing:
         return "hf"
+    gguf_missing = _gguf_missing(d)
+    if not gguf_missing:
+        return "gguf"
     raise ModelNotFoundError(
-        f"{d} is not a Voxtral model directory: the Mistral layout lacks {', '.join(native_missing)} "
-        f"and the Hugging Face layout lacks {', '.join(hf_missing)}"
+        f"{d} is not a Voxtral model directory: the Mistral layout lacks {', '.join(native_missing)}, "
+        f"the Hugging Face layout lacks {', '.join(hf_missing)} "
+        f"and the quantized layout lacks {', '.join(gguf_missing)}"
     )
 
 
