@@ -148,17 +148,27 @@ def quantize_chunk(chunk: np.ndarray, qtype: str) -> np.ndarray:
 
 def _fp16_bytes(v: np.ndarray, qtype: str) -> np.ndarray:
     """float32 [n] -> fp16 (round to nearest even, as ggml) as uint8 [n, 2]."""
-    h = v.astype(np.float16)
+    with np.errstate(over="ignore"):
+        h = v.astype(np.float16)
     if not np.all(np.isfinite(h)):
         raise ValueError(f"values too large for {qtype}: a block scale overflows fp16")
     return h.view(np.uint8).reshape(-1, 2)
 
 
+def _inverse(d: np.ndarray, num: float = 1.0) -> np.ndarray:
+    """num/d in float32 as ggml computes it, 0 where d is 0. A subnormal d (a
+    block of values below ~1e-36) has no finite inverse: such a block is
+    quantized as zeros (its fp16 scale is 0 anyway), where ggml's C code
+    would cast Inf to an integer."""
+    with np.errstate(divide="ignore", over="ignore"):
+        inv = np.float32(num) / np.where(d == 0, np.float32(1), d)
+    return np.where((d == 0) | ~np.isfinite(inv), np.float32(0), inv).astype(np.float32)
+
+
 def _q8_0_blocks(x: np.ndarray) -> np.ndarray:
     # ggml: d = amax / 127, q = roundf(x / d), with x * (1/d) in float32.
     d = np.abs(x).max(axis=1) / np.float32(127)
-    with np.errstate(divide="ignore"):
-        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    inv = _inverse(d)
     # floor(|v| + 0.5) in float32 differs from roundf for |v| just below .5
     # (0.49999997 + 0.5 rounds up to 1), so take the fractional part explicitly.
     v = x * inv[:, None]
@@ -177,8 +187,7 @@ def _q4_0_blocks(x: np.ndarray) -> np.ndarray:
     idx = np.abs(x).argmax(axis=1)
     signed_max = x[np.arange(x.shape[0]), idx]
     d = signed_max / np.float32(-8)
-    with np.errstate(divide="ignore"):
-        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    inv = _inverse(d)
     q = np.trunc(x * inv[:, None] + np.float32(8.5)).clip(0, 15).astype(np.uint8)
     out = np.empty((x.shape[0], 18), dtype=np.uint8)
     out[:, :2] = _fp16_bytes(d, "q4_0")
@@ -198,7 +207,8 @@ def _fit_scale_min(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray
     lo = np.minimum(x.min(axis=1), 0.0)  # the min is never positive: offsets are stored as -min >= 0
     hi = x.max(axis=1)
     span = hi - lo
-    flat = span <= 0
+    # A range far below what fp16 scales can hold (or none) is stored as scale 0.
+    flat = span < np.float32(1e-30)
     span = np.where(flat, 1.0, span).astype(np.float32)
     xc = x - lo[:, None]
     # Row sums in float64: the error is expanded from them, which cancels.
@@ -256,9 +266,7 @@ def _q4_k_blocks(x: np.ndarray) -> np.ndarray:
     max_scale, max_offset = scale.max(axis=1), offset.max(axis=1)
     d_bytes = _fp16_bytes(max_scale / np.float32(63), "q4_k")
     dmin_bytes = _fp16_bytes(max_offset / np.float32(63), "q4_k")
-    with np.errstate(divide="ignore"):
-        inv_s = np.where(max_scale > 0, np.float32(63) / max_scale, 0).astype(np.float32)
-        inv_m = np.where(max_offset > 0, np.float32(63) / max_offset, 0).astype(np.float32)
+    inv_s, inv_m = _inverse(max_scale, 63.0), _inverse(max_offset, 63.0)
     sc = np.clip(np.rint(scale * inv_s[:, None]), 0, 63).astype(np.uint8)
     mn = np.clip(np.rint(offset * inv_m[:, None]), 0, 63).astype(np.uint8)
 
