@@ -163,6 +163,7 @@ def _write_tensor(writer: gguf_io.GGUFStreamWriter, name: str, arr: np.ndarray, 
                 writer.write(quantize_chunk(_bf16_to_f32(chunk), ttype))
             except ValueError as exc:
                 raise CheckpointError(f"tensor {name}: {exc}") from None
+        release_pages(chunk)  # resident memory stays about one chunk, even for the embedding
         on_rows(chunk.shape[0])
 
 
