@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .qformats import BLOCK, row_bytes
 
 ARCHITECTURE = "voxtral"
@@ -40,8 +40,10 @@ _FROM_GGML = {v: k for k, v in _GGML_NAMES.items()}
 
 
 def _gguf():
-    import gguf  # imported on use: only quantized models need it
-
+    try:
+        import gguf  # imported on use: only quantized models need it
+    except ImportError:
+        raise UsageError("quantized models need the gguf package: pip install 'voxtral[quant]'") from None
     return gguf
 
 
