@@ -224,7 +224,7 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, qtype: str, *
         "general.quantization_version": 2,  # GGML_QNT_VERSION of these block layouts
         gguf_io.KEY_FORMAT_VERSION: gguf_io.FORMAT_VERSION,
         gguf_io.KEY_PARAMS_JSON: json.dumps(to_params_dict(cfg), indent=2),
-        gguf_io.KEY_SOURCE_SHA256: json.dumps(weight_sha256(src, layout), sort_keys=True),
+        gguf_io.KEY_SOURCE_SHA256: json.dumps(_hash_sources(src, layout, progress), sort_keys=True),
         gguf_io.KEY_SOURCE_FINGERPRINT: json.dumps(fingerprint(src, layout)),
         gguf_io.KEY_QUANT_TYPE: qtype,
         gguf_io.KEY_RECIPE: json.dumps(recipe(qtype, embeddings), sort_keys=True),
@@ -270,6 +270,16 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, qtype: str, *
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
+
+
+def _hash_sources(src: Path, layout: str, progress) -> dict[str, str]:
+    if progress is not None:
+        progress(0.0, "sha256 of the source files")
+    return weight_sha256(src, layout)
+
+
+def _human(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
 def _replace_dir(tmp: Path, dst: Path) -> None:
@@ -368,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dst = quantize_model(src, args.dst, args.type, embeddings=args.embeddings, force=args.force, progress=show)
         if not args.quiet:
             size = (dst / GGUF_FILE).stat().st_size
-            print(f"voxtral: wrote {dst / GGUF_FILE} ({size / 1e9:.2f} GB, {args.type}) in "
+            print(f"voxtral: wrote {dst / GGUF_FILE} ({_human(size)}, {args.type}) in "
                   f"{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
         return 0
     except VoxtralError as exc:
