@@ -66,6 +66,10 @@ class DecoderLayerWeights:
 
 @dataclass
 class Weights:
+    """Every tensor of the model. Matrices are BF16 bits (uint16 views of the
+    mapped file) or, in a quantized model, ``QuantMatrix`` for the linear
+    matrices and the embedding; vectors are float32."""
+
     conv1_w: np.ndarray
     conv1_b: np.ndarray
     conv2_w: np.ndarray
