@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as GT  # noqa: E402
@@ -87,6 +89,24 @@ def test_q8_0_q4_0_bytes_equal_gguf_reference(qtype):
         assert np.array_equal(ours, ref), f"{qtype} {name}: bytes differ from gguf.quants.quantize"
         # and our dequantize reads them as gguf does
         assert np.array_equal(qformats.dequantize(ours, qtype, x.shape[1]), gguf.quants.dequantize(ref, GGML[qtype]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), log_scale=st.floats(-6, 5), rows=st.integers(1, 6),
+       blocks=st.integers(1, 8), heavy=st.booleans())
+def test_bytes_equal_gguf_reference_at_any_scale(seed, log_scale, rows, blocks, heavy):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_t(2, (rows, 32 * blocks)) if heavy else rng.standard_normal((rows, 32 * blocks))
+    x = (x * 10.0**log_scale).astype(np.float32)
+    amax = np.abs(x.reshape(-1, 32)).max(axis=1)
+    for qtype, top in (("q8_0", 127), ("q4_0", 8)):
+        with np.errstate(over="ignore"):
+            overflow = np.isinf((amax / np.float32(top)).astype(np.float16)).any()
+        if overflow:  # gguf would store an Inf scale; we refuse
+            with pytest.raises(ValueError, match="fp16"):
+                qformats.quantize(x, qtype)
+        else:
+            assert np.array_equal(qformats.quantize(x, qtype), gguf.quants.quantize(x, GGML[qtype]))
 
 
 @pytest.mark.parametrize("qtype", qformats.QTYPES)
