@@ -14,6 +14,7 @@ from .config import DEFAULT_DELAY_MS, MAX_DELAY_MS, MIN_DELAY_MS
 from .errors import UsageError, VoxtralError
 from .formats import WRITERS
 from .kvcache import KV_DTYPES, check_kv_dtype
+from .qformats import QTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-cache", default="f32", metavar="{" + ",".join(KV_DTYPES) + "}",
                    help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
                    "slightly different logits; default f32)")
+    p.add_argument("--quant", choices=QTYPES, default=None,
+                   help="run the model with weights quantized to this type (quantized once into a cache "
+                   "next to the model, reused afterwards); a quantized model directory needs no --quant")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: $VOXTRAL_NUM_THREADS or physical cores)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status messages on stderr")
     p.add_argument("--no-download", action="store_true", help="never download the model, only use local files")
@@ -174,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such file")
-    model = load(args.model, num_threads=args.threads, download=not args.no_download, kv_cache=args.kv_cache)
+    model = load(args.model, num_threads=args.threads, download=not args.no_download, quant=args.quant,
+                 kv_cache=args.kv_cache, on_status=lambda message: _note(args, message))
     model.config.delay_tokens(args.delay_ms)  # validate before any work
 
     out = sys.stdout
@@ -200,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["quantize"]:
+        from .quantize import main as quantize_main
+
+        return quantize_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -170,8 +170,13 @@ def _load_json(path: Path) -> dict[str, Any]:
 def from_params_json(path: str | Path) -> ModelConfig:
     """Parse a Mistral-native params.json."""
     path = Path(path)
-    p = _load_json(path)
-    src = str(path)
+    return from_params_dict(_load_json(path), str(path))
+
+
+def from_params_dict(p: dict[str, Any], src: str) -> ModelConfig:
+    """Parse the content of a Mistral-native params.json (``src`` names it in errors)."""
+    if not isinstance(p, dict):
+        raise ConfigError(f"{src}: expected a JSON object")
 
     def geti(d, key, where=""):
         return _as_int(_require(d, key, where, src), where + key, src)
@@ -236,6 +241,36 @@ def from_params_json(path: str | Path) -> ModelConfig:
     )
     cfg.validate()
     return cfg
+
+
+def to_params_dict(cfg: ModelConfig) -> dict[str, Any]:
+    """The Mistral-native params.json content of ``cfg`` (inverse of
+    :func:`from_params_dict`); describes a model in the native q/k row order."""
+    e, d, a = cfg.encoder, cfg.decoder, cfg.audio
+    return {
+        "dim": d.dim, "n_layers": d.n_layers, "head_dim": d.head_dim, "hidden_dim": d.hidden_dim,
+        "n_heads": d.n_heads, "n_kv_heads": d.n_kv_heads, "use_biases": False, "causal": True,
+        "rope_theta": d.rope_theta, "norm_eps": d.norm_eps, "vocab_size": d.vocab_size,
+        "tied_embeddings": d.tied_embeddings, "sliding_window": d.sliding_window,
+        "ada_rms_norm_t_cond": True, "ada_rms_norm_t_cond_dim": d.ada_cond_dim,
+        "multimodal": {
+            "whisper_model_args": {
+                "encoder_args": {
+                    "dim": e.dim, "n_layers": e.n_layers, "head_dim": e.head_dim, "hidden_dim": e.hidden_dim,
+                    "n_heads": e.n_heads, "n_kv_heads": e.n_kv_heads, "use_biases": True,
+                    "rope_theta": e.rope_theta, "causal": True, "norm_eps": e.norm_eps,
+                    "sliding_window": e.sliding_window,
+                    "audio_encoding_args": {
+                        "sampling_rate": a.sampling_rate, "frame_rate": a.frame_rate,
+                        "num_mel_bins": a.num_mel_bins, "hop_length": a.hop_length,
+                        "window_size": a.window_size, "global_log_mel_max": a.global_log_mel_max,
+                        "transcription_format": "streaming",
+                    },
+                },
+                "downsample_args": {"downsample_factor": a.downsample_factor},
+            }
+        },
+    }
 
 
 def from_hf_config(path: str | Path, audio_section: dict[str, Any] | None = None) -> ModelConfig:

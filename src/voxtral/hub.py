@@ -5,7 +5,9 @@ Two layouts are recognised:
 
 - ``native`` (Mistral): ``consolidated.safetensors`` + ``params.json`` + ``tekken.json``;
 - ``hf`` (transformers): ``config.json`` + ``model*.safetensors`` or
-  ``model.safetensors.index.json``.
+  ``model.safetensors.index.json``;
+- ``gguf`` (quantized, written by ``python -m voxtral quantize``):
+  ``model.gguf`` + ``tekken.json``.
 
 ``huggingface_hub`` is optional (the ``voxtral[hub]`` extra). Without it the
 standard cache layout is read directly:

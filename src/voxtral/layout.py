@@ -2,7 +2,9 @@
 
 - ``native`` (Mistral): ``consolidated.safetensors`` + ``params.json`` + ``tekken.json``;
 - ``hf`` (transformers): ``config.json`` + ``model*.safetensors`` or
-  ``model.safetensors.index.json``.
+  ``model.safetensors.index.json``;
+- ``gguf`` (quantized, as ``python -m voxtral quantize`` writes it):
+  ``model.gguf`` + ``tekken.json``.
 
 Used by the loaders (``weights.py``) and by the model finder (``hub.py``);
 it only looks at file names, so it needs neither numpy nor the C extension.
@@ -17,6 +19,8 @@ from typing import Union
 from .errors import ModelNotFoundError
 
 NATIVE_FILES = ("consolidated.safetensors", "params.json", "tekken.json")
+GGUF_FILE = "model.gguf"
+GGUF_FILES = (GGUF_FILE, "tekken.json")
 
 PathArg = Union[str, "os.PathLike[str]"]
 
@@ -37,6 +41,10 @@ def _hf_missing(d: Path) -> list[str]:
     return missing
 
 
+def _gguf_missing(d: Path) -> list[str]:
+    return [f for f in GGUF_FILES if not (d / f).is_file()]
+
+
 def layout_or_none(d: Path) -> str | None:
     if not d.is_dir():
         return None
@@ -44,13 +52,16 @@ def layout_or_none(d: Path) -> str | None:
         return "native"
     if not _hf_missing(d):
         return "hf"
+    if not _gguf_missing(d):
+        return "gguf"
     return None
 
 
 def detect_layout(model_dir: PathArg) -> str:
-    """Return "native" (consolidated.safetensors + params.json + tekken.json) or
-    "hf" (config.json + model*.safetensors / model.safetensors.index.json);
-    "native" wins when both are present. Raises :class:`ModelNotFoundError`
+    """Return "native" (consolidated.safetensors + params.json + tekken.json),
+    "hf" (config.json + model*.safetensors / model.safetensors.index.json) or
+    "gguf" (model.gguf + tekken.json), in that order of preference when several
+    are present. Raises :class:`ModelNotFoundError`
     naming the missing files otherwise."""
     d = Path(model_dir).expanduser()
     if not d.exists():
@@ -63,7 +74,11 @@ def detect_layout(model_dir: PathArg) -> str:
     hf_missing = _hf_missing(d)
     if not hf_missing:
         return "hf"
+    gguf_missing = _gguf_missing(d)
+    if not gguf_missing:
+        return "gguf"
     raise ModelNotFoundError(
-        f"{d} is not a Voxtral model directory: the Mistral layout lacks {', '.join(native_missing)} "
-        f"and the Hugging Face layout lacks {', '.join(hf_missing)}"
+        f"{d} is not a Voxtral model directory: the Mistral layout lacks {', '.join(native_missing)}, "
+        f"the Hugging Face layout lacks {', '.join(hf_missing)} "
+        f"and the quantized layout lacks {', '.join(gguf_missing)}"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from .audio import load_audio
 from .config import DEFAULT_DELAY_MS, ModelConfig
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
-from .errors import ConfigError, TokenizerError
+from .errors import ConfigError, TokenizerError, UsageError
 from .kvcache import check_kv_dtype
 from .mel import MelFrontEnd
 from .segments import Segment, Word, build_segments
@@ -115,24 +115,43 @@ class VoxtralModel:
 
 
 def load(model: str | os.PathLike | None = None, *, num_threads: int | None = None, download: bool = True,
-         kv_cache: str = "f32") -> VoxtralModel:
-    """Load a model directory (Mistral-native or Hugging Face layout).
+         quant: str | None = None, kv_cache: str = "f32",
+         on_status: Callable[[str], None] | None = None) -> VoxtralModel:
+    """Load a model directory (Mistral-native, Hugging Face or quantized layout).
 
     ``model`` is a directory or a Hugging Face repo id; without it the model
-    comes from ``VOXTRAL_MODEL_DIR`` or the Hugging Face cache. ``kv_cache``
-    stores the decoder's KV cache as "f32" (exact), "bf16" or "int8" (a half /
-    a quarter of the bytes attention streams per token; see kvcache.py).
+    comes from ``VOXTRAL_MODEL_DIR`` or the Hugging Face cache.
+    ``quant`` ("q8_0", "q4_0", "q4_k"): use the BF16 checkpoint quantized to
+    that type, quantizing it once into a cache (``<model_dir>/.voxtral-quant/``
+    when writable, else ``$XDG_CACHE_HOME/voxtral/quant/``) and reusing it
+    while the source files are unchanged; ``on_status(message)`` is told when
+    that first quantization starts. A quantized model directory loads as it is.
+    ``kv_cache`` stores the decoder's KV cache as "f32" (exact), "bf16" or
+    "int8" (a half / a quarter of the bytes attention streams per token; see
+    kvcache.py).
     """
     from .hub import resolve_model_dir
+    from .layout import detect_layout
+    from .qformats import QTYPES
 
     check_kv_dtype(kv_cache)
-
+    if quant is not None and quant not in QTYPES:
+        raise UsageError(f"unknown quantization type {quant!r} (choose from {', '.join(QTYPES)})")
     if num_threads is not None:
         _kernels.set_num_threads(check_num_threads(num_threads))
     model_dir = Path(resolve_model_dir(model, download=download))
+    if quant is not None and detect_layout(model_dir) != "gguf":
+        from .quantize import cached_quantized
+
+        model_dir = cached_quantized(model_dir, quant, on_status=on_status)
     tekken = model_dir / "tekken.json"
     if not tekken.is_file():
         raise TokenizerError(f"{model_dir}: tekken.json is missing")
     tokenizer = TekkenTokenizer.from_file(tekken)
     config, weights, layout = load_weights(model_dir, audio_section=tokenizer.audio_config)
+    if quant is not None and weights.quant_type != quant:
+        raise UsageError(
+            f"{model_dir} is a model quantized to {weights.quant_type}; it cannot be loaded as {quant} "
+            f"(load it without quant=, or quantize the BF16 checkpoint to {quant})"
+        )
     return VoxtralModel(config, weights, tokenizer, model_dir, layout, kv_cache=kv_cache)

@@ -143,3 +143,23 @@ class SafetensorsFile:
         else:
             arr = np.frombuffer(self._mmap, dtype=dtype, count=count, offset=offset)
         return arr.reshape(shape)
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Let the kernel drop this process's mapping of the file pages under
+    ``arr`` (a tensor view of a mapped file); they are read again from the
+    page cache if touched. Streaming passes over a whole checkpoint call it
+    after each tensor, so their resident memory stays about one tensor
+    instead of growing to the file's size. No-op for other arrays."""
+    owner = arr
+    while owner is not None and not isinstance(owner, mmap.mmap):
+        owner = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+    if owner is None or not hasattr(mmap, "MADV_DONTNEED") or arr.nbytes == 0:
+        return
+    start = arr.ctypes.data - np.frombuffer(owner, dtype=np.uint8).ctypes.data
+    begin = start - start % mmap.PAGESIZE
+    end = min(len(owner), start + arr.nbytes)
+    try:
+        owner.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+    except (OSError, ValueError):
+        pass  # only an optimisation

@@ -11,6 +11,10 @@ module names (``model.audio_tower.*``...): both are accepted.
 The Hugging Face layout stores q/k rows permuted for rotate-half RoPE. Since
 attention only uses q.k, we keep those rows as they are and apply RoPE in the
 matching ("half") indexing: zero-copy, and the same model.
+
+A quantized model directory (``model.gguf`` + ``tekken.json``, written by
+``python -m voxtral quantize``) holds the Mistral-native tensors; its linear
+matrices become ``QuantMatrix`` views of the mapped file.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ModelConfig, from_hf_config, from_params_json
-from .errors import CheckpointError
-from .layout import detect_layout
+from .config import ModelConfig, from_hf_config, from_params_dict, from_params_json
+from .errors import CheckpointError, ModelFileError
+from .layout import GGUF_FILE, detect_layout
+from .qformats import BLOCK, QuantMatrix
 from .safetensors_io import SafetensorsFile, bf16_to_float32
 
 _NATIVE_ENC = "mm_streams_embeddings.embedding_module.whisper_encoder."
@@ -65,6 +70,10 @@ class DecoderLayerWeights:
 
 @dataclass
 class Weights:
+    """Every tensor of the model. Matrices are BF16 bits (uint16 views of the
+    mapped file) or, in a quantized model, ``QuantMatrix`` for the linear
+    matrices and the embedding; vectors are float32."""
+
     conv1_w: np.ndarray
     conv1_b: np.ndarray
     conv2_w: np.ndarray
@@ -76,6 +85,38 @@ class Weights:
     tok_embeddings: np.ndarray  # also the LM head (tied)
     decoder_layers: list[DecoderLayerWeights]
     decoder_norm: np.ndarray
+    quant_type: str | None = None  # the linear matrices' type in a quantized model, else None (BF16)
+
+
+# The matrices every product goes through linear() with (quantizable), per layer.
+LINEAR_FIELDS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+
+
+def is_linear_key(key: str) -> bool:
+    """True for the internal keys of the encoder/decoder layers' linear
+    matrices and the adapter's two matrices (not the embedding, conv stem or ada-norm)."""
+    if key in ("adapter1", "adapter2"):
+        return True
+    parts = key.split(".")
+    return len(parts) == 3 and parts[0] in ("enc", "dec") and parts[2] in LINEAR_FIELDS
+
+
+def native_names(cfg: ModelConfig) -> dict[str, str]:
+    """internal key -> Mistral-native tensor name (the names GGUF files use)."""
+    return _native_names(cfg)
+
+
+def weights_by_key(cfg: ModelConfig, w: Weights) -> dict[str, np.ndarray]:
+    """Inverse of the assembly: internal key -> tensor, in expected_shapes order."""
+    got: dict[str, np.ndarray] = {}
+    for key in expected_shapes(cfg):
+        parts = key.split(".")
+        if len(parts) == 3:
+            layers = w.encoder_layers if parts[0] == "enc" else w.decoder_layers
+            got[key] = getattr(layers[int(parts[1])], parts[2])
+        else:
+            got[key] = getattr(w, key)
+    return got
 
 
 def _native_names(cfg: ModelConfig) -> dict[str, str]:
@@ -295,6 +336,10 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
                 raise CheckpointError(f"{f.path}: tensor {name} contains NaN or Inf")
             got[key] = vec
 
+    return _from_keys(cfg, got)
+
+
+def _from_keys(cfg: ModelConfig, got: dict, quant_type: str | None = None) -> Weights:
     def layer(cls, prefix, i):
         return cls(**{fl.name: got[f"{prefix}.{i}.{fl.name}"] for fl in fields(cls)})
 
@@ -305,6 +350,7 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
         tok_embeddings=got["tok_embeddings"],
         decoder_layers=[layer(DecoderLayerWeights, "dec", i) for i in range(cfg.decoder.n_layers)],
         decoder_norm=got["decoder_norm"],
+        quant_type=quant_type,
     )
 
 
@@ -341,12 +387,68 @@ def load_hf(model_dir: Path, audio_section: dict | None = None) -> tuple[ModelCo
     return cfg, _assemble(cfg, _hf_names(cfg), src, optional={"lm_head.weight": "tok_embeddings"})
 
 
+def load_gguf(model_dir: Path) -> tuple[ModelConfig, Weights]:
+    """A quantized model directory: config from the file's params.json text,
+    tensors validated against it and returned as views of the mapped file."""
+    from . import gguf_io
+
+    path = Path(model_dir) / GGUF_FILE
+    f = gguf_io.GGUFFile(path)
+    arch = f.get_str("general.architecture")
+    if arch != gguf_io.ARCHITECTURE:
+        raise CheckpointError(f"{path}: architecture is {arch!r}, expected {gguf_io.ARCHITECTURE!r}")
+    version = f.get_int(gguf_io.KEY_FORMAT_VERSION)
+    if version != gguf_io.FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: voxtral GGUF format version {version}; this voxtral reads version {gguf_io.FORMAT_VERSION}"
+        )
+    params = f.get_json(gguf_io.KEY_PARAMS_JSON)
+    try:
+        cfg = from_params_dict(params, f"{path} ({gguf_io.KEY_PARAMS_JSON})")
+    except ModelFileError as exc:
+        raise CheckpointError(str(exc)) from None
+    quant_type = f.get_str(gguf_io.KEY_QUANT_TYPE)
+    if quant_type not in BLOCK:
+        raise CheckpointError(f"{path}: unknown quantization type {quant_type!r}")
+
+    names = _native_names(cfg)
+    shapes = expected_shapes(cfg)
+    wanted = set(names.values())
+    unexpected = sorted(n for n in f.tensors if n not in wanted)
+    if unexpected:
+        raise CheckpointError(f"{path}: tensors not part of the configured model: {', '.join(unexpected[:3])}")
+    got: dict = {}
+    for key, name in names.items():
+        if name not in f.tensors:
+            raise CheckpointError(f"{path}: tensor {name} is missing")
+        ttype, shape, data = f.tensors[name]
+        if shape != shapes[key]:
+            raise CheckpointError(f"{path}: tensor {name} has shape {list(shape)}, expected {list(shapes[key])}")
+        quantizable = is_linear_key(key) or key == "tok_embeddings"
+        if len(shape) >= 2 and ttype in BLOCK and quantizable:
+            got[key] = QuantMatrix(ttype, data, shape[0], shape[1])
+        elif len(shape) >= 2 and ttype == "bf16":
+            got[key] = data
+        elif len(shape) == 1 and ttype in ("f32", "f16", "bf16"):
+            vec = _to_f32(data, "BF16") if ttype == "bf16" else np.asarray(data, dtype=np.float32)
+            if not np.all(np.isfinite(vec)):
+                raise CheckpointError(f"{path}: tensor {name} contains NaN or Inf")
+            got[key] = vec
+        else:
+            allowed = "Q8_0/Q4_0/Q4_K or BF16" if quantizable else ("BF16" if len(shape) >= 2 else "F32/F16/BF16")
+            raise CheckpointError(f"{path}: tensor {name} is {ttype.upper()}, expected {allowed}")
+    return cfg, _from_keys(cfg, got, quant_type)
+
+
 def load_weights(model_dir: str | Path, audio_section: dict | None = None) -> tuple[ModelConfig, Weights, str]:
-    """Load config + weights of either layout; returns (config, weights, layout)."""
+    """Load config + weights of any layout; returns (config, weights, layout),
+    layout being "native", "hf" or "gguf"."""
     model_dir = Path(model_dir)
     layout = detect_layout(model_dir)
     if layout == "native":
         cfg, w = load_native(model_dir)
+    elif layout == "gguf":
+        cfg, w = load_gguf(model_dir)
     else:
         cfg, w = load_hf(model_dir, audio_section)
     return cfg, w, layout
