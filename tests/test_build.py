@@ -6,6 +6,7 @@ it), the generic files need no ISA flags, and no build file asks for
 from __future__ import annotations
 
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -48,3 +49,25 @@ def test_neon_path_compiles_for_aarch64(tmp_path):
         _compile(cc, src, [], tmp_path)
     syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / "isa_neon.c.o")], capture_output=True, text=True)
     assert "vx_ops_neon" in syms.stdout
+
+
+def test_sdist_carries_the_license(tmp_path):
+    """The sdist (built by the project's backend, no compiler involved) holds
+    LICENSE, and its metadata says Apache-2.0 and points at it."""
+    import tarfile
+
+    pytest.importorskip("scikit_build_core")
+    r = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from scikit_build_core.build import build_sdist; print(build_sdist(sys.argv[1]))", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    sdist = tmp_path / r.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as tar:
+        names = tar.getnames()
+        top = names[0].split("/")[0]
+        assert f"{top}/LICENSE" in names
+        assert "Apache License" in tar.extractfile(f"{top}/LICENSE").read().decode()
+        pkg_info = tar.extractfile(f"{top}/PKG-INFO").read().decode()
+    assert "License-Expression: Apache-2.0" in pkg_info and "License-File: LICENSE" in pkg_info
