@@ -17,7 +17,6 @@ import io
 import json
 import math
 import os
-import sys
 import tempfile
 import traceback
 from dataclasses import dataclass, field

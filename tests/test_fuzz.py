@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-import voxtral
 from voxtral.errors import CheckpointError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
