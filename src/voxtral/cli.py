@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output: text, jsonl (one object per token), srt or vtt subtitles (default text)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--output", "-o", metavar="FILE",
-                     help="write the transcript to FILE instead of stdout (replaced only when the run succeeds)")
+                     help="write the transcript to FILE instead of stdout (an existing FILE is replaced "
+                     "only at the end, and only if something was transcribed)")
     out.add_argument("--output-dir", metavar="DIR",
                      help="write one file per input into DIR, named after the input with the format's "
                      "extension (.txt, .jsonl, .srt, .vtt)")
