@@ -6,6 +6,7 @@ it), the generic files need no ISA flags, and no build file asks for
 from __future__ import annotations
 
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -108,3 +109,25 @@ def test_neon_kv_attention_runs_under_qemu(tmp_path):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([qemu, str(exe), "1"], capture_output=True, text=True, timeout=300)  # 1 = VX_ISA_NEON
     assert r.returncode == 0 and r.stdout.strip() == "ok neon", r.stdout + r.stderr
+
+
+def test_sdist_carries_the_license(tmp_path):
+    """The sdist (built by the project's backend, no compiler involved) holds
+    LICENSE, and its metadata says Apache-2.0 and points at it."""
+    import tarfile
+
+    pytest.importorskip("scikit_build_core")
+    r = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from scikit_build_core.build import build_sdist; print(build_sdist(sys.argv[1]))", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    sdist = tmp_path / r.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as tar:
+        names = tar.getnames()
+        top = names[0].split("/")[0]
+        assert f"{top}/LICENSE" in names
+        assert "Apache License" in tar.extractfile(f"{top}/LICENSE").read().decode()
+        pkg_info = tar.extractfile(f"{top}/PKG-INFO").read().decode()
+    assert "License-Expression: Apache-2.0" in pkg_info and "License-File: LICENSE" in pkg_info

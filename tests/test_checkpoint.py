@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -358,3 +361,74 @@ def test_fullwidth_reference_tokens_are_varied(fullwidth_ckpt, audio_dir, refere
     audio = reference.read_wav_16k(audio_dir / "night1968_5s_dont_worry_about_him.wav")
     tokens = reference.reference_offline(model, audio, delay_ms=960)["tokens"]
     assert len(set(tokens)) >= 0.35 * len(tokens), tokens
+
+
+# ---- the generator as a user runs it: the extra it needs, no debris on failure ----
+
+def test_missing_mistral_common_names_the_extra_and_leaves_nothing(tmp_path, monkeypatch):
+    from voxtral.testing import checkpoint
+
+    monkeypatch.setitem(sys.modules, "mistral_common", None)
+    out = tmp_path / "new" / "ckpt"
+    with pytest.raises(checkpoint.MissingExtraError, match=r"pip install 'voxtral\[testing\]'"):
+        checkpoint.make_checkpoint(out, preset="tiny", layout="both")
+    assert not (tmp_path / "new").exists()
+    rc = checkpoint.main([str(out), "--quiet"])
+    assert rc == 2 and not (tmp_path / "new").exists()
+
+
+def test_missing_extra_one_line_from_the_command(tmp_path):
+    code = ("import sys; sys.modules['mistral_common'] = None; "
+            "from voxtral.testing.checkpoint import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "voxtral[testing]" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("layout", ["native", "hf", "both"])
+def test_failure_midway_removes_what_it_wrote(tmp_path, monkeypatch, layout):
+    from voxtral.testing import checkpoint
+
+    real = checkpoint.generate_tensor
+    calls = []
+
+    def failing(spec, seed, std=1.0):
+        calls.append(spec.name)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        return real(spec, seed, std)
+
+    monkeypatch.setattr(checkpoint, "generate_tensor", failing)
+    with pytest.raises(OSError):
+        checkpoint.make_checkpoint(tmp_path / "fresh", preset="tiny", layout=layout)
+    assert not (tmp_path / "fresh").exists()
+    # a directory that existed before (pytest's tmp dirs) stays, empty again
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("keep")
+    calls.clear()
+    with pytest.raises(OSError):
+        checkpoint.make_checkpoint(existing, preset="tiny", layout=layout)
+    assert sorted(p.name for p in existing.iterdir()) == ["mine.txt"]
+
+
+def test_failure_after_the_tensors_removes_them_too(tmp_path, monkeypatch):
+    from voxtral.testing import checkpoint
+
+    def broken(d):
+        raise ValueError("config cannot be written")
+
+    monkeypatch.setattr(checkpoint, "hf_config_json", broken)
+    with pytest.raises(ValueError):
+        checkpoint.make_checkpoint(tmp_path / "x", preset="tiny", layout="both")
+    assert not (tmp_path / "x").exists()
+
+
+def test_testing_extra_declared():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    meta = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    extras = meta["project"]["optional-dependencies"]
+    assert any(r.startswith("mistral-common") for r in extras["testing"])
+    assert "voxtral[testing]" in extras["test"]

@@ -214,3 +214,206 @@ def test_srt_vtt_and_output_file(tiny_ckpt, tiny_model, audio_dir, tmp_path):
     assert len(cues) == len(expected.segments)
     for cue in cues:
         assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d", cue.split("\n")[0])
+
+
+# ---- issue 8: the CLI like the tools people know ------------------------------
+
+_BLOCK_HEAVY = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" or name.startswith("numpy.") or name == "voxtral._kernels":
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from voxtral.cli import main
+try:
+    main([{arg!r}])
+except SystemExit as e:
+    heavy = [m for m in sys.modules if m == "numpy" or m == "voxtral._kernels"]
+    print("EXIT", e.code, "HEAVY", heavy)
+"""
+
+
+@pytest.mark.parametrize("arg", ["--help", "--version"])
+def test_help_and_version_need_neither_numpy_nor_the_extension(arg):
+    # numpy and the C extension cannot even be imported here; a broken
+    # VOXTRAL_ISA (which the extension would reject) does not matter either.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")}
+    env.update(VOXTRAL_ISA="bogus", VOXTRAL_NUM_THREADS="abc")
+    r = subprocess.run([sys.executable, "-c", _BLOCK_HEAVY.format(arg=arg)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "EXIT 0 HEAVY []" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# Every check must happen before the model loads: with a model directory that
+# does not exist, a check made after loading would exit 4 (model not found).
+@pytest.mark.parametrize("args", [
+    ["x.wav", "--threads", "100000"],
+    ["x.wav", "--threads", "0"],
+    ["x.wav", "--delay-ms", "100"],
+    ["x.wav", "--delay-ms", "4000"],
+    ["x.wav", "--delay-ms", "0"],
+    ["--stdin", "--raw-rate", "0"],
+    ["--stdin", "--raw-rate", "-16000"],
+    ["--stdin", "--raw-rate", "1"],
+    ["--stdin", "--raw-rate", "100000000"],
+    ["--stdin", "--raw-format", "mp3"],
+    ["x.wav", "--device", "1"],
+    ["--stdin", "--device", "default"],
+    ["x.wav", "--record", "out.wav"],
+    ["x.wav", "y.wav", "--format", "srt"],
+    ["x.wav", "y.wav", "--format", "vtt", "-o", "subs.vtt"],
+    ["--stdin", "--output-dir", "out"],
+    ["x.wav", "sub/x.wav", "--output-dir", "out"],
+    ["missing.wav"],
+    [],
+])
+def test_argument_checks_before_the_model_loads(args, tmp_path):
+    for name in ("x.wav", "y.wav", "sub/x.wav"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"RIFF")
+    r = subprocess.run([sys.executable, "-m", "voxtral", *args, "--model", str(tmp_path / "no-model")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                       env={k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")})
+    _one_line_error(r, voxtral.UsageError.exit_code)
+
+
+def test_output_and_output_dir_exclude_each_other(tmp_path):
+    r = run_cli("x.wav", "-o", tmp_path / "a.txt", "--output-dir", tmp_path)
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+
+
+def test_several_files_one_output_each_and_a_bad_one_skipped(tiny_ckpt, tiny_model, audio_dir, tmp_path):
+    a = audio_dir / "night1968_5s_dont_worry_about_him.wav"
+    b = audio_dir / "jfk.wav"
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    out = tmp_path / "subs"
+    # options and file names in any order (intermixed)
+    r = run_cli(a, "--format", "srt", bad, "--output-dir", out, b, "--model", tiny_ckpt["native"], "-q")
+    assert r.returncode == voxtral.AudioError.exit_code, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voxtral: error: ") and "broken.wav" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == ["jfk.srt", "night1968_5s_dont_worry_about_him.srt"]
+    for wav in (a, b):
+        alone = run_cli(wav, "--format", "srt", "--model", tiny_ckpt["native"])
+        assert alone.returncode == 0, alone.stderr
+        assert (out / (wav.stem + ".srt")).read_text() == alone.stdout
+        assert alone.stdout.startswith("1\n")  # each document numbers its own cues from 1
+
+
+def test_several_files_to_stdout_are_separated(tiny_ckpt, tiny_model, audio_dir, tmp_path):
+    a = audio_dir / "night1968_5s_dont_worry_about_him.wav"
+    b = audio_dir / "jfk.wav"
+    r = run_cli("--model", tiny_ckpt["native"], a, b)
+    assert r.returncode == 0, r.stderr
+    ta, tb = tiny_model.transcribe(a).text, tiny_model.transcribe(b).text
+    assert r.stdout == f"==> {a} <==\n{ta}\n==> {b} <==\n{tb}\n"
+    r = run_cli("--model", tiny_ckpt["native"], a, b, "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    sources = [json.loads(line)["source"] for line in r.stdout.splitlines()]
+    assert sources[0] == str(a) and sources[-1] == str(b) and sorted(set(sources)) == sorted({str(a), str(b)})
+
+
+def test_output_file_is_replaced_atomically(tiny_ckpt, tiny_model, audio_dir, tmp_path):
+    out = tmp_path / "transcript.txt"
+    out.write_text("precious\n")
+    os.chmod(out, 0o640)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    # a failed run (bad audio, or no model) leaves the old file whole, and no temporary file
+    r = run_cli(bad, "-o", out, "--model", tiny_ckpt["native"])
+    assert r.returncode == voxtral.AudioError.exit_code
+    r = run_cli(audio_dir / "jfk.wav", "-o", out, "--model", tmp_path / "no-model")
+    assert r.returncode == voxtral.ModelNotFoundError.exit_code
+    assert out.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wav", "transcript.txt"]
+    # a successful one replaces it, keeping its permissions
+    r = run_cli(audio_dir / "jfk.wav", "-o", out, "--model", tiny_ckpt["native"])
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == tiny_model.transcribe(audio_dir / "jfk.wav").text + "\n"
+    assert (os.stat(out).st_mode & 0o777) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wav", "transcript.txt"]
+
+
+def test_atomic_output_on_exception(tmp_path):
+    from voxtral.output import AtomicOutput
+
+    target = tmp_path / "t.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with AtomicOutput(target) as out:
+            out.write("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+    with AtomicOutput(target) as out:
+        out.write("new")
+        assert target.read_text() == "old"  # not visible before the end
+    assert target.read_text() == "new"
+    with pytest.raises(voxtral.UsageError, match="cannot write"):
+        with AtomicOutput(tmp_path / "no-such-dir" / "t.txt"):
+            pass
+
+
+def test_output_name_like_whisper():
+    from voxtral.cli import output_path
+
+    assert output_path("out", "talks/day 1.wav", "text") == os.path.join("out", "day 1.txt")
+    assert output_path("out", "a.b.flac", "vtt") == os.path.join("out", "a.b.vtt")
+    assert output_path("out", "noext", "jsonl") == os.path.join("out", "noext.jsonl")
+
+
+def test_list_devices_without_portaudio_is_one_line():
+    try:
+        import sounddevice  # noqa: F401
+        pytest.skip("PortAudio is installed here")
+    except OSError:
+        pass
+    except ImportError:
+        pass
+    r = run_cli("--list-devices")
+    _one_line_error(r, voxtral.DeviceError.exit_code)
+
+
+def test_list_devices_lists_inputs(monkeypatch, capsys):
+    import types
+
+    from voxtral import cli
+
+    fake = types.SimpleNamespace(
+        query_devices=lambda: [
+            {"name": "HDMI out", "max_input_channels": 0, "default_samplerate": 48000.0},
+            {"name": "USB mic", "max_input_channels": 1, "default_samplerate": 44100.0},
+            {"name": "Webcam", "max_input_channels": 2, "default_samplerate": 16000.0},
+        ],
+        default=types.SimpleNamespace(device=(2, 0)),
+        PortAudioError=OSError,
+    )
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    assert cli.main(["--list-devices"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert "USB mic" in out[0] and "1 ch" in out[0] and not out[0].startswith("*")
+    assert out[1].startswith("*") and "Webcam" in out[1] and "16000 Hz" in out[1]
+
+
+def test_first_run_message_names_the_installed_command(audio_dir, tmp_path):
+    from voxtral import hub
+
+    r = run_cli(audio_dir / "jfk.wav",
+                env_extra={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path)})
+    _one_line_error(r, voxtral.ModelNotFoundError.exit_code)
+    assert hub.download_command() in r.stderr
+    assert ("pip install" in r.stderr) == (hub._hub_module() is None)
+    assert len(r.stderr) < 400
+
+
+def test_inspect_dispatch(tiny_ckpt, tmp_path):
+    r = run_cli("inspect", tiny_ckpt["native"])
+    assert r.returncode == 0, r.stderr
+    assert "loadable: yes" in r.stdout
+    r = run_cli("inspect", tmp_path)
+    assert r.returncode == voxtral.ModelFileError.exit_code
+    assert "NOT loadable" in r.stdout

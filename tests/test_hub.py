@@ -217,8 +217,11 @@ def test_missing_model_message(env):
     msg = str(ei.value)
     assert "\n" not in msg
     assert DEFAULT_REPO in msg and str(cache) in msg
-    assert "pip install 'voxtral[hub]'" in msg
-    assert f"huggingface-cli download {DEFAULT_REPO} consolidated.safetensors params.json tekken.json" in msg
+    # the command of the installed huggingface_hub, and no advice to install what is installed
+    assert f"`{hub.download_command()}`" in msg
+    assert f"download {DEFAULT_REPO} consolidated.safetensors params.json tekken.json" in msg
+    assert ("pip install" in msg) == (hub._hub_module() is None)
+    assert len(msg) < 400
     assert "--model DIR" in msg and "VOXTRAL_MODEL_DIR" in msg
     assert "offline" in msg
     assert all(c.get("local_files_only") for c in calls)
@@ -248,6 +251,28 @@ def test_without_hub_not_in_cache(env, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(ModelNotFoundError, match="huggingface_hub is not installed.*pip install 'voxtral\\[hub\\]'"):
         resolve_model_dir()
+
+
+def test_download_command_follows_installed_hub(monkeypatch):
+    """`hf download` from huggingface_hub 0.34 on (the only CLI from 1.0);
+    `huggingface-cli download` before; `hf` after `pip install` when absent."""
+    import types
+
+    for version, cli in (("2.4.0", "hf"), ("1.0.0rc1", "hf"), ("0.34.1", "hf"), ("0.23.4", "huggingface-cli")):
+        monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(__version__=version))
+        assert hub.download_command("a/b") == f"{cli} download a/b consolidated.safetensors params.json tekken.json"
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    assert hub.download_command("a/b").startswith("hf download a/b")
+    assert hub._howto("a/b").startswith("get it with `pip install 'voxtral[hub]'` then `hf download a/b")
+
+
+def test_installed_hub_has_the_named_command():
+    """The command named in the message exists in the installed huggingface_hub."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    import importlib.metadata as md
+
+    scripts = {ep.name for ep in md.distribution("huggingface_hub").entry_points if ep.group == "console_scripts"}
+    assert hub.download_command().split()[0] in scripts, scripts
 
 
 def test_download_online_is_called_with_native_patterns(env, monkeypatch, tmp_path):
@@ -286,7 +311,7 @@ def test_download_failure_becomes_model_not_found(env, monkeypatch):
         raise ConnectionError("Name or service not known\nmore details")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
-    with pytest.raises(ModelNotFoundError, match="download failed.*ConnectionError.*huggingface-cli download") as ei:
+    with pytest.raises(ModelNotFoundError, match="download failed.*ConnectionError.*`hf download") as ei:
         resolve_model_dir()
     assert "\n" not in str(ei.value)
 

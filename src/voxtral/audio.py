@@ -30,6 +30,7 @@ from typing import BinaryIO, Iterator, Union
 import numpy as np
 
 from .errors import AudioError, UsageError
+from .limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 __all__ = [
     "TARGET_SAMPLE_RATE",
@@ -54,8 +55,6 @@ TARGET_SAMPLE_RATE = 16000
 
 # Rates outside these bounds are corrupt headers or mistakes, not audio: a rate
 # of 1 Hz made the resampler allocate 16000x the input (and crash).
-MIN_SAMPLE_RATE = 4000  # below this the band holds no intelligible speech
-MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces offer
 MAX_CHANNELS = 64
 MAX_AUDIO_SECONDS = 24 * 3600  # one offline input; live streams are not bounded
 

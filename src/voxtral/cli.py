@@ -1,5 +1,13 @@
-"""Command line: ``python -m voxtral FILE.wav`` prints the transcript as it is
-decoded; ``--stdin`` and ``--mic`` transcribe live input."""
+"""Command line: ``python -m voxtral FILE...`` prints the transcript as it is
+decoded; ``--stdin`` and ``--mic`` transcribe live input;
+``python -m voxtral inspect DIR`` checks a model directory.
+
+The module is laid out in three parts: the argument definitions
+(``build_parser``), the checks (``check_args``: everything that can be
+refused before the model loads), and the actions (``run`` and ``_run_*``).
+Importing it loads neither numpy nor the C extension, so ``--help`` and
+``--version`` are instant and work even when the extension cannot load.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,24 @@ import argparse
 import os
 import sys
 import time
-from typing import Iterable, Sequence
+from typing import Iterator, Sequence
 
 from . import __version__
 from .config import DEFAULT_DELAY_MS, MAX_DELAY_MS, MIN_DELAY_MS
 from .errors import UsageError, VoxtralError
-from .formats import WRITERS
-from .kvcache import KV_DTYPES, check_kv_dtype
-from .qformats import QTYPES
+from .formats import EXTENSIONS, WRITERS
+from .limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from .modes import KV_DTYPES, QTYPES
+from .threads import MAX_THREADS, check_num_threads
+from .output import AtomicOutput
+
+# The decoder advances one token per 80 ms of audio (frame_rate 12.5 Hz in
+# every published config); the loaded model's config re-checks the delay.
+DELAY_STEP_MS = 80
+
+
+# ---------------------------------------------------------------------------
+# Argument definitions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,17 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="voxtral",
         description="Transcribe speech with Voxtral Mini 4B Realtime on the CPU. "
         "Text is printed as it is decoded.",
+        epilog="Check a model directory: voxtral inspect DIR",
     )
     src = p.add_argument_group("input (one of)")
     src.add_argument("files", nargs="*", metavar="FILE", help="audio files (WAV: PCM 8/16/24/32-bit or float, any rate)")
-    src.add_argument("--stdin", action="store_true", help="read audio from standard input: an audio file (format detected) or raw PCM (--raw-format)")
+    src.add_argument("--stdin", action="store_true", help="read audio from standard input: WAV (detected by its header) or raw PCM")
     src.add_argument("--mic", action="store_true", help="capture the default input device (or --device) until Ctrl+C")
-    src.add_argument("--device", metavar="NAME", help="input device name or index for --mic")
+    src.add_argument("--device", metavar="NAME", help="input device name or index for --mic (see --list-devices)")
+    src.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
     src.add_argument("--record", metavar="FILE", help="with --mic: save the captured audio as a WAV file")
     src.add_argument("--raw-format", default=None,
                      help="stdin is raw PCM in this format (s16le, s24le, s32le, u8, f32le, f64le); "
                      "without it stdin must be an audio file (WAV, FLAC, OGG, MP3...)")
-    src.add_argument("--raw-rate", type=int, default=16000, help="raw PCM sample rate on stdin (default 16000)")
+    src.add_argument("--raw-rate", type=int, default=16000,
+                     help=f"raw PCM sample rate on stdin, {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz (default 16000)")
     p.add_argument(
         "--model",
         metavar="DIR",
@@ -43,24 +64,105 @@ def build_parser() -> argparse.ArgumentParser:
         "--delay-ms",
         type=int,
         default=DEFAULT_DELAY_MS,
-        help=f"transcription delay, {MIN_DELAY_MS}..{MAX_DELAY_MS} in steps of 80 (default {DEFAULT_DELAY_MS}); "
-        "longer is more accurate",
+        help=f"transcription delay, {MIN_DELAY_MS}..{MAX_DELAY_MS} in steps of {DELAY_STEP_MS} "
+        f"(default {DEFAULT_DELAY_MS}); longer is more accurate",
     )
     p.add_argument("--format", choices=tuple(WRITERS), default="text",
                    help="output: text, jsonl (one object per token), srt or vtt subtitles (default text)")
-    p.add_argument("--output", "-o", metavar="FILE", help="write the transcript to FILE instead of stdout")
-    # validated in run() (UsageError: one line, exit 2) rather than by argparse choices
-    p.add_argument("--kv-cache", default="f32", metavar="{" + ",".join(KV_DTYPES) + "}",
-                   help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
-                   "slightly different logits; default f32)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--output", "-o", metavar="FILE",
+                     help="write the transcript to FILE instead of stdout (an existing FILE is replaced "
+                     "only at the end, and only if something was transcribed)")
+    out.add_argument("--output-dir", metavar="DIR",
+                     help="write one file per input into DIR, named after the input with the format's "
+                     "extension (.txt, .jsonl, .srt, .vtt)")
     p.add_argument("--quant", choices=QTYPES, default=None,
                    help="run the model with weights quantized to this type (quantized once into a cache "
                    "next to the model, reused afterwards); a quantized model directory needs no --quant")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: $VOXTRAL_NUM_THREADS or physical cores)")
+    p.add_argument("--kv-cache", choices=KV_DTYPES, default="f32",
+                   help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
+                   "slightly different logits; default f32)")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"CPU threads, 1..{MAX_THREADS} (default: $VOXTRAL_NUM_THREADS or physical cores)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status messages on stderr")
     p.add_argument("--no-download", action="store_true", help="never download the model, only use local files")
     p.add_argument("--version", action="version", version=f"voxtral {__version__}")
     return p
+
+
+# ---------------------------------------------------------------------------
+# Checks: everything that can be refused before the model loads
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` for any invalid argument or combination."""
+    if args.list_devices:
+        return
+    sources = bool(args.files) + args.stdin + args.mic
+    if sources == 0:
+        raise UsageError("no input: give audio FILEs, --stdin or --mic")
+    if sources > 1:
+        raise UsageError("choose one input: FILEs, --stdin or --mic")
+    if args.device is not None and not args.mic:
+        raise UsageError("--device goes with --mic")
+    if args.record and not args.mic:
+        raise UsageError("--record goes with --mic")
+    if args.threads is not None:
+        check_num_threads(args.threads, "--threads")
+    if not MIN_DELAY_MS <= args.delay_ms <= MAX_DELAY_MS:
+        raise UsageError(f"--delay-ms must be between {MIN_DELAY_MS} and {MAX_DELAY_MS}, got {args.delay_ms}")
+    if args.delay_ms % DELAY_STEP_MS:
+        raise UsageError(f"--delay-ms must be a multiple of {DELAY_STEP_MS}, got {args.delay_ms}")
+    if args.stdin:
+        _check_raw_input(args)
+    if args.output_dir is not None:
+        if not args.files:
+            raise UsageError("--output-dir is for FILE inputs; use -o FILE with --stdin or --mic")
+        _check_output_names(args)
+    elif len(args.files) > 1 and args.format in ("srt", "vtt"):
+        raise UsageError(
+            f"{args.format} is one timeline per file: with several files use --output-dir DIR "
+            "(one subtitle file per input)"
+        )
+    if args.output is not None and os.path.isdir(args.output):
+        raise UsageError(f"-o {args.output}: is a directory (use --output-dir for one file per input)")
+    for path in args.files:
+        if not os.path.exists(path):
+            raise UsageError(f"{path}: no such file")
+
+
+def _check_raw_input(args: argparse.Namespace) -> None:
+    if not MIN_SAMPLE_RATE <= args.raw_rate <= MAX_SAMPLE_RATE:
+        raise UsageError(f"--raw-rate must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, got {args.raw_rate}")
+    if args.raw_format is None:
+        return  # an audio file on stdin: its header says the rest
+    from .audio import SampleFormat  # numpy: only once a run is certain
+
+    try:
+        SampleFormat.parse(args.raw_format)
+    except VoxtralError as exc:
+        raise UsageError(f"--raw-format: {exc}") from None
+
+
+def output_path(out_dir: str, source: str, fmt: str) -> str:
+    """``DIR/<input name without its extension>.<format extension>``, as whisper names them."""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] or "audio"
+    return os.path.join(out_dir, stem + EXTENSIONS[fmt])
+
+
+def _check_output_names(args: argparse.Namespace) -> None:
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise UsageError(f"--output-dir {args.output_dir}: exists and is not a directory")
+    seen: dict[str, str] = {}
+    for path in args.files:
+        name = output_path(args.output_dir, path, args.format)
+        if name in seen:
+            raise UsageError(f"{seen[name]} and {path} would both be written to {name}")
+        seen[name] = path
+
+
+# ---------------------------------------------------------------------------
+# Actions
 
 
 class Progress:
@@ -92,44 +194,90 @@ def _note(args, message: str) -> None:
         print(f"voxtral: {message}", file=sys.stderr, flush=True)
 
 
-def _feed_all(stream, chunks: Iterable, writer) -> None:
-    for chunk in chunks:
-        for e in stream.feed(chunk):
+def _error(message: str) -> None:
+    print(f"voxtral: error: {message}", file=sys.stderr, flush=True)
+
+
+def stdin_chunks(f, target_rate: int, raw_format: str, raw_rate: int) -> Iterator:
+    """Float32 mono chunks at ``target_rate`` from a byte stream (the
+    ``--stdin`` reader; the fuzz harness drives it through this entry point)."""
+    from .audio import read_audio_stream
+
+    return read_audio_stream(f, target_rate, name="<stdin>", raw_format=raw_format, raw_rate=raw_rate)
+
+
+def _transcribe_file(args, model, path: str, writer, progress: Progress, multiple: bool) -> None:
+    name = os.path.basename(path)
+    events = model.transcribe_iter(path, delay_ms=args.delay_ms,
+                                   on_progress=lambda done, total: progress.show(name, done, total))
+    # The audio is read and checked before the first event: a bad file fails
+    # here, before its header or anything else is written.
+    first = next(events, None)
+    writer.begin(path, multiple)
+    if first is not None:
+        writer.event(first)
+        for e in events:
             writer.event(e)
-
-
-def _finish(stream, writer) -> None:
-    for e in stream.finish():
-        writer.event(e)
     writer.end()
 
 
-def _run_files(args, model, writer, progress: Progress) -> None:
+def _run_files(args, model, writer, progress: Progress) -> tuple[int, int]:
+    """Every file in turn; a bad one is reported and skipped. Returns the exit
+    code of the first failure (0 if none) and how many files were done."""
+    failed = done = 0
     for path in args.files:
-        writer.begin(path, len(args.files) > 1)
-        name = os.path.basename(path)
-        for e in model.transcribe_iter(path, delay_ms=args.delay_ms,
-                                       on_progress=lambda done, total: progress.show(name, done, total)):
-            writer.event(e)
-        writer.end()
+        try:
+            _transcribe_file(args, model, path, writer, progress, len(args.files) > 1)
+            done += 1
+        except VoxtralError as exc:
+            progress.clear()
+            _error(str(exc))
+            failed = failed or exc.exit_code
     progress.clear()
+    return failed, done
 
 
-def _run_stdin(args, model, writer) -> None:
-    from .audio import read_audio_stream
+def _run_files_to_dir(args, model, progress: Progress) -> int:
+    """One output file per input in ``--output-dir``, each replaced atomically."""
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output-dir {args.output_dir}: cannot create ({exc.strerror})") from None
+    failed = 0
+    for path in args.files:
+        target = output_path(args.output_dir, path, args.format)
+        try:
+            with AtomicOutput(target) as out:
+                writer = WRITERS[args.format](out)
+                _transcribe_file(args, model, path, writer, progress, False)
+                writer.close()
+        except VoxtralError as exc:
+            progress.clear()
+            _error(str(exc))
+            failed = failed or exc.exit_code
+            continue
+        progress.clear()
+        _note(args, f"{path} -> {target}")
+    return failed
 
+
+def _run_stdin(args, model, writer) -> int:
     writer.begin("<stdin>", False)
     stream = model.stream(args.delay_ms)
-    chunks = read_audio_stream(sys.stdin.buffer, model.sample_rate, name="<stdin>",
-                               raw_format=args.raw_format, raw_rate=args.raw_rate)
+    chunks = stdin_chunks(sys.stdin.buffer, model.sample_rate, args.raw_format, args.raw_rate)
     try:
-        _feed_all(stream, chunks, writer)
+        for chunk in chunks:
+            for e in stream.feed(chunk):
+                writer.event(e)
     finally:
         if stream.samples_in:
-            _finish(stream, writer)
+            for e in stream.finish():
+                writer.event(e)
+            writer.end()
+    return 0
 
 
-def _run_mic(args, model, writer) -> None:
+def _run_mic(args, model, writer) -> int:
     from .live import Microphone, WavRecorder
 
     device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
@@ -156,52 +304,74 @@ def _run_mic(args, model, writer) -> None:
     finally:
         if recorder is not None:
             recorder.close()
-    _finish(stream, writer)
+    for e in stream.finish():
+        writer.event(e)
+    writer.end()
     if mic.dropped_samples:
         print(f"voxtral: warning: dropped {mic.dropped_seconds:.2f} s of "
               f"{mic.captured_samples / model.sample_rate:.2f} s captured", file=sys.stderr, flush=True)
+    return 0
+
+
+def list_devices() -> int:
+    """Print the audio input devices (index, name, channels, default rate)."""
+    from .errors import DeviceError
+
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # the wheel is there, the PortAudio library is not
+        raise DeviceError(f"PortAudio is not installed ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)") from None
+    except ImportError:
+        raise DeviceError("listing microphones needs sounddevice: pip install 'voxtral[mic]'") from None
+    try:
+        devices = sd.query_devices()
+        default_in = sd.default.device[0]
+    except sd.PortAudioError as exc:
+        raise DeviceError(f"cannot list audio devices: {exc}".replace("\n", " ")) from None
+    inputs = [(i, d) for i, d in enumerate(devices) if d.get("max_input_channels", 0) > 0]
+    if not inputs:
+        raise DeviceError("no audio input device found")
+    for i, d in inputs:
+        mark = "*" if i == default_in else " "
+        print(f"{mark} {i:3d}  {d['name']}  ({d['max_input_channels']} ch, {d['default_samplerate']:g} Hz)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    if args.list_devices:
+        return list_devices()
     from .model import load
 
-    sources = bool(args.files) + args.stdin + args.mic
-    if sources == 0:
-        raise UsageError("no input: give audio FILEs, --stdin or --mic")
-    if sources > 1:
-        raise UsageError("choose one input: FILEs, --stdin or --mic")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be >= 1")
-    check_kv_dtype(args.kv_cache)
-    if args.record and not args.mic:
-        raise UsageError("--record goes with --mic")
-    for path in args.files:
-        if not os.path.isfile(path):
-            raise UsageError(f"{path}: no such file")
     model = load(args.model, num_threads=args.threads, download=not args.no_download, quant=args.quant,
                  kv_cache=args.kv_cache, on_status=lambda message: _note(args, message))
-    model.config.delay_tokens(args.delay_ms)  # validate before any work
+    model.config.delay_tokens(args.delay_ms)  # the model's own step, should it differ
+    progress = Progress(not args.quiet and sys.stderr.isatty()
+                        and (args.output is not None or args.output_dir is not None or not sys.stdout.isatty()))
+    if args.output_dir is not None:
+        return _run_files_to_dir(args, model, progress)
 
-    out = sys.stdout
-    if args.output:
-        try:
-            out = open(args.output, "w", encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"{args.output}: cannot write ({exc.strerror})") from None
+    if args.output is None:
+        return _run_to(args, model, sys.stdout, progress)[0]
+    # -o FILE: the old file is replaced only if something was transcribed.
+    with AtomicOutput(args.output) as out:
+        code, done = _run_to(args, model, out, progress)
+        if not done:
+            out.discard()
+    return code
+
+
+def _run_to(args, model, out, progress: Progress) -> tuple[int, int]:
+    """Transcribe the input to ``out``; returns (exit code, inputs done)."""
     writer = WRITERS[args.format](out)
-    progress = Progress(not args.quiet and sys.stderr.isatty() and (args.output is not None or not sys.stdout.isatty()))
     try:
         if args.mic:
-            _run_mic(args, model, writer)
-        elif args.stdin:
-            _run_stdin(args, model, writer)
-        else:
-            _run_files(args, model, writer, progress)
+            return _run_mic(args, model, writer), 1
+        if args.stdin:
+            return _run_stdin(args, model, writer), 1
+        return _run_files(args, model, writer, progress)
     finally:
         writer.close()
-        if out is not sys.stdout:
-            out.close()
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,12 +380,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .quantize import main as quantize_main
 
         return quantize_main(argv[1:])
+    if argv[:1] == ["inspect"]:
+        from .inspect import main as inspect_main
+
+        return inspect_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         return run(args)
     except VoxtralError as exc:
-        print(f"voxtral: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("voxtral: interrupted", file=sys.stderr)

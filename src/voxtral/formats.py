@@ -1,14 +1,18 @@
 """Output formats for the CLI, each written incrementally as tokens arrive:
 plain text, JSON lines (one object per token), SubRip and WebVTT (one cue per
-segment, written when the segment is complete)."""
+segment, written when the segment is complete).
+
+Importing this module loads neither numpy nor the C extension (the CLI's
+``--help`` needs the format names only)."""
 
 from __future__ import annotations
 
 import json
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .segments import Segment, SegmentBuilder
-from .events import TokenEvent
+if TYPE_CHECKING:
+    from .segments import Segment
+    from .events import TokenEvent
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -68,15 +72,19 @@ class JsonlWriter(Writer):
 
 
 class _CueWriter(Writer):
-    """Segments as subtitle cues; numbering and times continue across inputs."""
+    """Segments as subtitle cues: one document holds one input's timeline
+    (the CLI writes several inputs to several files)."""
 
     def __init__(self, out):
+        from .segments import SegmentBuilder
+
         super().__init__(out)
         self.count = 0
-        self.offset = 0.0
         self.builder = SegmentBuilder()
 
     def begin(self, source, multiple):
+        from .segments import SegmentBuilder
+
         self.builder = SegmentBuilder()
 
     def event(self, e):
@@ -109,3 +117,5 @@ class VttWriter(_CueWriter):
 
 
 WRITERS = {"text": TextWriter, "jsonl": JsonlWriter, "srt": SrtWriter, "vtt": VttWriter}
+# File name extension per format, for --output-dir (whisper's names).
+EXTENSIONS = {"text": ".txt", "jsonl": ".jsonl", "srt": ".srt", "vtt": ".vtt"}

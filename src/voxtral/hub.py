@@ -35,6 +35,7 @@ __all__ = [
     "hf_cache_dir",
     "hf_offline",
     "find_in_cache",
+    "download_command",
 ]
 
 DEFAULT_REPO = "mistralai/Voxtral-Mini-4B-Realtime-2602"
@@ -155,12 +156,29 @@ def find_in_cache(repo: str = DEFAULT_REPO, cache_dir: PathArg | None = None) ->
 # Download
 
 
+def _hub_version(hub) -> tuple[int, int]:
+    parts = str(getattr(hub, "__version__", "0.0")).split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    except ValueError:
+        return (0, 0)
+
+
+def download_command(repo: str = DEFAULT_REPO) -> str:
+    """The command that downloads the model with the installed huggingface_hub:
+    ``hf download`` (the CLI since 0.34, the only one from 1.0), else the older
+    ``huggingface-cli download``."""
+    hub = _hub_module()
+    cli = "hf" if hub is None or _hub_version(hub) >= (0, 34) else "huggingface-cli"
+    return f"{cli} download {repo} {' '.join(NATIVE_FILES)}"
+
+
 def _howto(repo: str) -> str:
-    return (
-        f"to get it: `pip install 'voxtral[hub]'` and run once online (downloads {repo}, ~9 GB), "
-        f"or `huggingface-cli download {repo} {' '.join(NATIVE_FILES)}`, "
-        f"or pass --model DIR / set {ENV_MODEL_DIR} to a directory holding {', '.join(NATIVE_FILES)}"
-    )
+    """The shortest advice that works with what is installed."""
+    get = f"`{download_command(repo)}` (~9 GB)"
+    if _hub_module() is None:
+        get = f"`pip install 'voxtral[hub]'` then {get}"
+    return f"get it with {get}, or pass --model DIR / set {ENV_MODEL_DIR}"
 
 
 def _download(repo: str, cache: Path, progress: bool) -> Path:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .modes import KV_DTYPES
+
 from . import _kernels as K
 from .errors import UsageError
 
-KV_DTYPES = ("f32", "bf16", "int8")
 _STORAGE = {"f32": np.float32, "bf16": np.uint16, "int8": np.int8}
 
 

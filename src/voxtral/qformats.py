@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .modes import QTYPES
+
 # qtype -> (weights per block, bytes per block)
 BLOCK = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_k": (256, 144)}
-QTYPES = tuple(BLOCK)
+assert tuple(BLOCK) == QTYPES
 
 # quantize() works on about this many weights at a time (bounded temporaries).
 _CHUNK_WEIGHTS = 1 << 18

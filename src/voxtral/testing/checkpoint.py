@@ -537,18 +537,22 @@ def preprocessor_config_json(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class MissingExtraError(RuntimeError):
+    """A package of the ``testing`` extra is not installed."""
+
+
 def _mistral_common_vocab_file() -> Path:
     try:
         import mistral_common  # noqa: F401  (lazy: only needed to generate)
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            "generating tekken.json needs mistral-common's shipped vocabulary: pip install mistral-common"
-        ) from e
+    except ImportError:
+        raise MissingExtraError(
+            "generating a checkpoint needs mistral-common (its Tekken vocabulary): pip install 'voxtral[testing]'"
+        ) from None
     from importlib import resources
 
     path = Path(str(resources.files("mistral_common") / "data" / "tekken_240718.json"))
     if not path.is_file():  # pragma: no cover
-        raise RuntimeError(f"mistral-common is installed but {path} is missing")
+        raise MissingExtraError(f"mistral-common is installed but {path} is missing: pip install 'voxtral[testing]'")
     return path
 
 
@@ -646,20 +650,46 @@ def make_checkpoint(
         dirs = {"native": out / "native", "hf": out / "hf"}
     else:
         dirs = {layout: out}
-    for p in dirs.values():
-        p.mkdir(parents=True, exist_ok=True)
-
     specs = tensor_specs(d)
-    tekken = build_tekken(d["vocab_size"], _audio_section(d))
-    meta = {"format": "pt"}
+    tekken = build_tekken(d["vocab_size"], _audio_section(d))  # fails before anything is on disk
+    created = _make_dirs(list(dirs.values()))
+    written: list[Path] = []
+    try:
+        _write_layouts(dirs, d, specs, tekken, seed, progress, written)
+    except BaseException:
+        # No half-written checkpoint: remove what this call wrote and created.
+        for path in written:
+            path.unlink(missing_ok=True)
+        for path in created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return dirs
 
+
+def _make_dirs(paths: list[Path]) -> list[Path]:
+    """Create ``paths``; returns the outermost directories that did not exist."""
+    created: list[Path] = []
+    for p in paths:
+        missing = [q for q in [p, *p.parents] if not q.exists()]
+        p.mkdir(parents=True, exist_ok=True)
+        if missing:
+            top = missing[-1]
+            if not any(top == c or c in top.parents for c in created):
+                created.append(top)
+    return created
+
+
+def _write_layouts(dirs: dict[str, Path], d: dict[str, Any], specs: list[WeightSpec], tekken: dict[str, Any],
+                   seed: int, progress: Callable[[str], None] | None, written: list[Path]) -> None:
+    meta = {"format": "pt"}
     native_w = None
     hf_plan: list[int] = []
     hf_writers: list[SafetensorsWriter] = []
     try:
         if "native" in dirs:
+            written.append(dirs["native"] / "consolidated.safetensors")
             native_w = SafetensorsWriter(
-                dirs["native"] / "consolidated.safetensors",
+                written[-1],
                 [TensorSpec(s.name, "BF16", s.shape) for s in specs],
                 meta,
             )
@@ -672,7 +702,8 @@ def make_checkpoint(
                     TensorSpec(native_to_hf_name(s.name), "BF16", s.shape)
                     for s, p in zip(specs, hf_plan) if p == k
                 ]
-                hf_writers.append(SafetensorsWriter(dirs["hf"] / shard_names[k], shard_specs, meta))
+                written.append(dirs["hf"] / shard_names[k])
+                hf_writers.append(SafetensorsWriter(written[-1], shard_specs, meta))
             index = {
                 "metadata": {"total_size": sum(s.numel * 2 for s in specs), "total_parameters": sum(s.numel for s in specs)},
                 "weight_map": {native_to_hf_name(s.name): shard_names[p] for s, p in zip(specs, hf_plan)},
@@ -699,18 +730,18 @@ def make_checkpoint(
             w.abort()
         raise
 
+    def put(path: Path, obj: Any, compact: bool = False) -> None:
+        written.append(path)
+        (_write_json_compact if compact else _write_json)(path, obj)
+
     if "native" in dirs:
-        _write_json(dirs["native"] / "params.json", params_json(d))
-        _write_json_compact(dirs["native"] / "tekken.json", tekken)
+        put(dirs["native"] / "params.json", params_json(d))
+        put(dirs["native"] / "tekken.json", tekken, compact=True)
     if "hf" in dirs:
-        _write_json(dirs["hf"] / "config.json", hf_config_json(d))
-        _write_json(dirs["hf"] / "model.safetensors.index.json", index)
-        _write_json(dirs["hf"] / "preprocessor_config.json", preprocessor_config_json(d))
-        if "native" in dirs:
-            shutil.copyfile(dirs["native"] / "tekken.json", dirs["hf"] / "tekken.json")
-        else:
-            _write_json_compact(dirs["hf"] / "tekken.json", tekken)
-    return dirs
+        put(dirs["hf"] / "config.json", hf_config_json(d))
+        put(dirs["hf"] / "model.safetensors.index.json", index)
+        put(dirs["hf"] / "preprocessor_config.json", preprocessor_config_json(d))
+        put(dirs["hf"] / "tekken.json", tekken, compact=True)
 
 
 def _write_json_compact(path: Path, obj: Any) -> None:
@@ -745,6 +776,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was left behind", file=sys.stderr)
+        return 130
     for k, p in dirs.items():
         print(f"{k}: {p}")
     if not a.quiet:
