@@ -172,7 +172,7 @@ class SessionManager:
         self._wake.set()
 
     # ---- the scheduler ----
-    def _collect(self) -> list[tuple[Session, np.ndarray | None, bool]]:
+    def _collect(self) -> list[tuple[BatchedStream, np.ndarray | None, bool]]:
         """Apply opens/closes and hand each stream its next slice of audio."""
         for stream in self._to_close:
             self.engine.close(stream)
@@ -196,17 +196,18 @@ class SessionManager:
             s.inbox_samples -= taken
             finish = s.final and not s.inbox and not s.stream.finished
             if pieces or finish:
-                work.append((s, np.concatenate(pieces) if pieces else None, finish))
+                # the stream itself, not the session: a session may close while the step runs
+                work.append((s.stream, np.concatenate(pieces) if pieces else None, finish))
         return work
 
     def _compute(self, work):
         """Worker thread: feed, then one batched step."""
         t0 = time.perf_counter()
-        for s, samples, finish in work:
+        for stream, samples, finish in work:
             if samples is not None and samples.shape[0]:
-                s.stream.feed(samples)
+                stream.feed(samples)
             if finish:
-                s.stream.finish()
+                stream.finish()
         rows0 = self.engine.rows_decoded
         events = self.engine.step()
         return events, time.perf_counter() - t0, self.engine.rows_decoded - rows0
