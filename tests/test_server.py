@@ -82,6 +82,7 @@ def test_realtime_event_order_and_text(server, model, clip_path):
     assert all(e["type"] in ("transcription.delta", "transcription.lag") for e in before)
     deltas = [e["delta"] for e in before if e["type"] == "transcription.delta"]
     assert deltas and "".join(deltas) == done["text"]
+    assert len(deltas) == ref_tokens  # one delta per token (empty for control tokens), as vLLM
     assert done["text"] == ref_text
     usage = done["usage"]
     assert usage["completion_tokens"] == ref_tokens

@@ -229,6 +229,8 @@ async def _sse(manager: SessionManager, session):
             if event is CLOSE:
                 break
             if event["type"] == "transcription.delta":
+                if not event["delta"]:
+                    continue
                 out = {"type": "transcript.text.delta", "delta": event["delta"]}
             elif event["type"] == "transcription.done":
                 out = {"type": "transcript.text.done", "text": event["text"], "usage": event["usage"]}

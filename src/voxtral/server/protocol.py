@@ -5,7 +5,8 @@ Client -> server: ``session.update`` {model, transcription_delay_ms (ours)},
 ``input_audio_buffer.append`` {audio: base64 PCM16 mono 16 kHz},
 ``input_audio_buffer.commit`` {final: bool}.
 Server -> client: ``session.created`` {id, created}, ``transcription.delta``
-{delta}, ``transcription.done`` {text, usage}, ``error`` {error, code}; and
+{delta} (one per decoded token, '' for the model's control tokens, as vLLM
+streams them), ``transcription.done`` {text, usage}, ``error`` {error, code}; and
 ours, ignored by clients that do not know it: ``transcription.lag``
 {backlog_seconds} when the server falls behind the audio.
 

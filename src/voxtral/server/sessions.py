@@ -223,7 +223,7 @@ class SessionManager:
             if s.kind == "http":
                 s.token_events.extend(evs)
             self.metrics.add(tokens_out=sum(1 for e in evs if e.token_id >= 0))
-            if text:
+            if evs:  # one delta per token, empty for control tokens, as vLLM sends them
                 s.text.append(text)
                 s.put(protocol.delta(text))
             if stream.completed:
