@@ -243,3 +243,25 @@ def test_soak_memory_back_to_baseline(model):
     memory after the rounds is within a small margin of the baseline."""
     grown = _soak(model, n_sessions=60, seconds=3.0, rounds=4)
     assert grown < 25, f"RSS grew by {grown:.1f} MB"
+
+
+def test_idle_sessions_cost_no_steps(model):
+    """A session that started an utterance and then sends nothing: once its
+    audio is decoded the scheduler sleeps instead of spinning."""
+    from websockets.sync.client import connect
+
+    with running_server(model) as srv, connect(srv.ws_url) as ws:
+        recv_json(ws)
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        ws.send(append(pcm16(np.zeros(8000, dtype=np.float32))))
+        mgr = srv.app.state.manager
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the decoder has caught up with the audio
+            stream = next(iter(mgr.sessions.values())).stream
+            if stream is not None and not stream.waiting_audio and stream._next_input() is None:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        before = mgr.iterations
+        time.sleep(0.5)
+        assert mgr.iterations == before

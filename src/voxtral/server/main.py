@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Realtime transcription server: vLLM's /v1/realtime WebSocket protocol, OpenAI's "
         "/v1/audio/transcriptions, /health, /v1/models, /metrics.",
     )
-    p.add_argument("--model", metavar="DIR", help="model directory or Hugging Face repo id (default: $VOXTRAL_MODEL_DIR)")
+    p.add_argument("--model", metavar="DIR",
+                   help="model directory or Hugging Face repo id (default: $VOXTRAL_MODEL_DIR)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--api-key", default=None,

@@ -4,7 +4,8 @@ Every session (a WebSocket connection or an HTTP transcription) owns an
 inbox of received audio and an outbox of events. One scheduler task owns the
 ``BatchEngine``: it moves audio from the inboxes into the streams (at most
 ``feed_seconds_per_step`` per stream and step, so a long upload or a client
-sending faster than real time cannot starve the others), runs one batched
+sending faster than real time cannot starve the others; and only while
+fewer than ``max_ready_tokens`` of its tokens wait for the decoder), runs one batched
 step in a worker thread, and puts the resulting events into the outboxes.
 It never awaits a client: a slow reader only grows its own outbox (and is
 cut off past ``max_pending_events``). When a session's backlog (audio
@@ -45,7 +46,8 @@ class Settings:
     idle_timeout_seconds: float = 60.0
     lag_warn_seconds: float = 2.0
     max_backlog_seconds: float = 120.0
-    feed_seconds_per_step: float = 1.0
+    feed_seconds_per_step: float = 0.16  # audio moved into one stream per step...
+    max_ready_tokens: int = 4  # ... while fewer than this many of its tokens wait for the decoder
     max_pending_events: int = 4096
     default_delay_ms: int = DEFAULT_DELAY_MS
 
@@ -78,7 +80,7 @@ class Session:
     @property
     def busy(self) -> bool:
         """Audio accepted that has not been transcribed yet."""
-        return self.active and (self.final or self.inbox_samples > 0 or self.stream is not None)
+        return self.active and (self.final or self.inbox_samples > 0)
 
     def put(self, event) -> None:
         if not self.closed:
@@ -97,6 +99,7 @@ class SessionManager:
         self._wake = asyncio.Event()
         self._to_close: list[BatchedStream] = []
         self._task: asyncio.Task | None = None
+        self.iterations = 0  # batched steps run (an idle server runs none)
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -186,7 +189,11 @@ class SessionManager:
                 s.stream = self.engine.open(s.delay_ms)
                 s.text = []
             pieces, taken = [], 0
-            while s.inbox and taken < budget:
+            # Encode ahead of the decoder only a little: an upload or a fast sender
+            # then costs each step a bounded slice of encoder work, not seconds of it.
+            ahead = s.stream._last_token is not None and not s.stream.ended_by_eos \
+                and s.stream.backlog_tokens >= self.settings.max_ready_tokens
+            while s.inbox and taken < budget and not ahead:
                 piece = s.inbox.popleft()
                 if taken + piece.shape[0] > budget:
                     s.inbox.appendleft(piece[budget - taken:])
@@ -270,19 +277,14 @@ class SessionManager:
         s.killed.set()
         self.close(s)
 
-    def _has_work(self) -> bool:
-        return bool(self._to_close) or any(
-            s.active and (s.stream is None or s.inbox or (s.final and not s.stream.finished))
-            for s in self.sessions.values()
-        ) or self.engine.has_work()
-
     async def _run(self) -> None:
         while True:
-            if not self._has_work():
-                self._wake.clear()
+            work = self._collect()
+            if not work and not self.engine.has_work():
+                self._wake.clear()  # nothing to do until a client sends, commits or leaves
                 await self._wake.wait()
                 continue
-            work = self._collect()
+            self.iterations += 1
             try:
                 events, seconds, rows = await asyncio.to_thread(self._compute, work)
             except Exception as exc:  # a bug must not take every session down with it
