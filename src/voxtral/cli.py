@@ -384,6 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .inspect import main as inspect_main
 
         return inspect_main(argv[1:])
+    if argv[:1] == ["serve"]:  # python -m voxtral serve ...: the server has its own options
+        from .server.main import main as serve_main
+
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     try:

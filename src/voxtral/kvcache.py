@@ -122,9 +122,17 @@ class KVCache:
         return self.k[layer][self.length : end], self.v[layer][self.length : end]
 
     def store(self, layer: int, k_new: np.ndarray, v_new: np.ndarray) -> None:
-        """Convert fp32 rows k_new/v_new [n, row_dim] into the next n slots."""
+        """Put fp32 rows k_new/v_new [n, row_dim] into the next n slots
+        (converted for a compact cache; for f32, a no-op when they were
+        computed in the slots themselves)."""
         n = k_new.shape[0]
         end = self.length + n
+        if not self.compact:
+            k_slot, v_slot = self.slots(layer, n)
+            for src, dst in ((k_new, k_slot), (v_new, v_slot)):
+                if not np.may_share_memory(src, dst):
+                    dst[...] = src
+            return
         shape = (n, self.n_kv_heads, self.head_dim)
         for src, dst, scale in ((k_new, self.k, self.k_scale), (v_new, self.v, self.v_scale)):
             K.kv_store(src.reshape(shape), dst[layer][self.length : end].reshape(shape),

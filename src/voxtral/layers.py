@@ -28,33 +28,43 @@ class Attention:
     def __call__(self, x, h, cache: KVCache, layer: int, cos, sin, q, attn, wq, wk, wv, wo, bq=None, bv=None, bo=None):
         """x += wo(attention(h)); q/attn are [n, n_heads*head_dim] scratch buffers."""
         n = h.shape[0]
-        hd, nh, nkv = self.head_dim, self.n_heads, self.n_kv_heads
         if cache.compact:  # computed in fp32, converted once into the cache
-            k_new = np.empty((n, nkv * hd), dtype=np.float32)
-            v_new = np.empty((n, nkv * hd), dtype=np.float32)
+            row = self.n_kv_heads * self.head_dim
+            k_new, v_new = np.empty((n, row), dtype=np.float32), np.empty((n, row), dtype=np.float32)
         else:  # zero-copy: written straight into the cache rows
             k_new, v_new = cache.slots(layer, n)
         linear(h, wq, bq, out=q)
         linear(h, wk, None, out=k_new)
         linear(h, wv, bv, out=v_new)
-        K.rope(q.reshape(n, nh, hd), cos, sin, self.interleaved)
-        K.rope(k_new.reshape(n, nkv, hd), cos, sin, self.interleaved)
-        if cache.compact:
-            cache.store(layer, k_new, v_new)
+        self.rotate(q, k_new, cos, sin)
+        self.attend(cache, layer, q, k_new, v_new, attn)
+        linear(attn, wo, bo, out=x, accumulate=True)
+
+    def rotate(self, q, k, cos, sin) -> None:
+        """RoPE on the query and key rows [n, heads*head_dim], in place."""
+        n = q.shape[0]
+        K.rope(q.reshape(n, self.n_heads, self.head_dim), cos, sin, self.interleaved)
+        K.rope(k.reshape(n, self.n_kv_heads, self.head_dim), cos, sin, self.interleaved)
+
+    def attend(self, cache: KVCache, layer: int, q, k_new, v_new, out) -> None:
+        """Store the new rows' keys/values in ``cache`` and attend the rotated
+        queries q [n, heads*head_dim] over it into ``out`` (same shape)."""
+        n = q.shape[0]
+        hd, nh, nkv = self.head_dim, self.n_heads, self.n_kv_heads
+        cache.store(layer, k_new, v_new)
         keys, values = cache.keys_values(layer, n)
         keys, values = keys.reshape(-1, nkv, hd), values.reshape(-1, nkv, hd)
         if cache.compact:
             k_scale, v_scale = cache.scales(layer, n)
             K.attention_kv(
-                q.reshape(n, nh, hd), keys, values, k_scale, v_scale, attn.reshape(n, nh, hd),
+                q.reshape(n, nh, hd), keys, values, k_scale, v_scale, out.reshape(n, nh, hd),
                 cache.next_pos, cache.pos0, self.window, self.scale,
             )
         else:
             K.attention(
-                q.reshape(n, nh, hd), keys, values, attn.reshape(n, nh, hd),
+                q.reshape(n, nh, hd), keys, values, out.reshape(n, nh, hd),
                 cache.next_pos, cache.pos0, self.window, self.scale,
             )
-        linear(attn, wo, bo, out=x, accumulate=True)
 
 
 def swiglu(x, h, w1, w3, w2, b2=None) -> None:

@@ -65,7 +65,10 @@ class Stream:
 
     # ---- audio side ----
     def _push_audio(self, samples: np.ndarray) -> None:
-        mel = self._mel.push(samples)
+        self._encode_mel(self._mel.push(samples))
+
+    def _encode_mel(self, mel: np.ndarray) -> None:
+        """Mel frames -> audio embeddings (the batch engine defers this step)."""
         self._add_embeddings(self.encoder.push(self._enc, mel))
 
     def _add_embeddings(self, emb: np.ndarray) -> None:
@@ -94,27 +97,37 @@ class Stream:
             self.ended_by_eos = True
         return self._event(token, position)
 
+    def _next_input(self) -> tuple[np.ndarray, int] | None:
+        """The decoder's next input rows [n, dim] and the position of the token
+        they yield, or None while the schedule has to wait for audio (or is over)."""
+        if self.ended_by_eos:
+            return None
+        dec = self.decoder
+        available_end = self._pending_pos + self._pending.shape[0]  # positions with embeddings
+        L = len(self.prompt)
+        if self._last_token is None:
+            # prefill: positions 0..L-1 at once; yields the token of position L
+            if available_end < L or (self._limit is not None and L > self._limit - 1):
+                return None
+            return self._pending[:L] + dec.embed(self.prompt), L
+        pos = self._cache.next_pos
+        if pos >= available_end or (self._limit is not None and pos + 1 > self._limit - 1):
+            return None
+        return self._take(pos) + dec.embed([self._last_token]), pos + 1
+
+    def _accept(self, logits: np.ndarray, position: int) -> TokenEvent:
+        """Take the logits [1, vocab] of the step that _next_input() prepared."""
+        event = self._emit(logits, position)
+        self._drop_consumed()
+        return event
+
     def _decode(self) -> list[TokenEvent]:
         dec = self.decoder
         events: list[TokenEvent] = []
-        available_end = self._pending_pos + self._pending.shape[0]  # positions with embeddings
-        L = len(self.prompt)
-        while not self.ended_by_eos:
-            pos = self._cache.next_pos
-            if self._last_token is None:
-                # prefill: positions 0..L-1 at once; yields the token of position L
-                if available_end < L or (self._limit is not None and L > self._limit - 1):
-                    break
-                x = self._pending[:L] + dec.embed(self.prompt)
-                hidden = dec.forward(self._cache, np.ascontiguousarray(x), self._ada)
-                events.append(self._emit(dec.logits(hidden), L))
-            else:
-                if pos >= available_end or (self._limit is not None and pos + 1 > self._limit - 1):
-                    break
-                x = self._take(pos) + dec.embed([self._last_token])
-                hidden = dec.forward(self._cache, np.ascontiguousarray(x), self._ada)
-                events.append(self._emit(dec.logits(hidden), pos + 1))
-            self._drop_consumed()
+        while (step := self._next_input()) is not None:
+            x, position = step
+            hidden = dec.forward(self._cache, np.ascontiguousarray(x), self._ada)
+            events.append(self._accept(dec.logits(hidden), position))
         return events
 
     def _drop_consumed(self) -> None:
@@ -167,6 +180,11 @@ class Stream:
         """End of audio: pad as the model's schedule says and decode the rest."""
         if self.finished:
             return []
+        self._end_audio()
+        return self._close_text(self._decode())
+
+    def _end_audio(self) -> None:
+        """Mark the end of the audio: the right padding and the position limit."""
         self.finished = True
         cfg = self.config
         tail = self._resample(np.zeros(0, dtype=np.float32), last=True)
@@ -176,11 +194,13 @@ class Stream:
         spt = self.samples_per_token
         right = (-self.samples_in) % spt + (self.n_delay + 1 + cfg.n_right_pad_buffer_tokens) * spt
         self._push_audio(np.zeros(right, dtype=np.float32))
-        self._add_embeddings(self.encoder.push(self._enc, self._mel.finish()))
+        self._encode_mel(self._mel.finish())
         total_samples = cfg.n_left_pad_tokens * spt + self.samples_in + right
         self._limit = total_samples // spt
-        events = self._decode()
-        leftover = self._text.flush()  # an incomplete UTF-8 sequence at the very end
+
+    def _close_text(self, events: list[TokenEvent]) -> list[TokenEvent]:
+        """The last events of the stream, with any incomplete UTF-8 sequence at the very end."""
+        leftover = self._text.flush()
         if leftover:
             if events:
                 events[-1] = dataclasses.replace(events[-1], text=events[-1].text + leftover)

@@ -90,7 +90,8 @@ class _TeacherForced(Stream):
 
 
 def _run(model, samples: np.ndarray, delay_ms: int, forced: list[int] | None, **stream_kw):
-    stream = _TeacherForced(model, delay_ms, forced=forced or [], **stream_kw)
+    stream = _TeacherForced(model.config, model.front, model.encoder, model.decoder, model.tokenizer, delay_ms,
+                            forced=forced or [], **stream_kw)
     stream.feed(samples)
     stream.finish()
     return stream
@@ -109,6 +110,7 @@ class ModeReport:
     kl_mean: float
     kl_max: float
     top1_agreement: float  # teacher-forced
+    logit_max_rel: float  # teacher-forced: max |logit difference| / the exact step's logit range
     free_run_agreement: float  # own greedy tokens vs exact, position by position
     first_divergence: int | None
     matrix_rel_rms: dict[str, float] = field(default_factory=dict)
@@ -138,8 +140,9 @@ def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT
     forced = _run(approx, samples, delay_ms, ref.tokens, **kw)
     free = _run(approx, samples, delay_ms, None, **kw)
 
-    kls, agree = [], []
+    kls, agree, rel_diff = [], [], []
     for step, (p_logits, q_logits) in enumerate(zip(ref.step_logits, forced.step_logits)):
+        rel_diff.append(float(np.abs(q_logits - p_logits).max() / max(np.ptp(p_logits), 1e-30)))
         lp, lq = _log_softmax(p_logits), _log_softmax(q_logits)
         kls.append(float(np.sum(np.exp(lp) * (lp - lq))))
         agree.append(int(np.argmax(q_logits)) == ref.tokens[step])
@@ -158,19 +161,21 @@ def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT
         rel[name] = float(np.linalg.norm(y_approx - y_exact) / max(np.linalg.norm(y_exact), 1e-30))
     return ModeReport(
         mode=mode, audio=Path(audio).name, steps=len(kls), kl_mean=float(np.mean(kls)), kl_max=float(np.max(kls)),
-        top1_agreement=float(np.mean(agree)), free_run_agreement=float(np.mean(same)) if same else 1.0,
+        top1_agreement=float(np.mean(agree)), logit_max_rel=max(rel_diff), free_run_agreement=float(np.mean(same)) if same else 1.0,
         first_divergence=first, matrix_rel_rms=rel,
     )
 
 
 def markdown(reports: list[ModeReport]) -> str:
     lines = [
-        "| mode | audio | steps | KL mean | KL max | top-1 (forced) | free-run tokens equal | first divergence |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | audio | steps | KL mean | KL max | top-1 (forced) | max logit diff / range | "
+        "free-run tokens equal | first divergence |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         lines.append(
             f"| {r.mode} | {r.audio} | {r.steps} | {r.kl_mean:.2e} | {r.kl_max:.2e} | {r.top1_agreement:.3f} "
+            f"| {r.logit_max_rel:.1e} "
             f"| {r.free_run_agreement:.3f} | {'-' if r.first_divergence is None else r.first_divergence} |"
         )
     kinds = sorted({k for r in reports for k in r.by_kind()})
