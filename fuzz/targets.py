@@ -45,18 +45,7 @@ class Known:
 
 
 # Filled from the long runs; each entry has a strict xfail test.
-KNOWN: list[Known] = [
-    Known("ValueError", "_as_int", "config.py", "test_fuzz.py::test_config_nan_integer_is_config_error"),
-    Known("OverflowError", "_as_int", "config.py", "test_fuzz.py::test_config_inf_integer_is_config_error"),
-    Known("TypeError", "theta", "config.py", "test_fuzz.py::test_config_rope_parameters_not_object"),
-    Known("ValueError", "validate", "config.py", "test_fuzz.py::test_config_nan_frame_rate_is_config_error"),
-    Known("OverflowError", "validate", "config.py", "test_fuzz.py::test_config_nan_frame_rate_is_config_error"),
-    Known("TypeError", "__init__", "safetensors_io.py", "test_fuzz.py::test_safetensors_dtype_list_is_checkpoint_error",
-          "dtype_name not in _DTYPES"),
-    Known("OverflowError", "__init__", "safetensors_io.py", "test_fuzz.py::test_safetensors_huge_shape_is_checkpoint_error",
-          "np.prod"),
-    Known("ZeroDivisionError", "from_hf_config", "config.py", "test_fuzz.py::test_config_zero_audio_length_is_config_error"),
-]
+KNOWN: list[Known] = []  # every untyped exception found so far is fixed (tests/test_fuzz.py keeps the reproducers)
 
 
 class KnownInput(Exception):

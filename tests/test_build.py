@@ -79,7 +79,7 @@ def test_neon_quant_kernels_run_under_qemu(tmp_path):
         pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
     objs = []
     for src, flags in [("quant_neon_dotprod.c", ["-march=armv8.2-a+dotprod"])] + [
-        (s, []) for s in [*GENERIC, "isa_neon.c", "quant_neon.c"]
+        (s, []) for s in [*GENERIC, "isa_neon.c", "quant_neon.c", "kv_neon.c"]
     ]:
         obj = tmp_path / (src + ".o")
         r = subprocess.run([cc, "-O2", "-DVX_HAVE_NEON_DOTPROD", *flags, "-c", str(CSRC / src), "-o", str(obj)],

@@ -393,11 +393,11 @@ def test_failure_midway_removes_what_it_wrote(tmp_path, monkeypatch, layout):
     real = checkpoint.generate_tensor
     calls = []
 
-    def failing(spec, seed, std=1.0):
+    def failing(spec, seed, *args):
         calls.append(spec.name)
         if len(calls) == 5:
             raise OSError(28, "No space left on device")
-        return real(spec, seed, std)
+        return real(spec, seed, *args)
 
     monkeypatch.setattr(checkpoint, "generate_tensor", failing)
     with pytest.raises(OSError):

@@ -1,9 +1,9 @@
 """The fuzz harness (fuzz/, atheris) in the default run: a short coverage-
 guided run of every target, and the reproducers of what the long runs found.
 
-Each reproducer of a bug in another module is ``xfail(strict=True)``: it
-fails today and will XPASS (so fail the suite) once the fix is merged, when
-the marker and the matching ``fuzz.targets.KNOWN`` entry are removed."""
+Every reproducer is kept as a test once its fix is in. A new finding in
+another module can be added as ``xfail(strict=True)`` with a matching
+``fuzz.targets.KNOWN`` entry; both go when the fix lands."""
 
 from __future__ import annotations
 
@@ -85,7 +85,6 @@ def _params(tmp_path, edit) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: _as_int calls int(NaN) -> ValueError, not ConfigError")
 def test_config_nan_integer_is_config_error(tmp_path):
     from voxtral.config import from_params_json
 
@@ -93,7 +92,6 @@ def test_config_nan_integer_is_config_error(tmp_path):
         from_params_json(_params(tmp_path, lambda p: p.update(dim=math.nan)))
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: _as_int calls int(inf) -> OverflowError, not ConfigError")
 def test_config_inf_integer_is_config_error(tmp_path):
     from voxtral.config import from_params_json
 
@@ -101,7 +99,6 @@ def test_config_inf_integer_is_config_error(tmp_path):
         from_params_json(_params(tmp_path, lambda p: p.update(n_layers=math.inf)))
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: validate() rounds a NaN/inf frame_rate -> ValueError/OverflowError")
 @pytest.mark.parametrize("value", [math.nan, 1e-320])
 def test_config_nan_frame_rate_is_config_error(tmp_path, value):
     from voxtral.config import from_params_json
@@ -123,7 +120,6 @@ def _hf_config(tmp_path, edit) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: from_hf_config's theta() does `in` on a non-dict rope_parameters -> TypeError")
 def test_config_rope_parameters_not_object(tmp_path):
     from voxtral.config import from_hf_config
 
@@ -131,7 +127,6 @@ def test_config_rope_parameters_not_object(tmp_path):
         from_hf_config(_hf_config(tmp_path, lambda c: c["text_config"].update(rope_parameters=7)))
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: from_hf_config divides by audio_length_per_tok=0 -> ZeroDivisionError")
 def test_config_zero_audio_length_is_config_error(tmp_path):
     from voxtral.config import from_hf_config
 
@@ -148,7 +143,6 @@ def _safetensors(tmp_path, header: dict, data: bytes = b"") -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="safetensors_io.py: a list/dict dtype is looked up in a dict -> TypeError")
 @pytest.mark.parametrize("dtype", [["BF16"], {"a": 1}])
 def test_safetensors_dtype_list_is_checkpoint_error(tmp_path, dtype):
     from voxtral.safetensors_io import SafetensorsFile
@@ -157,7 +151,6 @@ def test_safetensors_dtype_list_is_checkpoint_error(tmp_path, dtype):
         SafetensorsFile(_safetensors(tmp_path, {"t": {"dtype": dtype, "shape": [1], "data_offsets": [0, 2]}}, b"\0\0"))
 
 
-@pytest.mark.xfail(strict=True, reason="safetensors_io.py: np.prod of a shape beyond int64 -> OverflowError")
 def test_safetensors_huge_shape_is_checkpoint_error(tmp_path):
     from voxtral.safetensors_io import SafetensorsFile
 
@@ -167,10 +160,8 @@ def test_safetensors_huge_shape_is_checkpoint_error(tmp_path):
 
 # ---- reproducers: the stream feeder (audio/live resampling) --------------------
 
-@pytest.mark.xfail(strict=True, reason="stream.py/live.py: no bound on the input rate; 1 Hz resamples without "
-                   "limit (11 GB, then a crash), 100 Hz runs for minutes (issue 8, part A)")
 def test_stream_absurd_rate_is_refused(tiny_ckpt):
-    # In a child with 3 GB of address space and a time limit: today it dies.
+    # In a child with 3 GB of address space and a time limit (it once reached 11 GB, then crashed).
     code = textwrap.dedent(f"""
         import resource, numpy as np, voxtral
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))

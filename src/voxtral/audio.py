@@ -21,9 +21,11 @@ through :class:`Resampler`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Union
 
@@ -653,6 +655,26 @@ class _SeekSafeBytes(io.BytesIO):
             return self.tell()
 
 
+@contextlib.contextmanager
+def _c_stderr_silenced():
+    """Open damaged MP3s quietly: libmpg123 (inside libsndfile) prints its
+    header warnings straight to file descriptor 2, and our own error already
+    says what went wrong, in one line."""
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):  # no fd 2 to silence (embedded use)
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _soundfile_chunks(source, name: str, what: str):
     """(rate, float32 mono pieces) of a FLAC/OGG/MP3/AIFF/CAF file (libsndfile),
     read block by block: a corrupt header's frame count is never trusted
@@ -669,7 +691,8 @@ def _soundfile_chunks(source, name: str, what: str):
 
     errors = (RuntimeError, soundfile.LibsndfileError, ValueError, TypeError, EOFError, OverflowError)
     try:
-        sfile = soundfile.SoundFile(source)
+        with _c_stderr_silenced():
+            sfile = soundfile.SoundFile(source)
     except errors as exc:
         raise fail(exc) from None
     if not 1 <= sfile.channels <= MAX_CHANNELS:

@@ -119,8 +119,8 @@ class ModelConfig:
             raise ConfigError(f"{self.source}: only tied token embeddings / LM head are supported")
         if audio.sampling_rate <= 0 or audio.hop_length <= 0 or audio.window_size <= 0 or audio.num_mel_bins <= 0:
             raise ConfigError(f"{self.source}: audio encoding arguments must be positive")
-        if audio.frame_rate <= 0:
-            raise ConfigError(f"{self.source}: frame_rate must be positive")
+        if not audio.frame_rate > 0 or not math.isfinite(audio.sampling_rate / audio.frame_rate):
+            raise ConfigError(f"{self.source}: frame_rate must be a positive number, got {audio.frame_rate!r}")
         spt = audio.sampling_rate / audio.frame_rate
         if abs(spt - round(spt)) > 1e-9 or round(spt) % audio.hop_length:
             raise ConfigError(
@@ -143,14 +143,16 @@ def _require(mapping: dict[str, Any], key: str, where: str, source: str) -> Any:
 
 
 def _as_int(value: Any, key: str, source: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    # NaN and inf are floats that int() refuses: check finiteness first
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
         raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
     return int(value)
 
 
 def _as_float(value: Any, key: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -296,6 +298,8 @@ def from_hf_config(path: str | Path, audio_section: dict[str, Any] | None = None
 
     def theta(d, where):
         rp = d.get("rope_parameters") or {}
+        if not isinstance(rp, dict):
+            raise ConfigError(f"{src}: {where}rope_parameters must be an object, got {type(rp).__name__}")
         if "rope_theta" in rp:
             return _as_float(rp["rope_theta"], where + "rope_parameters.rope_theta", src)
         return getf(d, "rope_theta", where)
@@ -340,9 +344,11 @@ def from_hf_config(path: str | Path, audio_section: dict[str, Any] | None = None
     sampling_rate = pre.get("sampling_rate", section.get("sampling_rate", 16000))
     frame_rate = section.get("frame_rate")
     if frame_rate is None:
-        frame_rate = sampling_rate / (
-            _as_int(c.get("audio_length_per_tok", 8), "audio_length_per_tok", src) * pre.get("hop_length", 160)
-        )
+        per_token = _as_int(c.get("audio_length_per_tok", 8), "audio_length_per_tok", src)
+        hop = _as_int(pre.get("hop_length", 160), "preprocessor_config.json hop_length", src)
+        if per_token <= 0 or hop <= 0:
+            raise ConfigError(f"{src}: audio_length_per_tok and hop_length must be positive")
+        frame_rate = _as_float(sampling_rate, "sampling_rate", src) / (per_token * hop)
     audio = AudioConfig(
         sampling_rate=_as_int(sampling_rate, "sampling_rate", src),
         frame_rate=_as_float(frame_rate, "frame_rate", src),
