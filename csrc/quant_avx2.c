@@ -95,7 +95,7 @@ VX_INLINE void step_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
         }
 }
 
-#define VX_DEFINE_BLOCK_TILE(fmt)                                                                         \
+#define VX_DEFINE_BLOCK_TILE(fmt, VX_GROUP)                                                                       \
     VX_INLINE void tile_##fmt(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb,       \
                               float r[4][4], const int mr, const int nr) {                               \
         __m256 acc[VX_MR][VX_NR];                                                                         \
@@ -109,8 +109,11 @@ VX_INLINE void step_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
             for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);                                      \
     }
 
-VX_DEFINE_BLOCK_TILE(q8_0)
-VX_DEFINE_BLOCK_TILE(q4_0)
+/* q4_0 (18-byte blocks): 2 blocks per step measured best on cold rows
+ * (one thread: 1 -> 6.7, 2 -> 8.6, 8 -> 7.3 GB/s) */
+#define VX_GROUP_Q4_0(mr) ((mr) == 1 ? 2 : 1)
+VX_DEFINE_BLOCK_TILE(q8_0, VX_GROUP)
+VX_DEFINE_BLOCK_TILE(q4_0, VX_GROUP_Q4_0)
 
 VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nsb, float r[4][4],
                          const int mr, const int nr) {
