@@ -23,7 +23,7 @@ def measure_bandwidth(nbytes: int = 1024 * 1024 * 1024) -> float:
     return 2 * src.nbytes / best
 
 
-def measure_read_bandwidth(nbytes: int = 1024 * 1024 * 1024, repeats: int = 5) -> float:
+def measure_read_bandwidth(nbytes: int = 1024 * 1024 * 1024, repeats: int = 10) -> float:
     """Sustained read-only memory bandwidth in bytes/s: every thread the kernels
     use streams its share of a buffer far larger than the caches (an xor of
     every word, nothing written), best of `repeats`. The roofline of a
