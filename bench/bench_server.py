@@ -5,7 +5,8 @@ Latency of a token = when its transcription.delta arrives minus when the
 chunk that completes the audio it needs was sent. The server sends one delta
 per token; the k-th token of a stream with delay D tokens needs the audio of
 chunks 0 .. D + k (the model's own delay is thus not counted: this is what
-the server adds). Per N it reports p50/p95/max over all tokens of all
+the server adds). First, without the server, the seconds per live step of
+the batch engine for each N (what batching saves). Per N it reports p50/p95/max over all tokens of all
 sessions, the transcription.lag events, and whether it stays real time
 (p95 <= VOXTRAL_BENCH_RT_P95, default 0.5 s, and no lag event); the largest
 such N is the capacity. The single-stream overhead compares N=1 through
@@ -148,6 +149,35 @@ def plain_stream(model_dir: Path, seconds: float, delay_tokens: int, threads: in
     return percentiles(latencies)
 
 
+# ---- the engine alone: what batching saves ----
+def engine_steps(model_dir: Path, clients: list[int], threads: int | None, steps: int = 10) -> dict:
+    """Seconds per live step (80 ms of new audio per stream: its encoder pass
+    and one decoder token each) for N streams in one batch, no network."""
+    import voxtral
+    from voxtral.batch import BatchEngine
+
+    model = voxtral.load(model_dir, num_threads=threads, download=False)
+    chunk = int(CHUNK_S * RATE)
+    out = {}
+    for n in clients:
+        engine = BatchEngine(model)
+        streams = [engine.open() for _ in range(n)]
+        audio = [speech(3.0 + steps * CHUNK_S, i) for i in range(n)]
+        for s, a in zip(streams, audio):
+            s.feed(a[: 3 * RATE])
+        engine.run_until_idle()  # encoder, prefill, and the tokens of those 3 s
+        t = time.perf_counter()
+        for j in range(steps):
+            for s, a in zip(streams, audio):
+                s.feed(a[3 * RATE + j * chunk : 3 * RATE + (j + 1) * chunk])
+            engine.step()
+        out[n] = (time.perf_counter() - t) / steps
+        print(f"engine, N={n:3d}: {out[n] * 1000:7.1f} ms per live step "
+              f"({out[n] / n * 1000:6.1f} ms per stream; real time needs <= {CHUNK_S * 1000:.0f} ms per step)",
+              flush=True)
+    return out
+
+
 # ---- server process ----
 def free_port() -> int:
     with socket.socket() as s:
@@ -201,6 +231,7 @@ def sweep(preset: str, clients: list[int], seconds: float, threads: int | None =
     model_dir = checkpoint_dir(preset)
     cfg = voxtral.load(model_dir, download=False).config
     delay_tokens = cfg.delay_tokens(DEFAULT_DELAY_MS)
+    steps = engine_steps(model_dir, clients, threads)
     rows = []
     server = ServerProcess(model_dir, max(clients), threads)
     try:
@@ -220,6 +251,7 @@ def sweep(preset: str, clients: list[int], seconds: float, threads: int | None =
     single = next((r for r in rows if r["clients"] == 1), None)
     ok = [r["clients"] for r in rows if r["real_time"]]
     report = {"preset": preset, "seconds": seconds, "rt_p95_bound_s": rt_p95, "rows": rows,
+              "engine_seconds_per_step": steps,
               "largest_real_time_n": max(ok) if ok else 0, "plain_stream": plain,
               "server_overhead_p50_s": (single["p50"] - plain["p50"]) if single else None,
               "server_overhead_p95_s": (single["p95"] - plain["p95"]) if single else None,
