@@ -118,14 +118,24 @@ VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, i
         for (int g = 0; g < G; g++) s[g * lds + r] = mul[r] * t[r * 4 + g];
 }
 
+VX_INLINE void prefetch_bytes(const void *p, int64_t bytes) {
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
+}
+
+#define KV_PREFETCH_ROWS 8 /* K rows ahead: a few hundred ns of work */
+#define KV_V_BLOCK 64 /* rows whose V stays in L1 while every head/lane chunk passes over them */
+
 /* o_g[d0 .. d0 + 8*NC) += sum_j w_g[j] * v_j over rows j < nb (row j at
  * element off + j*stride), G heads; w_g at w + g*ldw. */
 VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, const void *v, int64_t off,
-                         int64_t stride, int64_t nb, int64_t D, float *o) {
+                         int64_t stride, int64_t nb, int64_t ahead, int64_t D, float *o) {
     __m256 acc[4][2];
     for (int g = 0; g < G; g++)
         for (int c = 0; c < NC; c++) acc[g][c] = _mm256_setzero_ps();
     for (int64_t j = 0; j < nb; j++) {
+        if (j < ahead) /* the same lanes of the next block's row j */
+            prefetch_bytes((const char *)v + (off + (j + KV_V_BLOCK) * stride) * (kind == VX_KV_BF16 ? 2 : 1),
+                           8 * NC * (kind == VX_KV_BF16 ? 2 : 1));
         __m256 vv[2];
         for (int c = 0; c < NC; c++) vv[c] = ld8(kind, v, off + j * stride + 8 * c);
         for (int g = 0; g < G; g++) {
@@ -138,12 +148,7 @@ VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, c
             _mm256_storeu_ps(o + g * D + 8 * c, _mm256_add_ps(_mm256_loadu_ps(o + g * D + 8 * c), acc[g][c]));
 }
 
-#define KV_PREFETCH_ROWS 4
-#define KV_V_BLOCK 64 /* rows whose V stays in L1 while every head/lane chunk passes over them */
 
-VX_INLINE void prefetch_bytes(const void *p, int64_t bytes) {
-    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
-}
 
 #define G_CASES(EXPR) \
     switch (G) { case 1: { enum { G_ = 1 }; EXPR; } break; case 2: { enum { G_ = 2 }; EXPR; } break; \
@@ -185,7 +190,9 @@ VX_INLINE void attn_kind(int kind, const float *qg, int64_t nkv, int64_t group, 
     memset(og, 0, (size_t)(heads * D) * sizeof(float));
     for (int64_t j0 = 0; j0 < n; j0 += KV_V_BLOCK) {
         const int64_t nb = (n - j0) < KV_V_BLOCK ? (n - j0) : KV_V_BLOCK;
-        for (int64_t j = j0; j < j0 + nb; j++) prefetch_bytes((const char *)v + j * stride * esize, seg);
+        const int64_t ahead = (n - j0 - nb) < KV_V_BLOCK ? (n - j0 - nb) : KV_V_BLOCK; /* rows of the next block */
+        if (j0 == 0) /* later blocks were prefetched while the previous one ran */
+            for (int64_t j = 0; j < nb; j++) prefetch_bytes((const char *)v + j * stride * esize, seg);
         for (int64_t h = 0; h < nkv; h++) {
             for (int64_t g0 = 0; g0 < group; g0 += 4) {
                 const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
@@ -195,9 +202,9 @@ VX_INLINE void attn_kind(int kind, const float *qg, int64_t nkv, int64_t group, 
                     const int64_t off = j0 * stride + h * D + d;
                     float *o = og + qh * D + d;
                     if (D - d >= 16) {
-                        G_CASES(axpy_rows(kind, 2, G_, w, n, v, off, stride, nb, D, o))
+                        G_CASES(axpy_rows(kind, 2, G_, w, n, v, off, stride, nb, ahead, D, o))
                     } else {
-                        G_CASES(axpy_rows(kind, 1, G_, w, n, v, off, stride, nb, D, o))
+                        G_CASES(axpy_rows(kind, 1, G_, w, n, v, off, stride, nb, ahead, D, o))
                     }
                 }
             }

@@ -115,12 +115,11 @@ def test_cli_flag(tiny_ckpt, audio_dir):
     assert "kv_cache" in r.stderr
 
 
-# Bounds for the compact caches against the exact f32 cache, teacher-forced on
-# the f32 run's tokens: bf16 keeps 8 significant bits per value, int8 ~7 bits
-# per (row, head) block; the greedy choice may move only where the exact top
-# two are nearly tied.
-FORCED_TOP1 = {"bf16": 0.97, "int8": 0.95}
-MAX_REL = {"bf16": 0.02, "int8": 0.05}
+# Bounds for the slow accuracy test, measured with voxtral.testing.accuracy
+# (teacher-forced) on the fullwidth checkpoint (2026-11-28: forced top-1 bf16 1.000, int8 >= 0.986;
+# max |dlogit| / logit range bf16 <= 1.2e-3, int8 <= 4.5e-3), with margin.
+FORCED_TOP1 = {"bf16": 0.99, "int8": 0.95}
+MAX_REL = {"bf16": 5e-3, "int8": 2e-2}
 
 
 @pytest.mark.slow
