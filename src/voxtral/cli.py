@@ -76,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output-dir", metavar="DIR",
                      help="write one file per input into DIR, named after the input with the format's "
                      "extension (.txt, .jsonl, .srt, .vtt)")
-    p.add_argument("--quant", choices=QTYPES, default=None,
+    # --quant and --kv-cache are checked in check_args (one-line usage errors)
+    p.add_argument("--quant", metavar="{" + ",".join(QTYPES) + "}", default=None,
                    help="run the model with weights quantized to this type (quantized once into a cache "
                    "next to the model, reused afterwards); a quantized model directory needs no --quant")
-    p.add_argument("--kv-cache", choices=KV_DTYPES, default="f32",
+    p.add_argument("--kv-cache", metavar="{" + ",".join(KV_DTYPES) + "}", default="f32",
                    help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
                    "slightly different logits; default f32)")
     p.add_argument("--threads", type=int, default=None,
@@ -109,6 +110,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--record goes with --mic")
     if args.threads is not None:
         check_num_threads(args.threads, "--threads")
+    if args.quant is not None and args.quant not in QTYPES:
+        raise UsageError(f"--quant must be one of {', '.join(QTYPES)}, got {args.quant!r}")
+    if args.kv_cache not in KV_DTYPES:
+        raise UsageError(f"--kv-cache must be one of {', '.join(KV_DTYPES)}; got {args.kv_cache!r} (kv_cache)")
     if not MIN_DELAY_MS <= args.delay_ms <= MAX_DELAY_MS:
         raise UsageError(f"--delay-ms must be between {MIN_DELAY_MS} and {MAX_DELAY_MS}, got {args.delay_ms}")
     if args.delay_ms % DELAY_STEP_MS:
@@ -279,12 +284,14 @@ def _run_stdin(args, model, writer) -> int:
 
 def _run_mic(args, model, writer) -> int:
     from .live import Microphone, WavRecorder
+    from .pace import RealTimeMonitor
 
     device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
     mic = Microphone(model.sample_rate, device=device)
     recorder = WavRecorder(args.record, model.sample_rate) if args.record else None
     writer.begin("<mic>", False)
     stream = model.stream(args.delay_ms)
+    pace = RealTimeMonitor(model.config, model.weights.quant_type or "bf16")
     reported_drop = 0
     _note(args, "listening; Ctrl+C to stop")
     try:
@@ -293,8 +300,12 @@ def _run_mic(args, model, writer) -> int:
                 chunk = mic.read(timeout=0.5)
                 if recorder is not None and chunk.shape[0]:
                     recorder.write(chunk)
+                started = time.perf_counter()
                 for e in stream.feed(chunk):
                     writer.event(e)
+                behind = pace.update(chunk.shape[0] / model.sample_rate, time.perf_counter() - started)
+                if behind:
+                    print(f"voxtral: warning: {behind}", file=sys.stderr, flush=True)
                 if mic.dropped_samples > reported_drop:
                     reported_drop = mic.dropped_samples
                     print(f"voxtral: warning: fell behind, dropped {mic.dropped_seconds:.2f} s of audio so far",
