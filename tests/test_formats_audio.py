@@ -237,4 +237,4 @@ def test_damaged_files_give_audio_errors_only(audio_dir, monkeypatch, capfd, fmt
                 assert piece.dtype == np.float32 and np.isfinite(piece).all()
         except (AudioError, voxtral.UsageError):
             pass
-    assert "Traceback" not in capfd.readouterr().err  # nor from libsndfile's callbacks
+    assert capfd.readouterr().err == ""  # no traceback from libsndfile callbacks, no libmpg123 notes

@@ -644,26 +644,34 @@ def _ffmpeg_chunks(source: Union[str, BinaryIO], target_rate: int, name: str, wh
         raise AudioError(f"{name}: ffmpeg could not decode it as audio ({message}){hint}")
 
 
-class _SeekSafeBytes(io.BytesIO):
-    """Bytes for libsndfile, which seeks before the start of damaged files: an
-    exception in its callback would print a traceback, so stay put instead."""
+class _SeekSafe:
+    """A seekable binary file for libsndfile, which seeks before the start of
+    damaged files: an exception in its callback would print a traceback, so
+    such a seek stays put instead."""
 
-    def seek(self, offset, whence=io.SEEK_SET):
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self.read, self.readinto, self.tell, self.close = f.read, f.readinto, f.tell, f.close
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         try:
-            return super().seek(offset, whence)
-        except (ValueError, OverflowError):
-            return self.tell()
+            return self._f.seek(offset, whence)
+        except (ValueError, OverflowError, OSError):
+            return self._f.tell()
 
 
 @contextlib.contextmanager
-def _c_stderr_silenced():
-    """Open damaged MP3s quietly: libmpg123 (inside libsndfile) prints its
-    header warnings straight to file descriptor 2, and our own error already
-    says what went wrong, in one line."""
+def _c_stderr_silenced(active: bool):
+    """libmpg123 (inside libsndfile) prints notes about damaged MP3 frames
+    straight to file descriptor 2; the user gets our one-line error instead."""
+    if not active:
+        yield
+        return
     try:
         sys.stderr.flush()
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):  # no fd 2 to silence (embedded use)
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
         yield
         return
     try:
@@ -675,13 +683,15 @@ def _c_stderr_silenced():
         os.close(devnull)
 
 
-def _soundfile_chunks(source, name: str, what: str):
-    """(rate, float32 mono pieces) of a FLAC/OGG/MP3/AIFF/CAF file (libsndfile),
-    read block by block: a corrupt header's frame count is never trusted
-    (a damaged MP3 once asked for a 5 TiB array)."""
+def _soundfile_chunks(f: BinaryIO, name: str, what: str):
+    """(rate, float32 mono pieces) of a FLAC/OGG/MP3/AIFF/CAF file (libsndfile)
+    from a seekable binary file (closed when done), read block by block: a
+    corrupt header's frame count is never trusted (a damaged MP3 once asked
+    for a 9 TiB array)."""
     try:
         import soundfile
     except (ImportError, OSError) as exc:  # pragma: no cover - soundfile is a dependency
+        f.close()
         raise AudioError(f"{name}: {what} audio needs the soundfile package ({exc})") from None
 
     def fail(exc):
@@ -690,30 +700,35 @@ def _soundfile_chunks(source, name: str, what: str):
         return AudioError(f"{name}: cannot decode this {what} {_kind(name)} ({reason})")
 
     errors = (RuntimeError, soundfile.LibsndfileError, ValueError, TypeError, EOFError, OverflowError)
+    quiet = what == "MP3"
     try:
-        with _c_stderr_silenced():
-            sfile = soundfile.SoundFile(source)
-    except errors as exc:
-        raise fail(exc) from None
-    if not 1 <= sfile.channels <= MAX_CHANNELS:
-        sfile.close()
-        raise AudioError(f"{name}: {sfile.channels} channels (supported: 1..{MAX_CHANNELS})")
-    try:
+        with _c_stderr_silenced(quiet):
+            sfile = soundfile.SoundFile(_SeekSafe(f))
+        if not 1 <= sfile.channels <= MAX_CHANNELS:
+            sfile.close()
+            raise AudioError(f"{name}: {sfile.channels} channels (supported: 1..{MAX_CHANNELS})")
         rate = check_sample_rate(sfile.samplerate, f"{name}: {what} sample rate", AudioError)
+    except errors as exc:
+        f.close()
+        raise fail(exc) from None
     except AudioError:
-        sfile.close()
+        f.close()
         raise
 
     def pieces():
-        with sfile:
-            while True:
-                try:
-                    block = sfile.read(_READ_BYTES, dtype="float32", always_2d=True)
-                except errors as exc:
-                    raise fail(exc) from None
-                if block.shape[0] == 0:
-                    return
-                yield samples_to_float(block, name)
+        try:
+            with sfile:
+                while True:
+                    try:
+                        with _c_stderr_silenced(quiet):
+                            block = sfile.read(_READ_BYTES, dtype="float32", always_2d=True)
+                    except errors as exc:
+                        raise fail(exc) from None
+                    if block.shape[0] == 0:
+                        return
+                    yield samples_to_float(block, name)
+        finally:
+            f.close()
 
     return rate, pieces()
 
@@ -823,7 +838,7 @@ def read_audio_stream(
     if decoder == "wav":
         rate, pieces = _wav_chunks(reader, name)
     elif decoder == "soundfile":
-        rate, pieces = _soundfile_chunks(path or _SeekSafeBytes(reader.read()), name, what)
+        rate, pieces = _soundfile_chunks(open(path, "rb") if path else io.BytesIO(reader.read()), name, what)
     elif raw is not None:
         rate, pieces = raw_rate, _raw_chunks(reader, raw, name)
     elif decoder == "text":
