@@ -157,7 +157,10 @@ def test_attention_kv_large_scores(isa, kind):
     v = rng.standard_normal((45, 2, 32), dtype=np.float32)
     (kc, ks), (vc, vs) = compact(kind, k), compact(kind, v)
     out = K.attention_kv(q, kc, vc, ks, vs, np.empty_like(q), 44, 0, 100, 1.0)
-    close(out, ref_attention(q, dequant(kind, k), dequant(kind, v), 44, 0, 100, 1.0))
+    # Scores here reach ~1e3, where fp32 rounds them by ~1e-4 (absolute) and
+    # the softmax weights of the runners-up by as much (relative): a looser
+    # bound than the unit-scale tests' 1e-5 (avx2 int8 measured 1.06e-5).
+    close(out, ref_attention(q, dequant(kind, k), dequant(kind, v), 44, 0, 100, 1.0), rel=5e-5)
 
 
 @pytest.mark.parametrize("kind", ["bf16", "int8"])
