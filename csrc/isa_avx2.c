@@ -9,27 +9,15 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include "vx_isa.h"
 
-#include <immintrin.h>
-#include <math.h>
 #include <string.h>
 
-#if defined(_MSC_VER) && !defined(__clang__)
-#define VX_INLINE static __forceinline
-#else
-#define VX_INLINE static inline __attribute__((always_inline))
-#endif
+#include "simd_avx2.h"
 
 VX_INLINE __m256 bf16x8(const uint16_t *p) {
     __m128i h = _mm_loadu_si128((const __m128i *)p);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-VX_INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
 
 static const int32_t tail_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
@@ -167,23 +155,6 @@ static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
  * otherwise and the caller takes the generic path). Each output depends
  * only on its visible rows, in order: no dependence on M, T or threads. */
 
-VX_INLINE __m256 exp256(__m256 x) { /* Cephes expf, ~1 ulp on [-87, 88] */
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
-    fx = _mm256_floor_ps(fx);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
 
 #define VX_ATTN_PREFETCH 4
 
@@ -213,36 +184,6 @@ VX_INLINE void attn_axpy_row(int G, const float *p, int64_t ldp, const float *vj
     }
 }
 
-static void softmax_rows(float *s, int64_t rows, int64_t n) {
-    const int64_t n8 = n & ~(int64_t)7;
-    for (int64_t r = 0; r < rows; r++, s += n) {
-        __m256 mx8 = _mm256_set1_ps(-INFINITY);
-        int64_t j = 0;
-        for (; j < n8; j += 8) mx8 = _mm256_max_ps(mx8, _mm256_loadu_ps(s + j));
-        float t[8], mx = -INFINITY;
-        _mm256_storeu_ps(t, mx8);
-        for (int i = 0; i < 8; i++) mx = t[i] > mx ? t[i] : mx;
-        for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-        const __m256 m8 = _mm256_set1_ps(mx);
-        __m256 sum8 = _mm256_setzero_ps();
-        for (j = 0; j < n8; j += 8) {
-            const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), m8));
-            _mm256_storeu_ps(s + j, e);
-            sum8 = _mm256_add_ps(sum8, e);
-        }
-        float sum = hsum8(sum8);
-        if (j < n) { /* tail through the same exp */
-            float e[8];
-            for (int i = 0; i < 8; i++) t[i] = (j + i < n) ? s[j + i] - mx : -INFINITY;
-            _mm256_storeu_ps(e, exp256(_mm256_loadu_ps(t)));
-            for (int64_t i = j; i < n; i++) { s[i] = e[i - j]; sum += e[i - j]; }
-        }
-        const float inv = 1.0f / sum;
-        const __m256 inv8 = _mm256_set1_ps(inv);
-        for (j = 0; j < n8; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv8));
-        for (; j < n; j++) s[j] *= inv;
-    }
-}
 
 #define VX_GROUP_CASES(CALL1, CALL2, CALL3, CALL4) \
     switch (G) { case 1: CALL1; break; case 2: CALL2; break; case 3: CALL3; break; default: CALL4; break; }

@@ -9,13 +9,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include "vx_quant.h"
 
-#include <immintrin.h>
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define VX_INLINE static __forceinline
-#else
-#define VX_INLINE static inline __attribute__((always_inline))
-#endif
+#include "simd_avx2.h"
 
 #if defined(VX_QUANT_AVXVNNI)
 #define VX_SUFFIX avxvnni
@@ -36,12 +30,6 @@ VX_INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
 #define VX_PREFETCH_BYTES 1536
 #define VX_NR 4
 
-VX_INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
 
 VX_INLINE __m256 f16x1(const uint8_t *p) { return _mm256_set1_ps(_cvtsh_ss(vx_load_u16(p))); }
 
