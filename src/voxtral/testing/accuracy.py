@@ -124,18 +124,35 @@ class ModeReport:
         return {k: (float(np.mean(v)), float(np.max(v))) for k, v in sorted(kinds.items())}
 
 
-def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT_DELAY_MS,
-            approx_stream_kw: dict | None = None) -> ModeReport:
-    """Measure ``approx`` (a loaded model, or the same model with other
-    stream options in ``approx_stream_kw``) against ``exact`` on one recording."""
+@dataclass
+class ExactRun:
+    """The exact model's greedy run on one recording and the inputs each of
+    its matrices saw: computed once, compared with every mode."""
+
+    samples: np.ndarray
+    stream: Stream
+    inputs: dict[str, list[np.ndarray]]
+
+
+def exact_run(exact, audio: str | Path, delay_ms: int = DEFAULT_DELAY_MS) -> ExactRun:
     samples = load_audio(audio, target_rate=exact.sample_rate)
-    matrices = named_matrices(exact.weights)
-    recorder = _InputRecorder(matrices)
+    recorder = _InputRecorder(named_matrices(exact.weights))
     linear_module.observer = recorder
     try:
         ref = _run(exact, samples, delay_ms, None)
     finally:
         linear_module.observer = None
+    return ExactRun(samples, ref, recorder.inputs)
+
+
+def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT_DELAY_MS,
+            approx_stream_kw: dict | None = None, reference: ExactRun | None = None) -> ModeReport:
+    """Measure ``approx`` (a loaded model, or the same model with other
+    stream options in ``approx_stream_kw``) against ``exact`` on one recording
+    (``reference``: that recording's exact run, to share it between modes)."""
+    reference = reference or exact_run(exact, audio, delay_ms)
+    samples, ref = reference.samples, reference.stream
+    matrices = named_matrices(exact.weights)
     kw = approx_stream_kw or {}
     forced = _run(approx, samples, delay_ms, ref.tokens, **kw)
     free = _run(approx, samples, delay_ms, None, **kw)
@@ -154,7 +171,7 @@ def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT
 
     approx_mats = named_matrices(approx.weights)
     rel: dict[str, float] = {}
-    for name, rows in recorder.inputs.items():
+    for name, rows in reference.inputs.items():
         x = np.ascontiguousarray(np.concatenate(rows))
         y_exact = linear_module.linear(x, matrices[name]).astype(np.float64)
         y_approx = linear_module.linear(x, approx_mats[name]).astype(np.float64)
@@ -209,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     modes: list[tuple[str, object, dict]] = [(f"weights {q}", voxtral.load(a.model_dir, quant=q), {}) for q in a.quant]
     modes += [(f"kv {kv}", exact, {"kv_cache": kv}) for kv in a.kv_cache]
     reports = []
+    references = {path: exact_run(exact, path, a.delay_ms) for path in audio}
     for name, model, kw in modes:
         for path in audio:
-            reports.append(compare(exact, model, path, name, a.delay_ms, kw))
+            reports.append(compare(exact, model, path, name, a.delay_ms, kw, references[path]))
             print(f"{name} {path.name}: KL {reports[-1].kl_mean:.2e}", file=sys.stderr, flush=True)
     print(markdown(reports))
     if a.json:
