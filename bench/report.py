@@ -32,7 +32,7 @@ from voxtral import _kernels  # noqa: E402
 from voxtral.audio import load_audio  # noqa: E402
 from voxtral.mel import LogMelStream  # noqa: E402
 
-from conftest import SHARED, read_bandwidth  # noqa: E402
+from conftest import SHARED, measure_read_bandwidth  # noqa: E402
 from livesim import fill_cache  # noqa: E402
 
 CONTEXTS = [64, 1024, 2048, 4096, 8191]
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         make_checkpoint(model_dir, preset="full", layout="native", seed=0)
     a.out.mkdir(parents=True, exist_ok=True)
     audio = np.concatenate([load_audio(p) for p in sorted((SHARED / "data" / "audio").glob("*.wav"))])
-    bw = read_bandwidth()
+    bw = measure_read_bandwidth()
     results = []
     for fmt in a.formats:
         for kv in a.kv:

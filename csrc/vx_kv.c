@@ -107,9 +107,12 @@ int vx_attn_kv_scalar(int kind, const float *qg, int64_t nkv, int64_t group, con
 static vx_attn_kv_fn active_kernel(void) {
     switch (vx_active_isa()) {
 #if defined(__x86_64__) || defined(_M_X64)
-    case VX_ISA_AVX2: return vx_attn_kv_avx2;
+    /* the VNNI levels differ only in the integer matmul kernels */
+    case VX_ISA_AVX2:
+    case VX_ISA_AVXVNNI: return vx_attn_kv_avx2;
 #if defined(VX_HAVE_AVX512)
-    case VX_ISA_AVX512: return vx_attn_kv_avx512;
+    case VX_ISA_AVX512:
+    case VX_ISA_AVX512VNNI: return vx_attn_kv_avx512;
 #endif
 #endif
 #if defined(__aarch64__)
@@ -117,6 +120,20 @@ static vx_attn_kv_fn active_kernel(void) {
 #endif
     default: return vx_attn_kv_scalar;
     }
+}
+
+const char *vx_kv_kernels_name(void) {
+    const vx_attn_kv_fn f = active_kernel();
+#if defined(__x86_64__) || defined(_M_X64)
+    if (f == vx_attn_kv_avx2) return "avx2";
+#if defined(VX_HAVE_AVX512)
+    if (f == vx_attn_kv_avx512) return "avx512";
+#endif
+#endif
+#if defined(__aarch64__)
+    if (f == vx_attn_kv_neon) return "neon";
+#endif
+    return "scalar";
 }
 
 int vx_attention_kv(int kind, const float *q, const void *k, const void *v, const float *k_scales,

@@ -20,6 +20,7 @@ enum { VX_KV_BF16 = 1, VX_KV_INT8 = 2 };
 /* Convert rows src[rows, H, D] (fp32) into dst (bf16 bits as uint16, or int8)
  * with the same layout. BF16: round to nearest even. INT8: per (row, head)
  * scale = amax / 127 written to scales[rows, H], q = rint(x / scale). */
+const char *vx_kv_kernels_name(void); /* which compact-KV attention kernel the active ISA uses */
 int vx_kv_store(int kind, const float *src, void *dst, float *scales, int64_t rows, int64_t H, int64_t D);
 
 /* vx_attention over a compact cache k/v[T, Hkv, D] of `kind`; for INT8 the

@@ -317,3 +317,11 @@ def test_cache_argument_checks():
         KVCache(1, 16, 8, dtype="int8", n_kv_heads=3)
     with pytest.raises(TypeError):
         KVCache(1, 16, 8, dtype="bf16", n_kv_heads=2).slots(0, 1)
+
+
+def test_every_isa_level_runs_its_own_kernel(isa):
+    """Each x86 level uses the widest compact-KV kernel it allows (the VNNI
+    levels only change the integer matmul kernels): never the scalar
+    fallback by accident."""
+    want = {"avxvnni": "avx2", "avx512vnni": "avx512"}.get(isa, isa)
+    assert K.kv_kernels() == want

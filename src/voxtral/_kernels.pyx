@@ -471,6 +471,7 @@ def log_mel(power, filters, float log_floor, out=None):
 
 cdef extern from "vx_kv.h":
     int VX_KV_BF16, VX_KV_INT8
+    const char *vx_kv_kernels_name()
     int vx_kv_store(int kind, const float *src, void *dst, float *scales, int64_t rows, int64_t H, int64_t D) nogil
     int vx_attention_kv(int kind, const float *q, const void *k, const void *v, const float *k_scales,
                         const float *v_scales, float *out, int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
@@ -579,3 +580,8 @@ def attention_kv(q, k, v, k_scales, v_scales, out, int64_t q_pos0, int64_t k_pos
         status = vx_attention_kv(kind, pq, pk, pv, pks, pvs, po, M, Hq, T, Hkv, D, q_pos0, k_pos0, window, scale)
     _check(status, "attention_kv")
     return out
+
+
+def kv_kernels():
+    """Which compact-KV attention kernel runs at the active ISA level."""
+    return vx_kv_kernels_name().decode()
