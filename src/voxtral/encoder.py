@@ -41,13 +41,16 @@ class AudioEncoder:
         self.rope = RotaryTables(e.head_dim, e.rope_theta)
         self.attn = Attention(e.n_heads, e.n_kv_heads, e.head_dim, e.sliding_window, cfg.rope_style == "interleaved")
 
-    def new_state(self) -> EncoderState:
+    def new_state(self, kv_cache: str = "f32") -> EncoderState:
+        """Fresh incremental state; ``kv_cache``: the attention cache's storage
+        (f32 exact, or bf16/int8 like the decoder's, see kvcache.py)."""
         e, a = self.cfg.encoder, self.cfg.audio
         return EncoderState(
             conv1_tail=np.zeros((_KERNEL - 1, a.num_mel_bins), dtype=np.float32),
             # causal padding of the stride-2 conv: kernel - stride zero frames
             conv2_pending=np.zeros((_KERNEL - a.conv_stride, e.dim), dtype=np.float32),
-            cache=KVCache(e.n_layers, e.n_kv_heads * e.head_dim, e.sliding_window),
+            cache=KVCache(e.n_layers, e.n_kv_heads * e.head_dim, e.sliding_window, dtype=kv_cache,
+                          n_kv_heads=e.n_kv_heads),
             stack_pending=np.zeros((0, e.dim), dtype=np.float32),
         )
 

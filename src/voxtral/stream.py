@@ -47,8 +47,10 @@ class Stream:
         self.samples_per_token = cfg.audio.samples_per_token
         self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
         self._mel = LogMelStream(front)
-        self._enc = encoder.new_state()
         self._cache = decoder.new_cache(kv_cache)
+        # the encoder's attention cache is stored like the decoder's: with
+        # quantized weights it is a third of a live push's memory traffic
+        self._enc = encoder.new_state(self._cache.dtype)
         self._ada = decoder.ada_scales(self.n_delay)
         self._text = tok.stream_decoder()
         self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
