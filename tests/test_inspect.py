@@ -90,3 +90,19 @@ def test_not_a_model_directory(tmp_path):
     assert "layout: unknown" in r.stdout and "consolidated.safetensors" in r.stdout
     r = run_inspect(tmp_path / "absent")
     assert r.returncode == voxtral.ModelFileError.exit_code and "does not exist" in r.stdout
+
+
+def test_quantized_directory(tiny_ckpt, tmp_path):
+    """A GGUF directory (as `voxtral quantize` writes it): types from the file
+    itself, every tensor checked against the config; a truncated file fails."""
+    from voxtral import quantize
+
+    dst = tmp_path / "q8"
+    assert quantize.main([str(tiny_ckpt["native"]), str(dst), "--type", "q8_0", "--quiet"]) == 0
+    report = inspect_dir(dst)
+    assert report.layout == "gguf" and report.loadable, report.text()
+    assert "quantized to q8_0" in report.text() and "q8_0 x" in report.text()
+    gguf = dst / "model.gguf"
+    gguf.write_bytes(gguf.read_bytes()[: gguf.stat().st_size // 2])
+    bad = inspect_dir(dst)
+    assert not bad.loadable and bad.problems

@@ -100,6 +100,32 @@ def _describe_files(report: Report, files) -> None:
                           f"{params / 1e6:.1f} M parameters; dtypes: {summary or 'none'}")
 
 
+def _describe_gguf(report: Report, d: Path) -> None:
+    """A quantized directory: the GGUF's tensor types, sizes and recipe (its
+    header only; load_weights below checks every tensor against the config)."""
+    from . import gguf_io
+    from .layout import GGUF_FILE
+
+    try:
+        f = gguf_io.GGUFFile(d / GGUF_FILE)
+        quant = f.get_str(gguf_io.KEY_QUANT_TYPE)
+    except VoxtralError as exc:
+        report.fail(exc)
+        return
+    types: Counter = Counter()
+    params = 0
+    for ttype, shape, _data in f.tensors.values():
+        types[ttype] += 1
+        count = 1
+        for s in shape:
+            count *= s
+        params += count
+    summary = ", ".join(f"{k} x {v}" for k, v in sorted(types.items()))
+    size = (d / GGUF_FILE).stat().st_size
+    report.add("tensors", f"{GGUF_FILE}: {len(f.tensors)} tensors, {_mb(size)}, {params / 1e6:.1f} M parameters, "
+                          f"quantized to {quant}; types: {summary}")
+
+
 def _open_all(report: Report, paths: list[Path]) -> list:
     from .safetensors_io import SafetensorsFile
 
@@ -155,10 +181,13 @@ def inspect_dir(model_dir: str | Path) -> Report:
     except VoxtralError as exc:
         report.fail(exc)
 
-    files = _open_all(report, _TENSOR_STEPS[report.layout](d))
-    if files:
-        _describe_files(report, files)
-    del files  # load_weights maps the files again, as load() does
+    if report.layout == "gguf":
+        _describe_gguf(report, d)
+    else:
+        files = _open_all(report, _TENSOR_STEPS[report.layout](d))
+        if files:
+            _describe_files(report, files)
+        del files  # load_weights maps the files again, as load() does
 
     try:
         from .weights import load_weights
@@ -183,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "header, the index and offsets) without reading the weights, and summarise it. "
         "Exit status 0 when it loads, 4 otherwise.",
     )
-    ap.add_argument("model_dir", metavar="DIR", help="model directory (Mistral-native or Hugging Face layout)")
+    ap.add_argument("model_dir", metavar="DIR", help="model directory (Mistral-native, Hugging Face or quantized layout)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     a = ap.parse_args(argv)
     report = inspect_dir(a.model_dir)
