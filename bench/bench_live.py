@@ -49,6 +49,7 @@ def _stages(model):
         (model.encoder, "push", "encoder"),
         (model.decoder, "forward", "decoder (incl. attention)"),
         (layers_K, "attention", "attention (enc+dec)"),
+        (layers_K, "attention_kv", "attention (enc+dec)"),
         (model.decoder, "logits", "lm_head"),
     ]
 

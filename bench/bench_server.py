@@ -186,10 +186,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model_dir: Path, max_sessions: int, threads: int | None):
+    def __init__(self, model_dir: Path, max_sessions: int, threads: int | None, kv_cache: str = "f32"):
         self.port = free_port()
         cmd = [sys.executable, "-m", "voxtral", "serve", "--model", str(model_dir), "--no-download",
-               "--port", str(self.port), "--max-sessions", str(max_sessions), "--log-level", "warning"]
+               "--port", str(self.port), "--max-sessions", str(max_sessions), "--log-level", "warning",
+               "--kv-cache", kv_cache]
         if threads:
             cmd += ["--threads", str(threads)]
         self.proc = subprocess.Popen(cmd)
@@ -223,17 +224,17 @@ class ServerProcess:
 
 
 def sweep(preset: str, clients: list[int], seconds: float, threads: int | None = None,
-          rt_p95: float | None = None) -> dict:
+          rt_p95: float | None = None, model: Path | None = None, kv_cache: str = "f32") -> dict:
     import voxtral
     from voxtral.config import DEFAULT_DELAY_MS
 
     rt_p95 = float(os.environ.get("VOXTRAL_BENCH_RT_P95", "0.5")) if rt_p95 is None else rt_p95
-    model_dir = checkpoint_dir(preset)
+    model_dir = model or checkpoint_dir(preset)
     cfg = voxtral.load(model_dir, download=False).config
     delay_tokens = cfg.delay_tokens(DEFAULT_DELAY_MS)
     steps = engine_steps(model_dir, clients, threads)
     rows = []
-    server = ServerProcess(model_dir, max(clients), threads)
+    server = ServerProcess(model_dir, max(clients), threads, kv_cache)
     try:
         server.wait_ready()
         asyncio.run(run_clients(server.url, 1, 1.0, delay_tokens))  # warm-up
@@ -284,8 +285,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--rt-p95", type=float, default=None, help="p95 bound for 'real time' (s, default 0.5)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--model", type=Path, default=None,
+                   help="a model directory instead of --preset's (e.g. a quantized one: voxtral quantize)")
+    p.add_argument("--kv-cache", default="f32", help="the server's KV cache storage (f32, bf16, int8)")
     args = p.parse_args(argv)
-    report = sweep(args.preset, [int(x) for x in args.clients.split(",")], args.seconds, args.threads, args.rt_p95)
+    report = sweep(args.preset, [int(x) for x in args.clients.split(",")], args.seconds, args.threads, args.rt_p95,
+                   args.model, args.kv_cache)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Sequence
 
+from ..modes import KV_DTYPES, QTYPES
 from ..config import DEFAULT_DELAY_MS
 from ..errors import UsageError, VoxtralError
 from .sessions import Settings
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-ms", type=int, default=DEFAULT_DELAY_MS,
                    help=f"default transcription delay (default {DEFAULT_DELAY_MS}); sessions may change it")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
+    p.add_argument("--quant", default=None, metavar="{" + ",".join(QTYPES) + "}",
+                   help="serve the weights quantized to this type (quantized once into a cache, as the CLI's --quant)")
+    p.add_argument("--kv-cache", default="f32", metavar="{" + ",".join(KV_DTYPES) + "}",
+                   help="KV cache storage of every session (default f32, exact)")
     p.add_argument("--max-sessions", type=int, default=d.max_sessions, help=f"default {d.max_sessions}")
     p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
                    help=f"largest WebSocket message (default {d.max_message_bytes})")
@@ -75,7 +80,8 @@ def run(args) -> int:
     from ..model import load
 
     settings = settings_from(args)
-    model = load(args.model, num_threads=args.threads, download=not args.no_download)
+    model = load(args.model, num_threads=args.threads, download=not args.no_download, quant=args.quant,
+                 kv_cache=args.kv_cache)
     model.config.delay_tokens(args.delay_ms)  # validate before serving
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     cfg = ServerConfig(model_names=model_names(args, model), api_key=api_key, settings=settings)
