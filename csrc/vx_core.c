@@ -71,14 +71,10 @@ int vx_attention(const float *q, const float *k, const float *v, float *out,
     const vx_ops *ops = vx_ops_active();
     const int64_t group = Hq / Hkv;
     const int nthreads = threads_for(M * Hq * (T + 1) * D);
-    /* One task = one query position x a block of hb consecutive KV heads with
-     * their query heads: each K/V row segment is read once for all the heads
-     * that share it, and with hb > 1 the segment is hb*D contiguous floats
-     * (rows of one head alone are Hkv*D apart: a new page per row, which the
-     * hardware prefetchers do not follow). Blocks shrink only as far as
-     * needed to give every thread work. Results do not depend on hb. */
-    int64_t hb = Hkv;
-    while (hb > 1 && M * ((Hkv + hb - 1) / hb) < nthreads) hb = (hb + 1) / 2;
+    /* (rows of one head alone are Hkv*D apart: a new page per row, which the
+     * hardware prefetchers do not follow; a block of heads reads hb*D
+     * contiguous floats) */
+    const int64_t hb = vx_attn_head_block(M, Hkv, nthreads);
     const int64_t n_blocks = (Hkv + hb - 1) / hb;
     const int64_t n_tasks = M * n_blocks;
     int status = VX_OK;
@@ -94,11 +90,8 @@ int vx_attention(const float *q, const float *k, const float *v, float *out,
                 const int64_t i = t / n_blocks, kv0 = (t % n_blocks) * hb;
                 const int64_t nkv = (Hkv - kv0) < hb ? (Hkv - kv0) : hb;
                 const int64_t qpos = q_pos0 + i;
-                /* visible keys: kpos <= qpos and qpos - kpos < window: one contiguous run */
-                int64_t hi = qpos - k_pos0;
-                int64_t lo = qpos - window + 1 - k_pos0;
-                if (hi > T - 1) hi = T - 1;
-                if (lo < 0) lo = 0;
+                int64_t lo, hi;
+                vx_attn_visible(qpos, k_pos0, window, T, &lo, &hi);
                 float *oblk = out + (i * Hq + kv0 * group) * D;
                 memset(oblk, 0, (size_t)(nkv * group * D) * sizeof(float));
                 if (hi < lo) continue;

@@ -43,4 +43,25 @@ extern const vx_ops vx_ops_neon;
 
 const vx_ops *vx_ops_active(void);
 
+/* Attention tasks (fp32 and compact caches alike): one query position x a
+ * block of hb consecutive KV heads with their query heads, so each K/V row
+ * segment (hb*D contiguous values) is read once for all the heads sharing
+ * it; blocks shrink only as far as needed to give every thread work.
+ * Results do not depend on hb. */
+static inline int64_t vx_attn_head_block(int64_t M, int64_t Hkv, int nthreads) {
+    int64_t hb = Hkv;
+    while (hb > 1 && M * ((Hkv + hb - 1) / hb) < nthreads) hb = (hb + 1) / 2;
+    return hb;
+}
+
+/* Rows [*lo, *hi] of a cache starting at position k_pos0 (T rows) that the
+ * query at qpos sees: kpos <= qpos and qpos - kpos < window, one contiguous
+ * run (empty when *hi < *lo). */
+static inline void vx_attn_visible(int64_t qpos, int64_t k_pos0, int64_t window, int64_t T, int64_t *lo, int64_t *hi) {
+    *hi = qpos - k_pos0;
+    *lo = qpos - window + 1 - k_pos0;
+    if (*hi > T - 1) *hi = T - 1;
+    if (*lo < 0) *lo = 0;
+}
+
 #endif

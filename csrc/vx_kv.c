@@ -3,6 +3,7 @@
  * picks the active ISA's kernel. See vx_kv.h. */
 #include "vx_kv.h"
 #include "vx.h"
+#include "vx_isa.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -148,11 +149,7 @@ int vx_attention_kv(int kind, const float *q, const void *k, const void *v, cons
     const int64_t group = Hq / Hkv;
     const int64_t work = M * Hq * (T + 1) * D;
     const int nthreads = work < (1 << 16) ? 1 : vx_get_num_threads();
-    /* Tasks as in vx_attention: one query position x a block of hb KV heads,
-     * so each row segment (hb*D contiguous elements) is read once for all the
-     * query heads that share it; blocks shrink only to give every thread work. */
-    int64_t hb = Hkv;
-    while (hb > 1 && M * ((Hkv + hb - 1) / hb) < nthreads) hb = (hb + 1) / 2;
+    const int64_t hb = vx_attn_head_block(M, Hkv, nthreads); /* tasks as in vx_attention */
     const int64_t n_blocks = (Hkv + hb - 1) / hb;
     const int64_t n_tasks = M * n_blocks;
     int status = VX_OK;
@@ -168,9 +165,8 @@ int vx_attention_kv(int kind, const float *q, const void *k, const void *v, cons
                 const int64_t i = t / n_blocks, kv0 = (t % n_blocks) * hb;
                 const int64_t nkv = (Hkv - kv0) < hb ? (Hkv - kv0) : hb;
                 const int64_t qpos = q_pos0 + i;
-                int64_t hi = qpos - k_pos0, lo = qpos - window + 1 - k_pos0;
-                if (hi > T - 1) hi = T - 1;
-                if (lo < 0) lo = 0;
+                int64_t lo, hi;
+                vx_attn_visible(qpos, k_pos0, window, T, &lo, &hi);
                 float *oblk = out + (i * Hq + kv0 * group) * D;
                 if (hi < lo) {
                     memset(oblk, 0, (size_t)(nkv * group * D) * sizeof(float));
