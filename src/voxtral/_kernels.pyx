@@ -195,13 +195,8 @@ _init_from_env()
 
 # ---- kernels ------------------------------------------------------------------
 
-def matmul_bf16(x, w, bias=None, out=None, bint accumulate=False):
-    """out[M,N] (+)= x[M,K] @ w[N,K]^T (+ bias); w holds bfloat16 bits as uint16."""
-    _arr(x, "x", np.float32, 2)
-    _arr(w, "w", np.uint16, 2)
-    cdef int64_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
-    if w.shape[1] != K:
-        raise ValueError(f"x is [{M}, {K}] but w is {list(w.shape)}: inner dimensions differ")
+def _matmul_out(x, w, bias, out, bint accumulate, int64_t M, int64_t N, int64_t K):
+    """The checks every matmul shares (sizes, bias, accumulate); returns out [M, N]."""
     if M == 0 or N == 0 or K == 0:
         raise ValueError(f"empty matmul: x {x.shape}, w {w.shape}")
     if bias is not None:
@@ -210,7 +205,17 @@ def matmul_bf16(x, w, bias=None, out=None, bint accumulate=False):
             raise ValueError(f"bias has {bias.shape[0]} entries, expected {N}")
     if accumulate and out is None:
         raise ValueError("accumulate=True needs an out array")
-    out = _out(out, "out", (M, N))
+    return _out(out, "out", (M, N))
+
+
+def matmul_bf16(x, w, bias=None, out=None, bint accumulate=False):
+    """out[M,N] (+)= x[M,K] @ w[N,K]^T (+ bias); w holds bfloat16 bits as uint16."""
+    _arr(x, "x", np.float32, 2)
+    _arr(w, "w", np.uint16, 2)
+    cdef int64_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
+    if w.shape[1] != K:
+        raise ValueError(f"x is [{M}, {K}] but w is {list(w.shape)}: inner dimensions differ")
+    out = _matmul_out(x, w, bias, out, accumulate, M, N, K)
     cdef const float *px = _fp(x)
     cdef const uint16_t *pw = _up(w)
     cdef const float *pb = _fp(bias) if bias is not None else NULL
@@ -250,15 +255,7 @@ def matmul_q(x, w, str qtype, int64_t K, bias=None, out=None, bint accumulate=Fa
         raise ValueError(f"{qtype} row size mismatch for K={K}")
     if w.shape[1] != rb:
         raise ValueError(f"w rows have {w.shape[1]} bytes, {qtype} with K={K} needs {rb}")
-    if M == 0 or N == 0:
-        raise ValueError(f"empty matmul: x {x.shape}, w {w.shape}")
-    if bias is not None:
-        _arr(bias, "bias", np.float32, 1)
-        if bias.shape[0] != N:
-            raise ValueError(f"bias has {bias.shape[0]} entries, expected {N}")
-    if accumulate and out is None:
-        raise ValueError("accumulate=True needs an out array")
-    out = _out(out, "out", (M, N))
+    out = _matmul_out(x, w, bias, out, accumulate, M, N, K)
     cdef const float *px = _fp(x)
     cdef const uint8_t *pw = _u8p(w)
     cdef const float *pb = _fp(bias) if bias is not None else NULL
