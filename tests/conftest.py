@@ -102,3 +102,21 @@ def small_window_ckpt(tmp_path_factory) -> dict[str, Path]:
     exercise what a real stream does after ~11 minutes: the sliding window and
     the KV-cache compaction."""
     return _make(tmp_path_factory, "small_window", "tiny", sliding_window=48, enc_sliding_window=40)
+
+
+def _runnable_isas() -> list[str]:
+    from voxtral import _kernels
+
+    return _kernels.available_isas()
+
+
+@pytest.fixture(params=_runnable_isas())
+def isa(request):
+    """Run the test once per ISA level this machine can run (the others are
+    forced off with set_isa, so every fallback is exercised)."""
+    from voxtral import _kernels
+
+    before = _kernels.active_isa()
+    _kernels.set_isa(request.param)
+    yield request.param
+    _kernels.set_isa(before)

@@ -18,14 +18,6 @@ ISAS = K.available_isas()
 REL = 2e-6
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = K.active_isa()
-    K.set_isa(request.param)
-    yield request.param
-    K.set_isa(before)
-
-
 def bf16(a):
     """Round float values to bfloat16 bit patterns (round to nearest even)."""
     u = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)

@@ -24,14 +24,6 @@ REL = 1e-5
 rng = np.random.default_rng(99)
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = K.active_isa()
-    K.set_isa(request.param)
-    yield request.param
-    K.set_isa(before)
-
-
 # ---- independent numpy references ----------------------------------------------------
 
 def np_bf16(x):

@@ -32,14 +32,6 @@ EPS32 = 2.0**-24
 rng = np.random.default_rng(4321)
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = K.active_isa()
-    K.set_isa(request.param)
-    yield request.param
-    K.set_isa(before)
-
-
 @pytest.fixture
 def two_threads():
     before = K.get_num_threads()
