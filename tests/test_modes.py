@@ -18,6 +18,8 @@ from voxtral import quantize
 from voxtral.audio import load_audio
 from voxtral.testing.accuracy import compare
 
+from stream_util import stream_tokens
+
 MODES = [("q8_0", "f32"), ("q4_0", "int8"), ("q4_k", "f32"), ("q4_k", "bf16")]
 WAV = "night1968_5s_dont_worry_about_him.wav"
 
@@ -48,18 +50,6 @@ def audio(audio_dir):
     return load_audio(audio_dir / WAV)
 
 
-def _tokens(model, audio, sizes, kv):
-    stream = model.stream(480, kv_cache=kv)
-    events, start, i = [], 0, 0
-    while start < len(audio):
-        n = sizes[i % len(sizes)]
-        events += stream.feed(audio[start : start + n])
-        start += n
-        i += 1
-    events += stream.finish()
-    return [e.token_id for e in events if e.token_id >= 0]
-
-
 @pytest.mark.parametrize("weights,kv", MODES)
 def test_any_chunking_gives_offline_tokens(small_dirs, audio, weights, kv):
     model = voxtral.load(small_dirs[weights], kv_cache=kv)
@@ -70,7 +60,7 @@ def test_any_chunking_gives_offline_tokens(small_dirs, audio, weights, kv):
     @given(sizes=st.lists(st.one_of(st.integers(1, 400), st.integers(401, 4000), st.integers(4001, 40000)),
                           min_size=1, max_size=6))
     def chunked(sizes):
-        assert _tokens(model, audio, sizes, kv) == offline
+        assert stream_tokens(model, audio, sizes, kv_cache=kv) == offline
 
     chunked()
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import voxtral
+from stream_util import stream_tokens
 from voxtral.audio import load_audio
 
 
@@ -30,18 +31,6 @@ def offline_tokens(model, recordings):
     return {name: model.transcribe(audio, 16000).token_ids for name, audio in recordings.items()}
 
 
-def _stream_tokens(model, audio, sizes, delay_ms=480):
-    stream = model.stream(delay_ms)
-    tokens, i, k = [], 0, 0
-    while i < len(audio):
-        n = sizes[k % len(sizes)]
-        tokens += [e.token_id for e in stream.feed(audio[i : i + n])]
-        i += n
-        k += 1
-    tokens += [e.token_id for e in stream.finish() if e.token_id >= 0]
-    assert tokens == stream.tokens
-    return tokens
-
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -51,13 +40,13 @@ def _stream_tokens(model, audio, sizes, delay_ms=480):
     ),
 )
 def test_any_chunking_gives_offline_tokens(model, recordings, offline_tokens, name, sizes):
-    assert _stream_tokens(model, recordings[name], sizes) == offline_tokens[name]
+    assert stream_tokens(model, recordings[name], sizes) == offline_tokens[name]
 
 
 def test_single_samples_and_uneven_pieces(model, recordings, offline_tokens):
     audio = recordings["night1968_5s_dont_worry_about_him"]
-    assert _stream_tokens(model, audio[:4000], [1]) == model.transcribe(audio[:4000], 16000).token_ids
-    assert _stream_tokens(model, audio, [3, 1279, 1281, 7]) == offline_tokens["night1968_5s_dont_worry_about_him"]
+    assert stream_tokens(model, audio[:4000], [1]) == model.transcribe(audio[:4000], 16000).token_ids
+    assert stream_tokens(model, audio, [3, 1279, 1281, 7]) == offline_tokens["night1968_5s_dont_worry_about_him"]
 
 
 def test_int16_feed_equals_float(model, audio_dir):
@@ -233,4 +222,4 @@ def test_long_synthetic_stream_through_sliding_windows(small_window_model, long_
     (and compacts the caches) at arbitrary points, offline at others; the
     tokens are the same."""
     assert len(long_offline) > 2000
-    assert _stream_tokens(small_window_model, long_synthetic, sizes) == long_offline
+    assert stream_tokens(small_window_model, long_synthetic, sizes) == long_offline

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import voxtral
+from stream_util import stream_tokens
 from voxtral.audio import load_audio
 
 COMPACT = ["bf16", "int8"]
@@ -31,18 +32,6 @@ def offline_tokens(model, recordings):
     return {name: model.transcribe(audio, 16000).token_ids for name, audio in recordings.items()}
 
 
-def _stream_tokens(model, audio, sizes, delay_ms=480, **kw):
-    stream = model.stream(delay_ms, **kw)
-    tokens, i, k = [], 0, 0
-    while i < len(audio):
-        n = sizes[k % len(sizes)]
-        tokens += [e.token_id for e in stream.feed(audio[i : i + n])]
-        i += n
-        k += 1
-    tokens += [e.token_id for e in stream.finish() if e.token_id >= 0]
-    assert tokens == stream.tokens
-    return tokens
-
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -52,12 +41,12 @@ def _stream_tokens(model, audio, sizes, delay_ms=480, **kw):
     ),
 )
 def test_any_chunking_gives_offline_tokens(model, recordings, offline_tokens, name, sizes):
-    assert _stream_tokens(model, recordings[name], sizes) == offline_tokens[name]
+    assert stream_tokens(model, recordings[name], sizes) == offline_tokens[name]
 
 
 def test_uneven_pieces(model, recordings, offline_tokens):
     audio = recordings["night1968_15s_there_are_two_of_them_out_there"]
-    assert _stream_tokens(model, audio, [3, 1279, 1281, 7, 16000]) == offline_tokens[audio_name(recordings, audio)]
+    assert stream_tokens(model, audio, [3, 1279, 1281, 7, 16000]) == offline_tokens[audio_name(recordings, audio)]
 
 
 def audio_name(recordings, audio):
@@ -72,7 +61,7 @@ def test_model_and_stream_choose_the_cache(model, tiny_ckpt, recordings):
     audio = recordings["night1968_5s_dont_worry_about_him"]
     exact = voxtral.load(tiny_ckpt["native"])
     assert exact.kv_cache == "f32"
-    assert _stream_tokens(model, audio, [8000], kv_cache="f32") == exact.transcribe(audio, 16000).token_ids
+    assert stream_tokens(model, audio, [8000], kv_cache="f32") == exact.transcribe(audio, 16000).token_ids
 
 
 def test_past_the_window_with_compaction(small_window_ckpt, recordings):

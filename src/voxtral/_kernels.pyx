@@ -282,13 +282,10 @@ def stream_read(buf):
     return int(r)
 
 
-def attention(q, k, v, out, int64_t q_pos0, int64_t k_pos0, int64_t window, float scale):
-    """Causal sliding-window GQA attention of q[M,Hq,D] over a cache k/v[T,Hkv,D]."""
-    _arr(q, "q", np.float32, 3)
-    _arr(k, "k", np.float32, 3)
-    _arr(v, "v", np.float32, 3)
-    cdef int64_t M = q.shape[0], Hq = q.shape[1], D = q.shape[2]
-    cdef int64_t T = k.shape[0], Hkv = k.shape[1]
+def _attention_dims(q, k, v, int64_t q_pos0, int64_t k_pos0, int64_t window):
+    """The checks every attention binding shares; returns (M, Hq, D, T, Hkv)."""
+    M, Hq, D = q.shape
+    T, Hkv = k.shape[0], k.shape[1]
     if k.shape[2] != D or v.shape[0] != T or v.shape[1] != Hkv or v.shape[2] != D:
         raise ValueError(f"shapes q {q.shape}, k {k.shape}, v {v.shape} do not match")
     if M == 0 or Hq == 0 or D == 0 or Hkv == 0:
@@ -299,6 +296,16 @@ def attention(q, k, v, out, int64_t q_pos0, int64_t k_pos0, int64_t window, floa
         raise ValueError(f"window must be >= 1, got {window}")
     if T and (k_pos0 < 0 or q_pos0 < 0):
         raise ValueError("positions must be non-negative")
+    return M, Hq, D, T, Hkv
+
+
+def attention(q, k, v, out, int64_t q_pos0, int64_t k_pos0, int64_t window, float scale):
+    """Causal sliding-window GQA attention of q[M,Hq,D] over a cache k/v[T,Hkv,D]."""
+    _arr(q, "q", np.float32, 3)
+    _arr(k, "k", np.float32, 3)
+    _arr(v, "v", np.float32, 3)
+    cdef int64_t M, Hq, D, T, Hkv
+    M, Hq, D, T, Hkv = _attention_dims(q, k, v, q_pos0, k_pos0, window)
     out = _out(out, "out", (M, Hq, D))
     cdef const float *pq = _fp(q)
     cdef const float *pk = _fp(k) if T else pq
@@ -543,18 +550,8 @@ def attention_kv(q, k, v, k_scales, v_scales, out, int64_t q_pos0, int64_t k_pos
     for a, name in ((k, "k"), (v, "v")):
         if a.ndim != 3 or not a.flags.c_contiguous:
             raise ValueError(f"{name} must be a 3-D C-contiguous array, got shape {a.shape}")
-    cdef int64_t M = q.shape[0], Hq = q.shape[1], D = q.shape[2]
-    cdef int64_t T = k.shape[0], Hkv = k.shape[1]
-    if k.shape[2] != D or v.shape[0] != T or v.shape[1] != Hkv or v.shape[2] != D:
-        raise ValueError(f"shapes q {q.shape}, k {k.shape}, v {v.shape} do not match")
-    if M == 0 or Hq == 0 or D == 0 or Hkv == 0:
-        raise ValueError("empty attention")
-    if Hq % Hkv:
-        raise ValueError(f"{Hq} query heads are not a multiple of {Hkv} kv heads")
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    if T and (k_pos0 < 0 or q_pos0 < 0):
-        raise ValueError("positions must be non-negative")
+    cdef int64_t M, Hq, D, T, Hkv
+    M, Hq, D, T, Hkv = _attention_dims(q, k, v, q_pos0, k_pos0, window)
     if kind == VX_KV_INT8:
         if k_scales is None or v_scales is None:
             raise ValueError("an int8 cache needs k_scales and v_scales [T, Hkv]")
