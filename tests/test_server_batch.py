@@ -1,6 +1,7 @@
-"""Batching never changes results: streams stepped together by BatchEngine
+"""Batching never changes results: streams stepped together by the engine
 give exactly (bit for bit) the logits and tokens of the same audio run alone
-through a plain Stream, whatever the other streams do."""
+through a plain Stream, whatever the other streams do; and one stream's
+failure stays that stream's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 
 import voxtral
 from voxtral.audio import load_audio
-from voxtral.batch import BatchEngine
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def _clips(audio_dir, rate):
     return clips
 
 
-def _alone(model, audio, delay_ms):
-    s = model.stream(delay_ms, keep_logits=True)
+def _alone(model, audio, delay_ms, kv_cache):
+    s = model.stream(delay_ms, keep_logits=True, kv_cache=kv_cache)
     events = s.feed(audio) + s.finish()
     return s, events
 
@@ -40,8 +40,9 @@ def test_batched_streams_equal_single_streams(request, audio_dir, window):
     delays = [480, 80, 960, 480]
     chunk = [1280, 4000, 640, 16000]  # samples per feed: different rates
     per_step = [1, 3, 2, 1]  # feeds between engine steps
-    eng = BatchEngine(model)
-    streams = [eng.open(d, keep_logits=True) for d in delays]
+    eng = model.engine
+    kinds = ["f32", "int8", "bf16", "f32"]  # the engine mixes KV cache kinds in one pass
+    streams = [model.stream(d, keep_logits=True, kv_cache=k) for d, k in zip(delays, kinds)]
     got = {id(s): [] for s in streams}
     offsets = [0] * len(streams)
     max_batch = 0
@@ -49,19 +50,20 @@ def test_batched_streams_equal_single_streams(request, audio_dir, window):
         for i, s in enumerate(streams):
             for _ in range(per_step[i]):
                 if offsets[i] < len(clips[i]):
-                    s.feed(clips[i][offsets[i] : offsets[i] + chunk[i]])
+                    s.push(clips[i][offsets[i] : offsets[i] + chunk[i]])
                     offsets[i] += chunk[i]
                     if offsets[i] >= len(clips[i]):
-                        s.finish()
-        before = eng.rows_decoded
-        for s, ev in eng.step().items():
+                        s.end()
+        before = eng.stream_steps
+        for s, ev in eng.step(streams).items():
             got[id(s)].extend(ev)
-        max_batch = max(max_batch, eng.rows_decoded - before)
-    for s, ev in eng.run_until_idle().items():
-        got[id(s)].extend(ev)
+        max_batch = max(max_batch, eng.stream_steps - before)
+    while any(not s.completed for s in streams):
+        for s, ev in eng.step(streams).items():
+            got[id(s)].extend(ev)
     assert max_batch > 1  # the streams really were batched
-    for s, clip, delay in zip(streams, clips, delays):
-        ref, ref_events = _alone(model, clip, delay)
+    for s, clip, delay, kind in zip(streams, clips, delays, kinds):
+        ref, ref_events = _alone(model, clip, delay, kind)
         assert s.completed
         assert s.tokens == ref.tokens
         assert len(s.logits) == len(ref.logits)
@@ -84,10 +86,29 @@ def test_stream_split_keeps_single_stream_behaviour(model, audio_dir):
     assert [i for i in ids if i >= 0] == one.token_ids
 
 
-def test_engine_close_forgets_stream(model):
-    eng = BatchEngine(model)
-    s = eng.open()
-    s.feed(np.zeros(3200, dtype=np.float32))
-    eng.close(s)
-    assert eng.streams == [] and not eng.has_work()
-    assert eng.step() == {}
+def test_a_failing_stream_leaves_the_others_alone(model, audio_dir):
+    """A fault injected into one stream's step: that stream is reported as
+    failed, the others of the same passes still get their single-stream tokens."""
+    clips = _clips(audio_dir, model.sample_rate)[:3]
+    streams = [model.stream(480) for _ in clips]
+    bad = streams[1]
+
+    def broken():
+        raise RuntimeError("injected")
+
+    bad.next_step = broken
+    for s, clip in zip(streams, clips):
+        s.push(clip)
+        s.end()
+    failed: dict = {}
+    got = {id(s): [] for s in streams}
+    alive = list(streams)
+    while any(not s.completed for s in alive):
+        for s, ev in model.engine.step(alive, failed).items():
+            got[id(s)] += [e.token_id for e in ev if e.token_id >= 0]
+        alive = [s for s in alive if s not in failed]
+    assert list(failed) == [bad] and str(failed[bad]) == "injected"
+    for s, clip in ((streams[0], clips[0]), (streams[2], clips[2])):
+        assert got[id(s)] == model.transcribe(clip, sample_rate=model.sample_rate).token_ids
+    with pytest.raises(RuntimeError):  # without `failed` the error is the caller's
+        model.engine.step([bad])

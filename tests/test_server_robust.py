@@ -151,7 +151,7 @@ def test_lag_event_when_server_falls_behind(model):
         for _ in range(8):
             mgr.append(s, np.zeros(1280, dtype=np.float32))
             await asyncio.sleep(0.08)
-        mgr._dispatch({}, 0.0, 0)
+        mgr._dispatch({}, 0.0, 0, 0)
         events = []
         while not s.outbox.empty():
             events.append(s.outbox.get_nowait())
@@ -210,7 +210,7 @@ def _settled(srv, timeout=30.0) -> bool:
     mgr = srv.app.state.manager
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not mgr.sessions and not mgr.engine.streams and mgr.metrics.sessions_active == 0:
+        if not mgr.sessions and not mgr.streams and mgr.metrics.sessions_active == 0:
             return True
         time.sleep(0.05)
     return False
@@ -258,7 +258,7 @@ def test_idle_sessions_cost_no_steps(model):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # until the decoder has caught up with the audio
             stream = next(iter(mgr.sessions.values())).stream
-            if stream is not None and not stream.waiting_audio and stream._next_input() is None:
+            if stream is not None and not stream.waiting_audio and stream.next_step() is None:
                 break
             time.sleep(0.05)
         time.sleep(0.2)

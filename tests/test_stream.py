@@ -179,15 +179,17 @@ def test_memory_stays_bounded_on_a_long_stream(small_window_ckpt, audio_dir):
     for _ in range(40):  # 40 x 15 s = 10 minutes
         for i in range(0, len(speech), 16000):
             stream.feed(speech[i : i + 16000])
-        capacities.append((stream._cache.capacity, stream._enc.cache.capacity))
-        assert stream._pending.shape[0] <= 2
-        assert stream._mel._buf.shape[0] <= model.config.audio.window_size + 16000
+        held = stream.memory
+        capacities.append((held["decoder_cache"].capacity, held["encoder_cache"].capacity))
+        assert held["pending_embeddings"] <= 2
+        assert held["mel_samples"] <= model.config.audio.window_size + 16000
     assert len(set(capacities[2:])) == 1, capacities
-    assert stream._cache.capacity <= 48 - 1 + 1 + stream._cache.slack
+    cache = stream.memory["decoder_cache"]
+    assert cache.capacity <= 48 - 1 + stream.options.draft_steps + cache.slack
     stream.finish()
     assert len(stream.tokens) > 7000
     # compaction (a memmove of the whole window) is rare: once per `slack` steps
-    assert stream._cache.compactions <= len(stream.tokens) // stream._cache.slack + 2
+    assert cache.compactions <= len(stream.tokens) // cache.slack + 2
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ def audio_name(recordings, audio):
 def test_model_and_stream_choose_the_cache(model, tiny_ckpt, recordings):
     assert model.kv_cache in COMPACT
     stream = model.stream()
-    assert stream._cache.dtype == model.kv_cache
+    assert stream.memory["decoder_cache"].dtype == model.kv_cache
     # a per-stream override: f32 here gives the f32 model's tokens
     audio = recordings["night1968_5s_dont_worry_about_him"]
     exact = voxtral.load(tiny_ckpt["native"])
@@ -77,8 +77,9 @@ def test_past_the_window_with_compaction(small_window_ckpt, recordings):
             tokens += [e.token_id for e in stream.feed(audio[i : i + 777])]
         tokens += [e.token_id for e in stream.finish() if e.token_id >= 0]
         assert tokens == offline and len(offline) > 3 * 48
-        assert stream._cache.compactions > 2
-        assert stream._cache.capacity <= 48 - 1 + 1 + stream._cache.slack
+        cache = stream.memory["decoder_cache"]
+        assert cache.compactions > 2
+        assert cache.capacity <= 48 - 1 + stream.options.draft_steps + cache.slack
 
 
 def test_bad_kv_cache_values(tiny_ckpt):

@@ -18,17 +18,14 @@ import time
 from typing import Iterator, Sequence
 
 from . import __version__
-from .config import DEFAULT_DELAY_MS, MAX_DELAY_MS, MIN_DELAY_MS
+from .config import DEFAULT_DELAY_MS, DELAY_STEP_MS, MAX_DELAY_MS, MIN_DELAY_MS
 from .errors import UsageError, VoxtralError
 from .formats import EXTENSIONS, WRITERS
 from .limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .modes import KV_DTYPES, QTYPES
+from .options import DEFAULT_DRAFT_STEPS, MAX_DRAFT_STEPS, Options
 from .threads import MAX_THREADS, check_num_threads
 from .output import AtomicOutput
-
-# The decoder advances one token per 80 ms of audio (frame_rate 12.5 Hz in
-# every published config); the loaded model's config re-checks the delay.
-DELAY_STEP_MS = 80
 
 
 # ---------------------------------------------------------------------------
@@ -83,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-cache", metavar="{" + ",".join(KV_DTYPES) + "}", default="f32",
                    help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
                    "slightly different logits; default f32)")
+    p.add_argument("--draft-steps", type=int, default=None, metavar="K",
+                   help=f"decoder steps verified in one pass when audio is waiting, 1..{MAX_DRAFT_STEPS} "
+                   f"(default {DEFAULT_DRAFT_STEPS}; the tokens are the same for any K, only the speed changes)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="at the end, print the engine's statistics on stderr (decoder passes, steps per pass)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"CPU threads, 1..{MAX_THREADS} (default: $VOXTRAL_NUM_THREADS or physical cores)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status messages on stderr")
@@ -112,12 +114,8 @@ def check_args(args: argparse.Namespace) -> None:
         check_num_threads(args.threads, "--threads")
     if args.quant is not None and args.quant not in QTYPES:
         raise UsageError(f"--quant must be one of {', '.join(QTYPES)}, got {args.quant!r}")
-    if args.kv_cache not in KV_DTYPES:
-        raise UsageError(f"--kv-cache must be one of {', '.join(KV_DTYPES)}; got {args.kv_cache!r} (kv_cache)")
-    if not MIN_DELAY_MS <= args.delay_ms <= MAX_DELAY_MS:
-        raise UsageError(f"--delay-ms must be between {MIN_DELAY_MS} and {MAX_DELAY_MS}, got {args.delay_ms}")
-    if args.delay_ms % DELAY_STEP_MS:
-        raise UsageError(f"--delay-ms must be a multiple of {DELAY_STEP_MS}, got {args.delay_ms}")
+    # --delay-ms, --kv-cache, --draft-steps: the options every transcription of the run uses
+    args.options = Options(delay_ms=args.delay_ms, kv_cache=args.kv_cache).replace(draft_steps=args.draft_steps)
     if args.stdin:
         _check_raw_input(args)
     if args.output_dir is not None:
@@ -213,7 +211,7 @@ def stdin_chunks(f, target_rate: int, raw_format: str, raw_rate: int) -> Iterato
 
 def _transcribe_file(args, model, path: str, writer, progress: Progress, multiple: bool) -> None:
     name = os.path.basename(path)
-    events = model.transcribe_iter(path, delay_ms=args.delay_ms,
+    events = model.transcribe_iter(path, options=args.options,
                                    on_progress=lambda done, total: progress.show(name, done, total))
     # The audio is read and checked before the first event: a bad file fails
     # here, before its header or anything else is written.
@@ -268,7 +266,7 @@ def _run_files_to_dir(args, model, progress: Progress) -> int:
 
 def _run_stdin(args, model, writer) -> int:
     writer.begin("<stdin>", False)
-    stream = model.stream(args.delay_ms)
+    stream = model.stream(options=args.options)
     chunks = stdin_chunks(sys.stdin.buffer, model.sample_rate, args.raw_format, args.raw_rate)
     try:
         for chunk in chunks:
@@ -290,7 +288,7 @@ def _run_mic(args, model, writer) -> int:
     mic = Microphone(model.sample_rate, device=device)
     recorder = WavRecorder(args.record, model.sample_rate) if args.record else None
     writer.begin("<mic>", False)
-    stream = model.stream(args.delay_ms)
+    stream = model.stream(options=args.options)
     pace = RealTimeMonitor(model.config, model.weights.quant_type or "bf16")
     reported_drop = 0
     _note(args, "listening; Ctrl+C to stop")
@@ -357,6 +355,16 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model, num_threads=args.threads, download=not args.no_download, quant=args.quant,
                  kv_cache=args.kv_cache, on_status=lambda message: _note(args, message))
     model.config.delay_tokens(args.delay_ms)  # the model's own step, should it differ
+    try:
+        return _run_model(args, model)
+    finally:
+        if args.verbose:
+            e = model.engine
+            print(f"voxtral: {e.tokens} decoder steps in {e.passes} passes ({e.tokens / max(1, e.passes):.2f} "
+                  f"steps per pass, {e.rows} rows computed)", file=sys.stderr)
+
+
+def _run_model(args: argparse.Namespace, model) -> int:
     progress = Progress(not args.quiet and sys.stderr.isatty()
                         and (args.output is not None or args.output_dir is not None or not sys.stdout.isatty()))
     if args.output_dir is not None:

@@ -4,14 +4,15 @@ delay-conditioned adaptive norm and the tied LM head."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import _kernels as K
 from .config import ModelConfig
-from .kvcache import KVCache, check_kv_dtype
+from .kvcache import KVCache
 from .linear import embedding_rows, linear
-from .layers import Attention, scratch, swiglu
+from .layers import Attention, Batch, swiglu
 from .rope import RotaryTables
 from .weights import Weights
 
@@ -26,21 +27,32 @@ def time_embedding(t: float, dim: int, theta: float = 10000.0) -> np.ndarray:
     return np.concatenate([np.cos(angles), np.sin(angles)]).astype(np.float32)
 
 
+@dataclass
+class DecoderRows:
+    """One sequence's part of a decoder pass: inputs ``x`` [n, dim] at the
+    positions ``cache.next_pos ..``, its delay conditioning ``ada``
+    [n_layers, dim], and how many of its last rows' outputs are wanted."""
+
+    cache: KVCache
+    x: np.ndarray
+    ada: np.ndarray
+    n_out: int = 1
+
+
 class TextDecoder:
-    def __init__(self, cfg: ModelConfig, w: Weights, kv_cache: str = "f32"):
+    def __init__(self, cfg: ModelConfig, w: Weights):
         self.cfg = cfg
-        self.kv_cache = check_kv_dtype(kv_cache)  # storage of new_cache() (see kvcache.py)
         self.w = w
         d = cfg.decoder
         self.rope = RotaryTables(d.head_dim, d.rope_theta)
         self.attn = Attention(d.n_heads, d.n_kv_heads, d.head_dim, d.sliding_window, cfg.rope_style == "interleaved")
         self._ada_cache: dict[int, np.ndarray] = {}
 
-    def new_cache(self, dtype: str | None = None) -> KVCache:
-        """A fresh cache stored as ``dtype`` (default: the model's ``kv_cache``)."""
+    def new_cache(self, dtype: str = "f32") -> KVCache:
+        """A fresh cache stored as ``dtype`` (see kvcache.py)."""
         d = self.cfg.decoder
-        return KVCache(d.n_layers, d.n_kv_heads * d.head_dim, d.sliding_window, initial_rows=128,
-                       dtype=self.kv_cache if dtype is None else dtype, n_kv_heads=d.n_kv_heads)
+        return KVCache(d.n_layers, d.n_kv_heads * d.head_dim, d.sliding_window, initial_rows=128, dtype=dtype,
+                       n_kv_heads=d.n_kv_heads)
 
     def ada_scales(self, n_delay_tokens: int) -> np.ndarray:
         """Per-layer FFN-norm multipliers 1 + up(gelu(down(t_cond))): [n_layers, dim]."""
@@ -58,22 +70,22 @@ class TextDecoder:
     def embed(self, token_ids) -> np.ndarray:
         return embedding_rows(self.w.tok_embeddings, token_ids)
 
-    def forward(self, cache: KVCache, x: np.ndarray, ada: np.ndarray) -> np.ndarray:
-        """Run positions cache.next_pos .. +n with inputs x [n, dim] (modified in
-        place); returns the final-normed hidden state of the LAST position [1, dim]."""
+    def forward(self, items: list[DecoderRows]) -> np.ndarray:
+        """One pass over the weights for the rows of several sequences (a
+        single stream is a batch of one); the final-normed hidden states of
+        each item's last ``n_out`` rows, stacked in order [sum n_out, dim]."""
         d = self.cfg.decoder
-        n = x.shape[0]
-        cache.reserve(n)
-        cos, sin = self.rope(cache.next_pos, n)
-        q, attn = scratch(n, self.attn)
+        x = items[0].x.copy() if len(items) == 1 else np.concatenate([it.x for it in items])
+        batch = Batch([it.cache for it in items], [it.x.shape[0] for it in items], self.rope)
         for i, lw in enumerate(self.w.decoder_layers):
-            h = K.rms_norm(x, lw.attn_norm, d.norm_eps)
-            self.attn(x, h, cache, i, cos, sin, q, attn, lw.wq, lw.wk, lw.wv, lw.wo)
+            self.attn(x, K.rms_norm(x, lw.attn_norm, d.norm_eps), batch, i, lw)
             h = K.rms_norm(x, lw.ffn_norm, d.norm_eps)
-            h *= ada[i]  # delay conditioning
+            for it, sp in zip(items, batch.spans):
+                h[sp.rows] *= it.ada[i]  # each sequence's delay conditioning
             swiglu(x, h, lw.w1, lw.w3, lw.w2)
-        cache.commit(n)
-        return K.rms_norm(np.ascontiguousarray(x[-1:]), self.w.decoder_norm, d.norm_eps)
+        batch.commit()
+        out = np.concatenate([np.arange(sp.stop - it.n_out, sp.stop) for it, sp in zip(items, batch.spans)])
+        return K.rms_norm(np.ascontiguousarray(x[out]), self.w.decoder_norm, d.norm_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         return linear(hidden, self.w.tok_embeddings)

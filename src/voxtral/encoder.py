@@ -17,7 +17,7 @@ from . import _kernels as K
 from .config import ModelConfig
 from .kvcache import KVCache
 from .linear import linear
-from .layers import Attention, scratch, swiglu
+from .layers import Attention, Batch, swiglu
 from .rope import RotaryTables
 from .weights import Weights
 
@@ -59,7 +59,7 @@ class AudioEncoder:
         stride = self.cfg.audio.conv_stride
         if mel.shape[0] == 0:
             return np.zeros((0, self.cfg.encoder.dim), dtype=np.float32)
-        x = np.concatenate([st.conv1_tail, mel])
+        x = np.concatenate([st.conv1_tail, np.asarray(mel, dtype=np.float32)])
         st.conv1_tail = x[-(_KERNEL - 1):].copy()
         y1 = K.gelu(K.conv1d_bf16(x, self.w.conv1_w, self.w.conv1_b, 1))
         buf = np.concatenate([st.conv2_pending, y1])
@@ -71,45 +71,55 @@ class AudioEncoder:
         return K.gelu(K.conv1d_bf16(np.ascontiguousarray(used), self.w.conv2_w, self.w.conv2_b, stride))
 
     # ---- transformer ----
-    def _layers(self, st: EncoderState, x: np.ndarray) -> np.ndarray:
+    def _layers(self, caches: list[KVCache], parts: list[np.ndarray]) -> list[np.ndarray]:
+        """Final encoder frames of several sequences' new conv-stem frames, in one pass."""
         e = self.cfg.encoder
-        n = x.shape[0]
-        cache = st.cache
-        cache.reserve(n)
-        cos, sin = self.rope(cache.next_pos, n)
-        q, attn = scratch(n, self.attn)
+        x = parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+        batch = Batch(caches, [p.shape[0] for p in parts], self.rope)
         for i, lw in enumerate(self.w.encoder_layers):
-            h = K.rms_norm(x, lw.attn_norm, e.norm_eps)
-            self.attn(x, h, cache, i, cos, sin, q, attn, lw.wq, lw.wk, lw.wv, lw.wo, lw.bq, lw.bv, lw.bo)
+            self.attn(x, K.rms_norm(x, lw.attn_norm, e.norm_eps), batch, i, lw)
             swiglu(x, K.rms_norm(x, lw.ffn_norm, e.norm_eps), lw.w1, lw.w3, lw.w2, lw.b2)
-        cache.commit(n)
-        return K.rms_norm(x, self.w.encoder_norm, e.norm_eps)
+        batch.commit()
+        y = K.rms_norm(x, self.w.encoder_norm, e.norm_eps)
+        return [y[sp.rows] for sp in batch.spans]
 
-    def _adapter(self, frames: np.ndarray) -> np.ndarray:
-        stacked = frames.reshape(-1, frames.shape[1] * self.cfg.audio.downsample_factor)
-        return linear(K.gelu(linear(stacked, self.w.adapter1)), self.w.adapter2)
-
-    def encode_frames(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
-        """Mel frames -> final encoder frames (before stacking), incremental."""
-        stem = self._conv_stem(st, np.ascontiguousarray(mel, dtype=np.float32))
-        outs = []
-        for s in range(0, stem.shape[0], _MAX_FRAMES_PER_PASS):
-            chunk = np.ascontiguousarray(stem[s : s + _MAX_FRAMES_PER_PASS])
-            outs.append(self._layers(st, chunk))
-        if not outs:
-            return np.zeros((0, self.cfg.encoder.dim), dtype=np.float32)
-        return np.concatenate(outs) if len(outs) > 1 else outs[0]
-
-    def push(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
-        """Mel frames -> audio embeddings [n_tokens, decoder dim] for every complete group."""
-        return self.embed_frames(st, self.encode_frames(st, mel))
-
-    def embed_frames(self, st: EncoderState, frames: np.ndarray) -> np.ndarray:
-        """Final encoder frames -> audio embeddings for every complete group (the stacking remainder waits in ``st``)."""
+    def _stack(self, st: EncoderState, frames: np.ndarray) -> np.ndarray:
+        """Final encoder frames -> rows of ``downsample_factor`` stacked frames (the remainder waits in ``st``)."""
         group = self.cfg.audio.downsample_factor
         pending = np.concatenate([st.stack_pending, frames]) if st.stack_pending.shape[0] else frames
         n_full = pending.shape[0] // group * group
         st.stack_pending = pending[n_full:].copy()
-        if n_full == 0:
-            return np.zeros((0, self.cfg.decoder.dim), dtype=np.float32)
-        return self._adapter(np.ascontiguousarray(pending[:n_full]))
+        return pending[:n_full].reshape(-1, frames.shape[1] * group)
+
+    def _frames(self, states: list[EncoderState], mels: list[np.ndarray]) -> list[np.ndarray]:
+        """Mel frames -> final encoder frames (before stacking), per sequence, in
+        passes of at most ``_MAX_FRAMES_PER_PASS`` frames per sequence."""
+        stems = [self._conv_stem(st, mel) for st, mel in zip(states, mels)]
+        frames: list[list[np.ndarray]] = [[] for _ in states]
+        for s in range(0, max(stem.shape[0] for stem in stems), _MAX_FRAMES_PER_PASS):
+            todo = [j for j, stem in enumerate(stems) if stem.shape[0] > s]
+            parts = [stems[j][s : s + _MAX_FRAMES_PER_PASS] for j in todo]
+            for j, out in zip(todo, self._layers([states[j].cache for j in todo], parts)):
+                frames[j].append(out)
+        dim = self.cfg.encoder.dim
+        return [np.concatenate(f) if len(f) > 1 else f[0] if f else np.zeros((0, dim), np.float32) for f in frames]
+
+    def forward(self, states: list[EncoderState], mels: list[np.ndarray]) -> list[np.ndarray]:
+        """New mel frames of several sequences -> the audio embeddings
+        [n_tokens, decoder dim] they complete, one array per state (a single
+        stream is a batch of one); incremental."""
+        stacked = [self._stack(st, f) for st, f in zip(states, self._frames(states, mels))]
+        counts = [r.shape[0] for r in stacked]
+        if not sum(counts):
+            return [np.zeros((0, self.cfg.decoder.dim), dtype=np.float32) for _ in states]
+        rows = np.ascontiguousarray(np.concatenate(stacked))
+        emb = linear(K.gelu(linear(rows, self.w.adapter1)), self.w.adapter2)
+        return np.split(emb, np.cumsum(counts)[:-1])
+
+    def encode_frames(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
+        """One sequence's mel frames -> final encoder frames before stacking (what parity tests compare)."""
+        return self._frames([st], [mel])[0]
+
+    def push(self, st: EncoderState, mel: np.ndarray) -> np.ndarray:
+        """One sequence's new mel frames -> the audio embeddings they complete."""
+        return self.forward([st], [mel])[0]

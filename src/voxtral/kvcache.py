@@ -20,25 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .modes import KV_DTYPES
-
 from . import _kernels as K
 from .errors import UsageError
 
+# one per name of modes.KV_DTYPES (checked where options enter: options.py)
 _STORAGE = {"f32": np.float32, "bf16": np.uint16, "int8": np.int8}
-
-
-def check_kv_dtype(dtype) -> str:
-    """The cache dtype name, or UsageError for anything else."""
-    if not isinstance(dtype, str) or dtype not in KV_DTYPES:
-        raise UsageError(f"kv_cache must be one of {', '.join(KV_DTYPES)}; got {dtype!r}")
-    return dtype
 
 
 class KVCache:
     def __init__(self, n_layers: int, row_dim: int, window: int, initial_rows: int = 256, *,
                  dtype: str = "f32", n_kv_heads: int = 1):
-        self.dtype = check_kv_dtype(dtype)
+        self.dtype = dtype
         if n_kv_heads < 1 or row_dim % n_kv_heads:
             raise UsageError(f"row_dim {row_dim} is not a multiple of n_kv_heads {n_kv_heads}")
         self.n_layers = n_layers
@@ -152,3 +144,12 @@ class KVCache:
 
     def commit(self, n_new: int) -> None:
         self.length += n_new
+
+    def rollback(self, n: int) -> None:
+        """Forget the last ``n`` committed rows (drafted decoder steps that were
+        rejected). They are the newest rows, so the window's older rows, the
+        compaction state and the other rows' bits are untouched; the next
+        rows are written over them."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot roll back {n} of {self.length} rows")
+        self.length -= n

@@ -122,6 +122,11 @@ class LogMelStream:
         self._buf_origin += keep_from
         return out
 
+    @property
+    def buffered_samples(self) -> int:
+        """Samples held for frames not yet computed (bounded on any stream)."""
+        return int(self._buf.shape[0])
+
     def push(self, samples: np.ndarray) -> np.ndarray:
         samples = np.asarray(samples, dtype=np.float32)
         self._buf = np.concatenate([self._buf, samples])

@@ -3,6 +3,7 @@ or open a ``stream()``."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,11 @@ from .config import DEFAULT_DELAY_MS, ModelConfig
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
 from .errors import ConfigError, TokenizerError, UsageError
-from .kvcache import check_kv_dtype
+from .engine import Engine
 from .mel import MelFrontEnd
 from .segments import Segment, Word, build_segments
 from .events import TokenEvent
+from .options import Options
 from .stream import Stream
 from .threads import check_num_threads
 from .tokenizer import TekkenTokenizer
@@ -48,7 +50,7 @@ class Transcription:
 
 class VoxtralModel:
     def __init__(self, config: ModelConfig, weights: Weights, tokenizer: TekkenTokenizer, model_dir: Path, layout: str,
-                 kv_cache: str = "f32"):
+                 options: Options | None = None):
         self.config = config
         self.weights = weights
         self.tokenizer = tokenizer
@@ -61,29 +63,34 @@ class VoxtralModel:
             )
         self.front = MelFrontEnd(config.audio)
         self.encoder = AudioEncoder(config, weights)
-        # The encoder's cache stays fp32: it is bounded (its attention window)
-        # and cheap to read; the decoder's 8192-position cache dominates.
-        self.decoder = TextDecoder(config, weights, kv_cache)
+        self.decoder = TextDecoder(config, weights)
+        self.engine = Engine(self.encoder, self.decoder)  # what every stream of this model runs on
+        self.options = options if options is not None else Options()  # the defaults of stream() and transcribe()
 
     @property
     def kv_cache(self) -> str:
-        """Storage of the decoder's KV cache: "f32", "bf16" or "int8"."""
-        return self.decoder.kv_cache
+        """Default storage of the KV caches: "f32", "bf16" or "int8"."""
+        return self.options.kv_cache
+
+    def stream_options(self, options: Options | None = None, **changes) -> Options:
+        """``options`` (default: the model's) with ``changes`` (None = unchanged), checked."""
+        return (options or self.options).replace(**changes)
 
     @property
     def sample_rate(self) -> int:
         return self.config.audio.sampling_rate
 
-    def stream(self, delay_ms: int = DEFAULT_DELAY_MS, *, sample_rate: int | None = None,
-               keep_logits: bool = False, kv_cache: str | None = None) -> Stream:
+    def stream(self, delay_ms: int | None = None, *, sample_rate: int | None = None, keep_logits: bool = False,
+               kv_cache: str | None = None, draft_steps: int | None = None, options: Options | None = None) -> Stream:
         """A live transcription stream: ``feed()`` samples (16 kHz unless
         ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end.
-        ``kv_cache`` overrides the model's decoder cache storage for this stream."""
-        return Stream(self.config, self.front, self.encoder, self.decoder, self.tokenizer, delay_ms,
-                      keep_logits=keep_logits, sample_rate=sample_rate, kv_cache=kv_cache)
+        Each argument overrides the model's default (``options``: a whole set of them)."""
+        return Stream(self, self.stream_options(options, delay_ms=delay_ms, sample_rate=sample_rate,
+                                                keep_logits=keep_logits or None, kv_cache=kv_cache,
+                                                draft_steps=draft_steps))
 
-    def _decode_samples(self, samples: np.ndarray, delay_ms: int, on_progress=None) -> Iterator[TokenEvent]:
-        stream = self.stream(delay_ms)
+    def _decode_samples(self, samples: np.ndarray, options: Options, on_progress=None) -> Iterator[TokenEvent]:
+        stream = Stream(self, dataclasses.replace(options, sample_rate=None))  # load_audio resampled it
         step = int(_OFFLINE_CHUNK_SECONDS * self.sample_rate)
         total = samples.shape[0] / self.sample_rate
         for start in range(0, samples.shape[0], step):
@@ -92,30 +99,34 @@ class VoxtralModel:
                 on_progress(min(start + step, samples.shape[0]) / self.sample_rate, total)
         yield from stream.finish()
 
-    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS,
-                        on_progress=None) -> Iterator[TokenEvent]:
+    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int | None = None,
+                        on_progress=None, *, options: Options | None = None,
+                        draft_steps: int | None = None) -> Iterator[TokenEvent]:
         """Yield token events as they are decoded; ``on_progress(done_s, total_s)``
         is called after each piece of the input."""
+        options = self.stream_options(options, delay_ms=delay_ms, draft_steps=draft_steps)
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
-        yield from self._decode_samples(samples, delay_ms, on_progress)
+        yield from self._decode_samples(samples, options, on_progress)
 
-    def transcribe(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Transcription:
+    def transcribe(self, audio, sample_rate: int | None = None, delay_ms: int | None = None, *,
+                   options: Options | None = None, draft_steps: int | None = None) -> Transcription:
         """Transcribe a path, WAV bytes, or a numpy array (+ sample_rate)."""
+        options = self.stream_options(options, delay_ms=delay_ms, draft_steps=draft_steps)
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
-        events = list(self._decode_samples(samples, delay_ms))
+        events = list(self._decode_samples(samples, options))
         ids = [e.token_id for e in events if e.token_id >= 0]
         return Transcription(
             text=self.tokenizer.decode(ids),
             token_ids=ids,
             segments=build_segments(events),
             events=events,
-            delay_ms=delay_ms,
+            delay_ms=options.delay_ms,
             duration=samples.shape[0] / self.sample_rate,
         )
 
 
 def load(model: str | os.PathLike | None = None, *, num_threads: int | None = None, download: bool = True,
-         quant: str | None = None, kv_cache: str = "f32",
+         quant: str | None = None, kv_cache: str = "f32", draft_steps: int | None = None,
          on_status: Callable[[str], None] | None = None) -> VoxtralModel:
     """Load a model directory (Mistral-native, Hugging Face or quantized layout).
 
@@ -128,13 +139,14 @@ def load(model: str | os.PathLike | None = None, *, num_threads: int | None = No
     that first quantization starts. A quantized model directory loads as it is.
     ``kv_cache`` stores the decoder's KV cache as "f32" (exact), "bf16" or
     "int8" (a half / a quarter of the bytes attention streams per token; see
-    kvcache.py).
+    kvcache.py); ``draft_steps``: decoder steps verified per pass (see stream.py).
+    Both are the defaults of the model's streams and transcriptions.
     """
     from .hub import resolve_model_dir
     from .layout import detect_layout
     from .qformats import QTYPES
 
-    check_kv_dtype(kv_cache)
+    options = Options(kv_cache=kv_cache).replace(draft_steps=draft_steps)
     if quant is not None and quant not in QTYPES:
         raise UsageError(f"unknown quantization type {quant!r} (choose from {', '.join(QTYPES)})")
     if num_threads is not None:
@@ -154,4 +166,4 @@ def load(model: str | os.PathLike | None = None, *, num_threads: int | None = No
             f"{model_dir} is a model quantized to {weights.quant_type}; it cannot be loaded as {quant} "
             f"(load it without quant=, or quantize the BF16 checkpoint to {quant})"
         )
-    return VoxtralModel(config, weights, tokenizer, model_dir, layout, kv_cache=kv_cache)
+    return VoxtralModel(config, weights, tokenizer, model_dir, layout, options)

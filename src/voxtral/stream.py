@@ -1,157 +1,269 @@
-"""The transcription engine: audio in, tokens out, incrementally.
+"""One transcription in progress: the schedule of a stream, and its step
+protocol with the engine (engine.py).
 
-One ``Stream`` carries the whole pipeline state (log-mel framing, encoder
-caches, pending audio embeddings, decoder KV cache, greedy schedule), so that
-offline transcription is just ``feed(everything)`` + ``finish()`` and live
-audio is many small feeds: both give the same tokens.
+A ``Stream`` carries the state of one transcription (log-mel framing, the
+encoder's incremental state, audio embeddings not yet decoded, the decoder's
+KV cache, the greedy schedule) and says what it needs next; the ``Engine``
+computes it, for one stream or many together:
 
-Schedule (as the reference implementation pads): the stream starts with ``n_left_pad_tokens`` tokens of
-silence; the prompt is BOS + STREAMING_PAD x (left pad + delay tokens); the
-decoder input at position p is audio_embedding[p] + embedding(token[p]); the
-prompt's last position yields the first token; at the end the audio is padded
-to a whole token plus (delay + 1 + buffer) tokens of silence and decoding stops
-at EOS or when the last audio embedding would be needed (total positions N,
-as the reference's max_length).
+1. ``take_mel()``: mel frames waiting for the encoder (with the stream's
+   encoder state); the engine hands the embeddings back to ``add_embeddings()``;
+2. ``next_step()``: the decoder rows of its next step(s), or None while it
+   waits for audio; the engine hands their logits back to ``accept()``;
+3. ``done`` / ``close()``: the audio has ended and everything is decoded.
+
+``push()``/``end()`` only add audio (mel frames): the server feeds many
+streams that way and runs the engine on all of them; ``feed()``/``finish()``
+add audio and run the engine on this stream alone. Offline transcription is
+``feed(everything)`` + ``finish()``; live audio is many small feeds; both
+give the same tokens.
+
+Schedule (as the reference implementation pads): the stream starts with
+``n_left_pad_tokens`` tokens of silence; the prompt is BOS + STREAMING_PAD x
+(left pad + delay tokens); the decoder input at position p is
+audio_embedding[p] + embedding(token[p]); the prompt's last position yields
+the first token; at the end the audio is padded to a whole token plus
+(delay + 1 + buffer) tokens of silence and decoding stops at EOS or when the
+last audio embedding would be needed (total positions N, as the reference's
+max_length).
+
+Drafted verification: when audio for several positions is waiting, a step
+covers up to ``draft_steps`` positions at once, the inputs after the first
+drafted as STREAMING_PAD (what most steps emit). ``accept()`` keeps the
+longest prefix whose greedy tokens equal the drafts, plus the first token
+that differs, and rolls the rejected rows back out of the KV cache. Row
+results do not depend on the other rows of a pass, so the tokens are those of
+step-by-step decoding, whatever is accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
-from .audio import Resampler, check_sample_rate, samples_to_float
+from .audio import Resampler, samples_to_float
+from .decoder import DecoderRows
+from .encoder import EncoderState
 from .errors import UsageError
 from .events import TokenEvent
 from .mel import LogMelStream
+from .options import Options
+
+if TYPE_CHECKING:
+    from .model import VoxtralModel
+
+
+@dataclass
+class DecodeStep:
+    """The decoder work of one stream's step: ``rows`` (inputs and cache),
+    the position of the token its first output row yields, and the drafted
+    input tokens of the rows after the first (one per further output row)."""
+
+    rows: DecoderRows
+    position: int
+    drafts: list[int]
 
 
 class Stream:
-    """One transcription in progress. It is given the model's parts it uses:
-    the ``config`` (schedule and dimensions), the mel ``front`` end, the audio
-    ``encoder``, the text ``decoder`` and the ``tokenizer`` (prompt ids, EOS,
-    text). ``VoxtralModel.stream()`` is the usual way to open one."""
+    """One transcription in progress (``VoxtralModel.stream()`` opens one)."""
 
-    def __init__(self, config, front, encoder, decoder, tokenizer, delay_ms: int, *,
-                 keep_logits: bool = False, sample_rate: int | None = None, kv_cache: str | None = None):
-        cfg = self.config = config
-        self.encoder, self.decoder, self.tokenizer = encoder, decoder, tokenizer
-        rate = cfg.audio.sampling_rate if sample_rate is None else check_sample_rate(sample_rate, "sample_rate")
+    def __init__(self, model: "VoxtralModel", options: Options):
+        cfg = self.config = model.config
+        self.options = options
+        self.engine = model.engine
+        self.tokenizer = tok = model.tokenizer
+        self.delay_ms = options.delay_ms
+        self.n_delay = cfg.delay_tokens(options.delay_ms)
+        rate = cfg.audio.sampling_rate if options.sample_rate is None else options.sample_rate
         self._resample = Resampler(rate, cfg.audio.sampling_rate)
-        self.delay_ms = delay_ms
-        self.n_delay = cfg.delay_tokens(delay_ms)
-        tok = tokenizer
         self.prompt = [tok.bos_id] + [tok.streaming_pad_id] * (cfg.n_left_pad_tokens + self.n_delay)
         self.samples_per_token = cfg.audio.samples_per_token
         self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
-        self._mel = LogMelStream(front)
-        self._cache = decoder.new_cache(kv_cache)
+        self._embed = model.decoder.embed
+        self._mel = LogMelStream(model.front)
+        self._mel_queue: list[np.ndarray] = []
+        self._cache = model.decoder.new_cache(options.kv_cache)
         # the encoder's attention cache is stored like the decoder's: with
         # quantized weights it is a third of a live push's memory traffic
-        self._enc = encoder.new_state(self._cache.dtype)
-        self._ada = decoder.ada_scales(self.n_delay)
+        self._enc = model.encoder.new_state(options.kv_cache)
+        self._ada = model.decoder.ada_scales(self.n_delay)
         self._text = tok.stream_decoder()
         self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
         self._pending_pos = 0  # position of _pending[0]
         self._last_token: int | None = None
+        self._draft = options.draft_steps  # rows of the next drafted step (adapts to the acceptance)
         self.tokens: list[int] = []
         self.samples_in = 0
-        self.finished = False
+        self.finished = False  # the audio has ended
+        self.completed = False  # ... and everything is decoded and closed
         self.ended_by_eos = False
-        self._limit: int | None = None  # total positions N, known at finish
+        self.passes = 0  # decoder passes this stream took part in
+        self._limit: int | None = None  # total positions N, known at the end of the audio
         # Tests compare every step's logits with the reference.
-        self.logits: list[np.ndarray] | None = [] if keep_logits else None
+        self.logits: list[np.ndarray] | None = [] if options.keep_logits else None
         self._push_audio(np.zeros(cfg.n_left_pad_tokens * self.samples_per_token, dtype=np.float32))
 
-    # ---- audio side ----
+    # ---- audio in ----
     def _push_audio(self, samples: np.ndarray) -> None:
-        self._encode_mel(self._mel.push(samples))
+        if self.ended_by_eos:  # the model has ended the transcript: nothing more to compute or keep
+            return
+        mel = self._mel.push(samples)
+        if mel.shape[0]:
+            self._mel_queue.append(mel)
 
-    def _encode_mel(self, mel: np.ndarray) -> None:
-        """Mel frames -> audio embeddings (the batch engine defers this step)."""
-        self._add_embeddings(self.encoder.push(self._enc, mel))
-
-    def _add_embeddings(self, emb: np.ndarray) -> None:
-        if emb.shape[0]:
-            self._pending = np.concatenate([self._pending, emb]) if self._pending.shape[0] else emb
-
-    # ---- decoder side ----
-    def _event(self, token: int, position: int) -> TokenEvent:
-        slot = position - self.config.n_left_pad_tokens - 1 - self.n_delay
-        start = max(0.0, slot * self.seconds_per_token)
-        end = max(0.0, (slot + 1) * self.seconds_per_token)
-        control = self.tokenizer.is_control(token)
-        return TokenEvent(token, self._text.push(token), position, start, end, control)
-
-    def _take(self, position: int) -> np.ndarray:
-        row = position - self._pending_pos
-        return self._pending[row : row + 1]
-
-    def _emit(self, logits: np.ndarray, position: int) -> TokenEvent:
-        if self.logits is not None:
-            self.logits.append(logits[0].copy())
-        token = int(np.argmax(logits[0]))
-        self._last_token = token
-        self.tokens.append(token)
-        if token == self.tokenizer.eos_id:
-            self.ended_by_eos = True
-        return self._event(token, position)
-
-    def _next_input(self) -> tuple[np.ndarray, int] | None:
-        """The decoder's next input rows [n, dim] and the position of the token
-        they yield, or None while the schedule has to wait for audio (or is over)."""
-        if self.ended_by_eos:
-            return None
-        dec = self.decoder
-        available_end = self._pending_pos + self._pending.shape[0]  # positions with embeddings
-        L = len(self.prompt)
-        if self._last_token is None:
-            # prefill: positions 0..L-1 at once; yields the token of position L
-            if available_end < L or (self._limit is not None and L > self._limit - 1):
-                return None
-            return self._pending[:L] + dec.embed(self.prompt), L
-        pos = self._cache.next_pos
-        if pos >= available_end or (self._limit is not None and pos + 1 > self._limit - 1):
-            return None
-        return self._take(pos) + dec.embed([self._last_token]), pos + 1
-
-    def _accept(self, logits: np.ndarray, position: int) -> TokenEvent:
-        """Take the logits [1, vocab] of the step that _next_input() prepared."""
-        event = self._emit(logits, position)
-        self._drop_consumed()
-        return event
-
-    def _decode(self) -> list[TokenEvent]:
-        dec = self.decoder
-        events: list[TokenEvent] = []
-        while (step := self._next_input()) is not None:
-            x, position = step
-            hidden = dec.forward(self._cache, np.ascontiguousarray(x), self._ada)
-            events.append(self._accept(dec.logits(hidden), position))
-        return events
-
-    def _drop_consumed(self) -> None:
-        used = self._cache.next_pos - self._pending_pos
-        if used > 0:
-            self._pending = self._pending[used:]
-            self._pending_pos += used
-
-    # ---- public API ----
-    def feed(self, samples) -> list[TokenEvent]:
-        """Add mono samples (float32 in [-1, 1] or int16) at the stream's rate;
-        returns the tokens they complete."""
+    def push(self, samples) -> None:
+        """Add mono samples (float32 in [-1, 1] or int16) at the stream's rate,
+        without decoding (the engine does that)."""
         if self.finished:
             raise UsageError("feed() after finish(): open a new stream")
         arr = self._resample(samples_to_float(samples, "feed()"))
         if arr.shape[0] == 0:
-            return []
+            return
         self.samples_in += arr.shape[0]
-        if self.ended_by_eos:
-            return []  # the model has ended the transcript: nothing more to compute or keep
         self._push_audio(arr)
-        return self._decode()
+
+    def end(self) -> None:
+        """Mark the end of the audio: the right padding and the position limit (no decoding)."""
+        if self.finished:
+            return
+        self.finished = True
+        cfg = self.config
+        tail = self._resample(np.zeros(0, dtype=np.float32), last=True)
+        if tail.shape[0]:
+            self.samples_in += tail.shape[0]
+            self._push_audio(tail)
+        spt = self.samples_per_token
+        right = (-self.samples_in) % spt + (self.n_delay + 1 + cfg.n_right_pad_buffer_tokens) * spt
+        self._push_audio(np.zeros(right, dtype=np.float32))
+        mel = self._mel.finish()
+        if mel.shape[0] and not self.ended_by_eos:
+            self._mel_queue.append(mel)
+        self._limit = (cfg.n_left_pad_tokens * spt + self.samples_in + right) // spt
+
+    # ---- step protocol (the engine) ----
+    def take_mel(self) -> tuple[EncoderState, np.ndarray] | None:
+        """Mel frames waiting for the encoder, with this stream's encoder state."""
+        if not self._mel_queue:
+            return None
+        q = self._mel_queue
+        self._mel_queue = []
+        return self._enc, np.concatenate(q) if len(q) > 1 else q[0]
+
+    def add_embeddings(self, emb: np.ndarray) -> None:
+        """The encoder's audio embeddings of the frames ``take_mel()`` gave."""
+        if emb.shape[0]:
+            self._pending = np.concatenate([self._pending, emb]) if self._pending.shape[0] else emb
+
+    @property
+    def waiting_audio(self) -> bool:
+        return bool(self._mel_queue)
+
+    @property
+    def started(self) -> bool:
+        """The prompt has been decoded (the first token is out)."""
+        return self._last_token is not None
+
+    @property
+    def backlog_tokens(self) -> int:
+        """Audio embeddings ready but not yet decoded (how far the decoder is behind the audio)."""
+        return int(self._pending.shape[0])
+
+    def _next_rows(self) -> tuple[int, list[int], int] | None:
+        """(first position, known input tokens, rows) of the next step, or None."""
+        if self.ended_by_eos or self.completed:
+            return None
+        end = self._pending_pos + self._pending.shape[0]  # positions with audio embeddings
+        if self._limit is not None:
+            end = min(end, self._limit - 1)  # the last token yielded is at position limit - 1
+        pos = self._cache.next_pos
+        known = self.prompt if self._last_token is None else [self._last_token]
+        n = min(end - pos, len(known) - 1 + self._draft)
+        return None if n < len(known) else (pos, known, n)
+
+    def next_step(self) -> DecodeStep | None:
+        """The decoder rows of the next step, or None while the schedule
+        waits for audio (or is over). Up to ``draft_steps`` positions whose
+        audio is there are covered at once, drafted as STREAMING_PAD."""
+        got = self._next_rows()
+        if got is None:
+            return None
+        pos, known, n = got
+        drafts = [self.tokenizer.streaming_pad_id] * (n - len(known))
+        rows = pos - self._pending_pos
+        x = self._pending[rows : rows + n] + self._embed(known + drafts)
+        return DecodeStep(DecoderRows(self._cache, x, self._ada, n_out=1 + len(drafts)), pos + len(known), drafts)
+
+    def accept(self, step: DecodeStep, logits: np.ndarray) -> list[TokenEvent]:
+        """Take the logits [n_out, vocab] of ``step``: the tokens of the drafts
+        that held plus the first correct one; the other rows leave the cache."""
+        events = []
+        for i in range(step.rows.n_out):
+            if i and step.drafts[i - 1] != self._last_token:
+                break
+            events.append(self._emit(logits[i], step.position + i))
+            if self.ended_by_eos:
+                break
+        accepted = len(events)
+        self._cache.rollback(step.rows.n_out - accepted)
+        self._draft = min(self.options.draft_steps, 2 * accepted)
+        self.passes += 1
+        used = self._cache.next_pos - self._pending_pos
+        if used > 0:
+            self._pending = self._pending[used:]
+            self._pending_pos += used
+        return events
+
+    @property
+    def memory(self) -> dict:
+        """What the stream holds (tests bound it on long streams): the decoder and
+        encoder KV caches, embeddings not yet decoded, samples in the mel framer."""
+        return {"decoder_cache": self._cache, "encoder_cache": self._enc.cache,
+                "pending_embeddings": int(self._pending.shape[0]), "mel_samples": self._mel.buffered_samples}
+
+    @property
+    def has_work(self) -> bool:
+        """The engine can make progress on this stream now."""
+        return bool(self._mel_queue) or self._next_rows() is not None or self.done
+
+    @property
+    def done(self) -> bool:
+        """The audio has ended and there is nothing left to decode."""
+        return self.finished and not self.completed and not self._mel_queue and self._next_rows() is None
+
+    def close(self, events: list[TokenEvent]) -> list[TokenEvent]:
+        """The stream's last events: ``events`` with any incomplete UTF-8 sequence at the very end."""
+        self.completed = True
+        leftover = self._text.flush()
+        if leftover:
+            if events:
+                events[-1] = dataclasses.replace(events[-1], text=events[-1].text + leftover)
+            else:  # rare: nothing decoded in this call; token_id -1 marks "text only"
+                events.append(TokenEvent(-1, leftover, self._cache.next_pos, 0.0, 0.0))
+        return events
+
+    def _emit(self, logits: np.ndarray, position: int) -> TokenEvent:
+        if self.logits is not None:
+            self.logits.append(logits.copy())
+        token = int(np.argmax(logits))
+        self._last_token = token
+        self.tokens.append(token)
+        if token == self.tokenizer.eos_id:
+            self.ended_by_eos = True
+        slot = position - self.config.n_left_pad_tokens - 1 - self.n_delay
+        start = max(0.0, slot * self.seconds_per_token)
+        end = max(0.0, (slot + 1) * self.seconds_per_token)
+        return TokenEvent(token, self._text.push(token), position, start, end, self.tokenizer.is_control(token))
+
+    # ---- public API: this stream alone ----
+    def feed(self, samples) -> list[TokenEvent]:
+        """Add mono samples (float32 in [-1, 1] or int16) at the stream's rate;
+        returns the tokens they complete."""
+        self.push(samples)
+        return self.engine.run(self)
 
     def flush(self) -> list[TokenEvent]:
         """Emit what the delay still holds, keeping the stream open: inserts
@@ -163,6 +275,13 @@ class Stream:
         spt = self.samples_per_token
         pad = (-self.samples_in) % spt + (self.n_delay + 1) * spt
         return self.feed(np.zeros(pad, dtype=np.float32))
+
+    def finish(self) -> list[TokenEvent]:
+        """End of audio: pad as the model's schedule says and decode the rest."""
+        if self.finished:
+            return []
+        self.end()
+        return self.engine.run(self)
 
     def transcribe_chunks(self, chunks: Iterable) -> Iterator[TokenEvent]:
         """Feed every chunk of an iterable, then finish; yields events as decoded."""
@@ -177,36 +296,3 @@ class Stream:
                 yield event
         for event in await asyncio.to_thread(self.finish):
             yield event
-
-    def finish(self) -> list[TokenEvent]:
-        """End of audio: pad as the model's schedule says and decode the rest."""
-        if self.finished:
-            return []
-        self._end_audio()
-        return self._close_text(self._decode())
-
-    def _end_audio(self) -> None:
-        """Mark the end of the audio: the right padding and the position limit."""
-        self.finished = True
-        cfg = self.config
-        tail = self._resample(np.zeros(0, dtype=np.float32), last=True)
-        if tail.shape[0]:
-            self.samples_in += tail.shape[0]
-            self._push_audio(tail)
-        spt = self.samples_per_token
-        right = (-self.samples_in) % spt + (self.n_delay + 1 + cfg.n_right_pad_buffer_tokens) * spt
-        self._push_audio(np.zeros(right, dtype=np.float32))
-        self._encode_mel(self._mel.finish())
-        total_samples = cfg.n_left_pad_tokens * spt + self.samples_in + right
-        self._limit = total_samples // spt
-
-    def _close_text(self, events: list[TokenEvent]) -> list[TokenEvent]:
-        """The last events of the stream, with any incomplete UTF-8 sequence at the very end."""
-        leftover = self._text.flush()
-        if leftover:
-            if events:
-                events[-1] = dataclasses.replace(events[-1], text=events[-1].text + leftover)
-            else:  # rare: nothing decoded in this call; token_id -1 marks "text only"
-                at = self._cache.next_pos
-                events.append(TokenEvent(-1, leftover, at, 0.0, 0.0))
-        return events

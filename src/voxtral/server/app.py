@@ -132,9 +132,9 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
             raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
                            "invalid_request", "response_format")
         stream = (_text_field(form, "stream") or "false").lower() in ("true", "1")
-        delay_ms = _int_field(form, "transcription_delay_ms", limits.default_delay_ms)
         try:
-            model.config.delay_tokens(delay_ms)
+            options = manager.session_options(delay_ms=_int_field(form, "transcription_delay_ms", None),
+                                              kv_cache=_text_field(form, "kv_cache"))
         except VoxtralError as exc:
             raise ApiError(400, str(exc), "invalid_request", "transcription_delay_ms") from None
         data = await upload.read(limits.max_upload_bytes + 1)
@@ -150,7 +150,7 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
             session = manager.open("http")
         except TooManySessions as exc:
             raise ApiError(429, str(exc), protocol.TOO_MANY_SESSIONS) from None
-        session.delay_ms = delay_ms
+        session.options = options
         manager.append(session, samples, limit_backlog=False)
         manager.commit(session, final=True)
         duration = samples.shape[0] / model.sample_rate
@@ -200,7 +200,7 @@ def _text_field(form, name: str) -> str | None:
     return value
 
 
-def _int_field(form, name: str, default: int) -> int:
+def _int_field(form, name: str, default: int | None) -> int | None:
     value = _text_field(form, name)
     if value is None:
         return default
@@ -320,13 +320,11 @@ class _Connection:
             name = event.get("model")
             if name is not None and name not in self.cfg.model_names:
                 raise protocol.ProtocolError(f"The model `{name}` does not exist.", protocol.MODEL_NOT_FOUND)
-            delay = event.get("transcription_delay_ms")
-            if delay is not None:
-                try:
-                    self.model.config.delay_tokens(delay)
-                except VoxtralError as exc:
-                    raise protocol.ProtocolError(str(exc), protocol.INVALID_EVENT) from None
-                session.delay_ms = delay  # applies from the next transcription on
+            try:
+                session.options = self.manager.session_options(  # applies from the next transcription on
+                    session, delay_ms=event.get("transcription_delay_ms"), kv_cache=event.get("kv_cache"))
+            except VoxtralError as exc:
+                raise protocol.ProtocolError(str(exc), protocol.INVALID_EVENT) from None
         elif kind == "input_audio_buffer.append":
             self.manager.append(session, protocol.decode_pcm16(event["audio"]))
         else:

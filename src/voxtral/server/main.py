@@ -10,6 +10,7 @@ from typing import Sequence
 from ..modes import KV_DTYPES, QTYPES
 from ..config import DEFAULT_DELAY_MS
 from ..errors import UsageError, VoxtralError
+from ..options import Options
 from .sessions import Settings
 
 API_KEY_ENV = "VOXTRAL_API_KEY"
@@ -61,7 +62,8 @@ def settings_from(args) -> Settings:
         raise UsageError("--idle-timeout and --max-backlog must be positive")
     return Settings(max_sessions=args.max_sessions, max_message_bytes=args.max_message_bytes,
                     max_upload_bytes=args.max_upload_bytes, idle_timeout_seconds=args.idle_timeout,
-                    max_backlog_seconds=args.max_backlog, default_delay_ms=args.delay_ms)
+                    max_backlog_seconds=args.max_backlog,
+                    options=Options(delay_ms=args.delay_ms, kv_cache=args.kv_cache))
 
 
 def model_names(args, model) -> list[str]:

@@ -16,6 +16,8 @@ class Metrics:
         self.tokens_out = 0
         self.decoder_steps = 0
         self.batch_rows = 0
+        self.stream_passes = 0  # of finished transcriptions: decoder passes each took part in...
+        self.stream_steps = 0  # ... and the steps (tokens) they decoded
         self.compute_seconds = 0.0
         self.dropped_audio_seconds = 0.0
         self.lag_events = 0
@@ -51,6 +53,10 @@ class Metrics:
             ("voxtral_tokens_out_total", "counter", "tokens decoded", self.tokens_out),
             ("voxtral_decoder_steps_total", "counter", "batched decoder steps", self.decoder_steps),
             ("voxtral_batch_rows_total", "counter", "stream-steps computed (rows over all batches)", self.batch_rows),
+            ("voxtral_stream_passes_total", "counter", "decoder passes of finished transcriptions (per stream)",
+             self.stream_passes),
+            ("voxtral_accepted_steps_per_pass", "gauge", "decoder steps a stream gains per pass (drafted verification)",
+             self.stream_steps / self.stream_passes if self.stream_passes else 0.0),
             ("voxtral_compute_seconds_total", "counter", "seconds spent in model compute", self.compute_seconds),
             ("voxtral_real_time_factor", "gauge", "compute seconds per audio second decoded", self.real_time_factor),
             ("voxtral_dropped_audio_seconds_total", "counter",

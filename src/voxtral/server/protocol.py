@@ -1,7 +1,7 @@
 """The realtime WebSocket protocol, as vLLM serves it for Voxtral Realtime
 (vllm/entrypoints/openai/realtime/protocol.py): event names and fields.
 
-Client -> server: ``session.update`` {model, transcription_delay_ms (ours)},
+Client -> server: ``session.update`` {model, transcription_delay_ms and kv_cache (ours)},
 ``input_audio_buffer.append`` {audio: base64 PCM16 mono 16 kHz},
 ``input_audio_buffer.commit`` {final: bool}.
 Server -> client: ``session.created`` {id, created}, ``transcription.delta``
@@ -95,6 +95,8 @@ def parse(message: str) -> dict:
         delay = event.get("transcription_delay_ms")
         if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int)):
             raise ProtocolError("'transcription_delay_ms' must be an integer", INVALID_EVENT)
+        if not isinstance(event.get("kv_cache", ""), str):
+            raise ProtocolError("'kv_cache' must be a string", INVALID_EVENT)
     return event
 
 

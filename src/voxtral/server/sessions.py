@@ -1,17 +1,21 @@
 """Sessions and the batch scheduler.
 
 Every session (a WebSocket connection or an HTTP transcription) owns an
-inbox of received audio and an outbox of events. One scheduler task owns the
-``BatchEngine``: it moves audio from the inboxes into the streams (at most
-``feed_seconds_per_step`` per stream and step, so a long upload or a client
-sending faster than real time cannot starve the others; and only while
-fewer than ``max_ready_tokens`` of its tokens wait for the decoder), runs one batched
-step in a worker thread, and puts the resulting events into the outboxes.
-It never awaits a client: a slow reader only grows its own outbox (and is
-cut off past ``max_pending_events``). When a session's backlog (audio
-received but not yet decoded) passes ``lag_warn_seconds`` it gets a
-``transcription.lag`` event; past ``max_backlog_seconds`` further audio is
-refused with an error event and counted as dropped, never dropped silently.
+inbox of received audio and an outbox of events. One scheduler task drives
+the model's ``Engine`` over every session's stream: it moves audio from the
+inboxes into the streams (at most ``feed_seconds_per_step`` per stream and
+step, so a long upload or a client sending faster than real time cannot
+starve the others; and only while fewer than ``max_ready_tokens`` of its
+steps wait for the decoder), runs one engine step in the engine's own
+thread (one worker, never behind upload decoding), and puts the resulting
+events into the outboxes. It never awaits a client: a slow reader only grows
+its own outbox (and is cut off past ``max_pending_events``). A session whose
+own work fails (its audio, its stream) is ended with an error event; the
+others go on. When a session's backlog (audio received but not yet
+decodable, beyond what the delay itself holds back) passes
+``lag_warn_seconds`` it gets a ``transcription.lag`` event; past
+``max_backlog_seconds`` further audio is refused with an error event and
+counted as dropped, never dropped silently.
 
 Streams are created, fed and closed only between steps, in the event loop's
 thread, while no step runs: the engine needs no locks.
@@ -20,6 +24,7 @@ thread, while no step runs: the engine needs no locks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 import uuid
@@ -28,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..batch import BatchEngine, BatchedStream
-from ..config import DEFAULT_DELAY_MS
+from ..options import Options
+from ..stream import Stream
 from . import protocol
 from .metrics import Metrics
 
@@ -49,7 +54,7 @@ class Settings:
     feed_seconds_per_step: float = 0.16  # audio moved into one stream per step...
     max_ready_tokens: int = 4  # ... while fewer than this many of its tokens wait for the decoder
     max_pending_events: int = 4096
-    default_delay_ms: int = DEFAULT_DELAY_MS
+    options: Options | None = None  # every session's defaults (None: the model's); a session may change some
 
 
 class TooManySessions(Exception):
@@ -57,16 +62,16 @@ class TooManySessions(Exception):
 
 
 class Session:
-    def __init__(self, kind: str, delay_ms: int):
+    def __init__(self, kind: str, options: Options):
         self.id = f"{kind}-{uuid.uuid4().hex[:12]}"
         self.kind = kind
-        self.delay_ms = delay_ms
+        self.options = options  # a change applies from the next transcription on
         self.inbox: deque[np.ndarray] = deque()
         self.inbox_samples = 0
         self.held: list[np.ndarray] = []  # audio sent after a final commit: the next utterance's
         self.active = False  # a commit started a transcription
         self.final = False  # ... and a final commit ended its audio
-        self.stream: BatchedStream | None = None
+        self.stream: Stream | None = None
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.text: list[str] = []
         self.token_events: list = []  # kept for HTTP answers (segments and word times)
@@ -92,14 +97,17 @@ class SessionManager:
         self.model = model
         self.settings = settings
         self.metrics = metrics
-        self.engine = BatchEngine(model)
+        self.engine = model.engine
+        self.options = settings.options if settings.options is not None else model.options
         self.sessions: dict[str, Session] = {}
+        self.streams: list[Stream] = []  # the streams the engine steps
         self.rate = model.sample_rate
         self._samples_per_token = model.config.audio.samples_per_token
         self._wake = asyncio.Event()
-        self._to_close: list[BatchedStream] = []
         self._task: asyncio.Task | None = None
-        self.iterations = 0  # batched steps run (an idle server runs none)
+        # The engine's own thread: a step never waits behind other work (uploads decode elsewhere).
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="voxtral-engine")
+        self.iterations = 0  # engine steps run (an idle server runs none)
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -113,6 +121,7 @@ class SessionManager:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def full(self) -> bool:
@@ -122,7 +131,7 @@ class SessionManager:
         if self.full:
             self.metrics.error(protocol.TOO_MANY_SESSIONS)
             raise TooManySessions(f"the server has its maximum of {self.settings.max_sessions} sessions")
-        s = Session(kind, self.settings.default_delay_ms)
+        s = Session(kind, self.options)
         self.sessions[s.id] = s
         self.metrics.add(sessions_total=1, sessions_active=1)
         return s
@@ -133,15 +142,28 @@ class SessionManager:
         s.closed = True
         self.sessions.pop(s.id, None)
         if s.stream is not None:
-            self._to_close.append(s.stream)
+            self._drop(s.stream)
             s.stream = None
         s.inbox.clear()
         s.held.clear()
         self.metrics.add(sessions_active=-1)
         self._wake.set()
 
+    def session_options(self, s: Session | None = None, **changes) -> Options:
+        """A session's options (default: the server's) with ``changes`` (None: unchanged), checked
+        for this model; raises UsageError. Sessions of any options share the engine's passes."""
+        options = (s.options if s is not None else self.options).replace(**changes)
+        self.model.config.delay_tokens(options.delay_ms)  # the model's own step
+        return options
+
+    def _drop(self, stream: Stream) -> None:
+        if stream in self.streams:
+            self.streams.remove(stream)
+
     # ---- client actions (event loop thread) ----
     def backlog_seconds(self, s: Session) -> float:
+        """Audio received that could be decoded but is not yet: the inbox and
+        the steps the stream could take now (not what the delay holds back)."""
         queued = s.inbox_samples
         if s.stream is not None:
             queued += s.stream.backlog_tokens * self._samples_per_token
@@ -175,23 +197,25 @@ class SessionManager:
         self._wake.set()
 
     # ---- the scheduler ----
-    def _collect(self) -> list[tuple[BatchedStream, np.ndarray | None, bool]]:
-        """Apply opens/closes and hand each stream its next slice of audio."""
-        for stream in self._to_close:
-            self.engine.close(stream)
-        self._to_close.clear()
+    def _collect(self) -> list[tuple[Session, Stream, np.ndarray | None, bool]]:
+        """Open streams and hand each its next slice of audio."""
         budget = max(1, int(self.settings.feed_seconds_per_step * self.rate))
         work = []
         for s in self.sessions.values():
             if not s.active:
                 continue
             if s.stream is None:
-                s.stream = self.engine.open(s.delay_ms)
+                try:
+                    s.stream = Stream(self.model, s.options)
+                except Exception as exc:  # noqa: BLE001 - this session's options; the others go on
+                    self._fail(s, exc)
+                    continue
+                self.streams.append(s.stream)
                 s.text = []
             pieces, taken = [], 0
             # Encode ahead of the decoder only a little: an upload or a fast sender
             # then costs each step a bounded slice of encoder work, not seconds of it.
-            ahead = s.stream._last_token is not None and not s.stream.ended_by_eos \
+            ahead = s.stream.started and not s.stream.ended_by_eos \
                 and s.stream.backlog_tokens >= self.settings.max_ready_tokens
             while s.inbox and taken < budget and not ahead:
                 piece = s.inbox.popleft()
@@ -203,24 +227,33 @@ class SessionManager:
             s.inbox_samples -= taken
             finish = s.final and not s.inbox and not s.stream.finished
             if pieces or finish:
-                # the stream itself, not the session: a session may close while the step runs
-                work.append((s.stream, np.concatenate(pieces) if pieces else None, finish))
+                work.append((s, s.stream, np.concatenate(pieces) if pieces else None, finish))
         return work
 
-    def _compute(self, work):
-        """Worker thread: feed, then one batched step."""
+    def _compute(self, work, streams: list[Stream]):
+        """Engine thread: each session's audio into its stream, then one engine
+        step. A session whose own part fails is reported, not the whole step."""
         t0 = time.perf_counter()
-        for stream, samples, finish in work:
-            if samples is not None and samples.shape[0]:
-                stream.feed(samples)
-            if finish:
-                stream.finish()
-        rows0 = self.engine.rows_decoded
-        events = self.engine.step()
-        return events, time.perf_counter() - t0, self.engine.rows_decoded - rows0
+        failed: dict[Stream, Exception] = {}
+        for _, stream, samples, finish in work:
+            try:
+                if samples is not None and samples.shape[0]:
+                    stream.push(samples)
+                if finish:
+                    stream.end()
+            except Exception as exc:  # noqa: BLE001 - isolated to this session
+                failed[stream] = exc
+        streams = [st for st in streams if st not in failed]
+        passes, rows = self.engine.passes, self.engine.rows
+        events = self.engine.step(streams, failed)
+        return events, failed, time.perf_counter() - t0, self.engine.rows - rows, self.engine.passes - passes
 
-    def _dispatch(self, events, seconds: float, rows: int) -> None:
-        self.metrics.add(compute_seconds=seconds, batch_rows=rows, decoder_steps=1 if rows else 0)
+    def _fail(self, s: Session, exc: Exception) -> None:
+        log.error("session %s failed: %s", s.id, exc, exc_info=exc)
+        self.kill(s, protocol.PROCESSING_ERROR, f"transcription failed: {exc}")
+
+    def _dispatch(self, events, seconds: float, rows: int, passes: int) -> None:
+        self.metrics.add(compute_seconds=seconds, batch_rows=rows, decoder_steps=passes)
         owner = {id(s.stream): s for s in self.sessions.values() if s.stream is not None}
         for stream, evs in events.items():
             s = owner.get(id(stream))
@@ -235,8 +268,9 @@ class SessionManager:
                 s.put(protocol.delta(text))
             if stream.completed:
                 s.put(protocol.done("".join(s.text), len(stream.prompt), len(stream.tokens)))
-                self.metrics.add(audio_seconds_decoded=stream.samples_in / self.rate)
-                self.engine.close(stream)
+                self.metrics.add(audio_seconds_decoded=stream.samples_in / self.rate, stream_passes=stream.passes,
+                                 stream_steps=len(stream.tokens))
+                self._drop(stream)
                 s.stream = None
                 s.active = s.final = False
                 s.first_audio_at, s.audio_seconds = None, 0.0
@@ -278,22 +312,28 @@ class SessionManager:
         self.close(s)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             work = self._collect()
-            if not work and not self.engine.has_work():
+            if not work and not any(st.has_work for st in self.streams):
                 self._wake.clear()  # nothing to do until a client sends, commits or leaves
                 await self._wake.wait()
                 continue
             self.iterations += 1
+            streams = list(self.streams)
             try:
-                events, seconds, rows = await asyncio.to_thread(self._compute, work)
-            except Exception as exc:  # a bug must not take every session down with it
-                log.exception("batch step failed")
+                events, failed, seconds, rows, passes = await loop.run_in_executor(
+                    self._executor, self._compute, work, streams)
+            except Exception as exc:  # the shared pass itself failed: no session's result can be trusted
+                log.exception("engine step failed")
                 for s in list(self.sessions.values()):
                     if s.stream is not None:
                         self.kill(s, protocol.PROCESSING_ERROR, f"transcription failed: {exc}")
-                for stream in list(self.engine.streams):
-                    self.engine.close(stream)
+                self.streams.clear()
                 continue
-            self._dispatch(events, seconds, rows)
+            owner = {id(s.stream): s for s in self.sessions.values() if s.stream is not None}
+            for stream, exc in failed.items():
+                if id(stream) in owner:
+                    self._fail(owner[id(stream)], exc)
+            self._dispatch(events, seconds, rows, passes)
             await asyncio.sleep(0)  # let connections run between steps

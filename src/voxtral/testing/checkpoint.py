@@ -123,6 +123,10 @@ _COMMON: dict[str, Any] = {
     "transcription_delay_ms": 480,
     # weights
     "outliers": False,
+    # The [STREAMING_PAD] row of the tied embedding / LM head times this gain:
+    # > 1 makes greedy decoding emit pads at a speech-like rate (a trained
+    # model's ~70%), which random weights otherwise rarely do.
+    "pad_gain": 1.0,
 }
 
 _REAL: dict[str, Any] = {
@@ -174,6 +178,9 @@ def resolve_dims(preset: str = "tiny", **overrides: Any) -> dict[str, Any]:
         d[k] = v
     d["embedding_std"] = float(d["embedding_std"])
     d["outliers"] = bool(d["outliers"])
+    d["pad_gain"] = float(d["pad_gain"])
+    if not d["pad_gain"] > 0:
+        raise ValueError("pad_gain must be > 0")
     if not d["embedding_std"] > 0:
         raise ValueError("embedding_std must be > 0")
     for k in ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads", "vocab_size",
@@ -375,6 +382,19 @@ def _outlier_column_gains(spec: WeightSpec, seed: int) -> np.ndarray:
     n = max(1, int(round(cols * _OUTLIER_COLUMNS)))
     gains[rng.choice(cols, size=n, replace=False)] = _OUTLIER_GAIN
     return gains
+
+
+_STREAMING_PAD = next(i for i, name in NAMED_SPECIAL_TOKENS.items() if name == "[STREAMING_PAD]")
+
+
+def _bf16_float(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _bf16_bits(x: np.ndarray) -> np.ndarray:
+    """Nearest-even BF16 bit patterns of finite float32 values."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
 
 
 def generate_tensor(spec: WeightSpec, seed: int, embedding_std: float = 1.0, outliers: bool = False) -> np.ndarray:
@@ -711,6 +731,8 @@ def _write_layouts(dirs: dict[str, Path], d: dict[str, Any], specs: list[WeightS
         t0 = time.perf_counter()
         for i, s in enumerate(specs):
             t = generate_tensor(s, seed, d["embedding_std"], d["outliers"])
+            if s.kind == "embedding" and d["pad_gain"] != 1.0:
+                t[_STREAMING_PAD] = _bf16_bits(_bf16_float(t[_STREAMING_PAD]) * np.float32(d["pad_gain"]))
             if native_w is not None:
                 native_w.write(s.name, t)
             if hf_writers:
@@ -761,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dec-layers", type=int, default=None, help="decoder layers (default: the preset's)")
     ap.add_argument("--vocab-size", type=int, default=None, help="vocabulary size incl. 1000 specials")
     ap.add_argument("--embedding-std", type=float, default=None, help="token embedding std (default: the preset's)")
+    ap.add_argument("--pad-gain", type=float, default=None,
+                    help="scale the [STREAMING_PAD] embedding row: greedy output becomes mostly pads (default 1)")
     ap.add_argument("--outliers", action="store_true",
                     help="heavy-tailed matrices with a few large input channels (quantization accuracy tests)")
     ap.add_argument("--quiet", action="store_true")
@@ -771,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
         dirs = make_checkpoint(
             a.out_dir, preset=a.preset, layout=a.layout, seed=a.seed, progress=log,
             enc_n_layers=a.enc_layers, n_layers=a.dec_layers, vocab_size=a.vocab_size,
-            embedding_std=a.embedding_std, outliers=a.outliers or None,
+            embedding_std=a.embedding_std, outliers=a.outliers or None, pad_gain=a.pad_gain,
         )
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,60 @@
+"""The options of one transcription, checked once, where they enter (``load``,
+``model.stream``, ``transcribe``, the CLI, a server session): everything
+past this point takes them as valid."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .audio import check_sample_rate
+from .config import DEFAULT_DELAY_MS, DELAY_STEP_MS, MAX_DELAY_MS, MIN_DELAY_MS
+from .errors import UsageError
+from .modes import KV_DTYPES
+
+# Decoder steps verified in one pass (drafted verification, see engine.py):
+# the best of 1/4/8/16 on the benchmark of bench_live.py (see the README).
+DEFAULT_DRAFT_STEPS = 8
+MAX_DRAFT_STEPS = 64
+
+
+def _whole(value, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Options:
+    """``delay_ms``: transcription delay (80..2400 ms, whole decoder steps);
+    ``kv_cache``: decoder/encoder KV cache storage ("f32" exact, "bf16", "int8");
+    ``sample_rate``: the rate of the samples fed (None: the model's);
+    ``draft_steps``: decoder steps verified per pass when audio is waiting
+    (1 = step by step; any value gives the same tokens);
+    ``keep_logits``: keep every step's logits (tests)."""
+
+    delay_ms: int = DEFAULT_DELAY_MS
+    kv_cache: str = "f32"
+    sample_rate: int | None = None
+    draft_steps: int = DEFAULT_DRAFT_STEPS
+    keep_logits: bool = False
+
+    def __post_init__(self) -> None:
+        delay = self.delay_ms
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool):
+            raise UsageError(f"delay must be a number of milliseconds, got {delay!r}")
+        if not MIN_DELAY_MS <= delay <= MAX_DELAY_MS:
+            raise UsageError(f"delay {delay} ms is outside the model's range {MIN_DELAY_MS}..{MAX_DELAY_MS} ms")
+        if delay % DELAY_STEP_MS:
+            raise UsageError(f"delay {delay} ms is not a multiple of {DELAY_STEP_MS} ms")
+        if not isinstance(self.kv_cache, str) or self.kv_cache not in KV_DTYPES:
+            raise UsageError(f"kv_cache must be one of {', '.join(KV_DTYPES)}; got {self.kv_cache!r}")
+        if self.sample_rate is not None:
+            check_sample_rate(self.sample_rate, "sample_rate")
+        if not 1 <= _whole(self.draft_steps, "draft_steps") <= MAX_DRAFT_STEPS:
+            raise UsageError(f"draft_steps must be 1..{MAX_DRAFT_STEPS}, got {self.draft_steps}")
+
+    def replace(self, **changes) -> "Options":
+        """A copy with some options changed (checked again)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
