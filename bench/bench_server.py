@@ -152,25 +152,22 @@ def plain_stream(model_dir: Path, seconds: float, delay_tokens: int, threads: in
 # ---- the engine alone: what batching saves ----
 def engine_steps(model_dir: Path, clients: list[int], threads: int | None, steps: int = 10) -> dict:
     """Seconds per live step (80 ms of new audio per stream: its encoder pass
-    and one decoder token each) for N streams in one batch, no network."""
+    and one decoder token each) for N streams in one engine step, no network."""
     import voxtral
-    from voxtral.batch import BatchEngine
 
     model = voxtral.load(model_dir, num_threads=threads, download=False)
     chunk = int(CHUNK_S * RATE)
     out = {}
     for n in clients:
-        engine = BatchEngine(model)
-        streams = [engine.open() for _ in range(n)]
+        streams = [model.stream() for _ in range(n)]
         audio = [speech(3.0 + steps * CHUNK_S, i) for i in range(n)]
         for s, a in zip(streams, audio):
-            s.feed(a[: 3 * RATE])
-        engine.run_until_idle()  # encoder, prefill, and the tokens of those 3 s
+            s.feed(a[: 3 * RATE])  # encoder, prefill, and the tokens of those 3 s
         t = time.perf_counter()
         for j in range(steps):
             for s, a in zip(streams, audio):
-                s.feed(a[3 * RATE + j * chunk : 3 * RATE + (j + 1) * chunk])
-            engine.step()
+                s.push(a[3 * RATE + j * chunk : 3 * RATE + (j + 1) * chunk])
+            model.engine.step(streams)
         out[n] = (time.perf_counter() - t) / steps
         print(f"engine, N={n:3d}: {out[n] * 1000:7.1f} ms per live step "
               f"({out[n] / n * 1000:6.1f} ms per stream; real time needs <= {CHUNK_S * 1000:.0f} ms per step)",

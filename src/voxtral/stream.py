@@ -57,6 +57,32 @@ if TYPE_CHECKING:
     from .model import VoxtralModel
 
 
+class PadDrafts:
+    """The default draft source: every drafted step is STREAMING_PAD (most
+    steps of speech, all of silence). Its window adapts: after a pass that
+    accepted ``a`` drafts it offers at most ``2a + 1`` (up to the cap), so a
+    run of text costs few wasted rows. ``drafted``/``accepted`` count its
+    drafts (its acceptance rate)."""
+
+    name = "pad"
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+        self.window: int | None = None  # None: no limit yet
+        self.drafted = 0
+        self.accepted = 0
+
+    def propose(self, position: int, n: int) -> list[int]:
+        """Drafts of the tokens at ``position ..``, at most ``n``."""
+        return [self.pad_id] * (n if self.window is None else min(n, self.window))
+
+    def update(self, drafted: int, accepted: int) -> None:
+        self.drafted += drafted
+        self.accepted += accepted
+        if drafted:
+            self.window = 2 * accepted + 1
+
+
 @dataclass
 class DecodeStep:
     """The decoder work of one stream's step: ``rows`` (inputs and cache),
@@ -95,7 +121,7 @@ class Stream:
         self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
         self._pending_pos = 0  # position of _pending[0]
         self._last_token: int | None = None
-        self._draft = options.draft_steps  # rows of the next drafted step (adapts to the acceptance)
+        self.drafter = PadDrafts(tok.streaming_pad_id)  # draft source: propose(position, n), update(drafted, accepted)
         self.tokens: list[int] = []
         self.samples_in = 0
         self.finished = False  # the audio has ended
@@ -169,11 +195,15 @@ class Stream:
 
     @property
     def backlog_tokens(self) -> int:
-        """Audio embeddings ready but not yet decoded (how far the decoder is behind the audio)."""
-        return int(self._pending.shape[0])
+        """Decoder steps whose audio is there but that have not run: how far the
+        decoder is behind the audio (not what the schedule itself waits for:
+        before the first token, the prompt's positions and the delay)."""
+        got = self._next_rows(cap=False)
+        return 0 if got is None else got[2] - len(got[1]) + 1
 
-    def _next_rows(self) -> tuple[int, list[int], int] | None:
-        """(first position, known input tokens, rows) of the next step, or None."""
+    def _next_rows(self, cap: bool = True) -> tuple[int, list[int], int] | None:
+        """(first position, known input tokens, rows) of the next step, or None;
+        rows are capped at what one step verifies unless ``cap`` is False."""
         if self.ended_by_eos or self.completed:
             return None
         end = self._pending_pos + self._pending.shape[0]  # positions with audio embeddings
@@ -181,7 +211,9 @@ class Stream:
             end = min(end, self._limit - 1)  # the last token yielded is at position limit - 1
         pos = self._cache.next_pos
         known = self.prompt if self._last_token is None else [self._last_token]
-        n = min(end - pos, len(known) - 1 + self._draft)
+        n = end - pos
+        if cap:
+            n = min(n, len(known) - 1 + self.options.draft_steps)
         return None if n < len(known) else (pos, known, n)
 
     def next_step(self) -> DecodeStep | None:
@@ -192,9 +224,9 @@ class Stream:
         if got is None:
             return None
         pos, known, n = got
-        drafts = [self.tokenizer.streaming_pad_id] * (n - len(known))
+        drafts = self.drafter.propose(pos + len(known), n - len(known)) if n > len(known) else []
         rows = pos - self._pending_pos
-        x = self._pending[rows : rows + n] + self._embed(known + drafts)
+        x = self._pending[rows : rows + len(known) + len(drafts)] + self._embed(known + drafts)
         return DecodeStep(DecoderRows(self._cache, x, self._ada, n_out=1 + len(drafts)), pos + len(known), drafts)
 
     def accept(self, step: DecodeStep, logits: np.ndarray) -> list[TokenEvent]:
@@ -209,7 +241,8 @@ class Stream:
                 break
         accepted = len(events)
         self._cache.rollback(step.rows.n_out - accepted)
-        self._draft = min(self.options.draft_steps, 2 * accepted)
+        if not self.ended_by_eos:
+            self.drafter.update(len(step.drafts), accepted - 1)
         self.passes += 1
         used = self._cache.next_pos - self._pending_pos
         if used > 0:

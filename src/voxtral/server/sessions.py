@@ -52,7 +52,7 @@ class Settings:
     lag_warn_seconds: float = 2.0
     max_backlog_seconds: float = 120.0
     feed_seconds_per_step: float = 0.16  # audio moved into one stream per step...
-    max_ready_tokens: int = 4  # ... while fewer than this many of its tokens wait for the decoder
+    max_ready_tokens: int = 4  # ... while fewer than this many of its steps (or draft_steps) wait for the decoder
     max_pending_events: int = 4096
     options: Options | None = None  # every session's defaults (None: the model's); a session may change some
 
@@ -216,7 +216,7 @@ class SessionManager:
             # Encode ahead of the decoder only a little: an upload or a fast sender
             # then costs each step a bounded slice of encoder work, not seconds of it.
             ahead = s.stream.started and not s.stream.ended_by_eos \
-                and s.stream.backlog_tokens >= self.settings.max_ready_tokens
+                and s.stream.backlog_tokens >= max(self.settings.max_ready_tokens, s.options.draft_steps)
             while s.inbox and taken < budget and not ahead:
                 piece = s.inbox.popleft()
                 if taken + piece.shape[0] > budget:

@@ -80,18 +80,17 @@ class _TeacherForced(Stream):
         super().__init__(*args, **kwargs)
 
     def _emit(self, logits, position):
-        self.step_logits.append(np.array(logits[0], dtype=np.float64))
+        self.step_logits.append(np.array(logits, dtype=np.float64))
         step = len(self.tokens)
         if step < len(self._forced):
             forced = np.full_like(logits, -np.inf)
-            forced[0, self._forced[step]] = 0.0
+            forced[self._forced[step]] = 0.0
             return super()._emit(forced, position)
         return super()._emit(logits, position)
 
 
 def _run(model, samples: np.ndarray, delay_ms: int, forced: list[int] | None, **stream_kw):
-    stream = _TeacherForced(model.config, model.front, model.encoder, model.decoder, model.tokenizer, delay_ms,
-                            forced=forced or [], **stream_kw)
+    stream = _TeacherForced(model, model.stream_options(delay_ms=delay_ms, **stream_kw), forced=forced or [])
     stream.feed(samples)
     stream.finish()
     return stream

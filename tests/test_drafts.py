@@ -1,0 +1,190 @@
+"""Drafted verification (several decoder steps per pass, drafts = STREAMING_PAD,
+rejected rows rolled back out of the KV cache) gives exactly the token ids
+of step-by-step decoding (draft_steps=1): in every mode (weights x KV cache),
+any chunking, any delay, with rejections at every position of the window,
+across the sliding window and the caches' compaction.
+
+Random weights rarely emit pads, so the checkpoints here scale the pad
+token's embedding row (``pad_gain``) until greedy output is a mix of pads and
+other tokens: the drafts are then accepted in part, rejected in part."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import voxtral
+from voxtral import quantize
+from voxtral.audio import load_audio
+from voxtral.kvcache import KVCache
+from voxtral.linear import linear
+
+from stream_util import stream_tokens
+
+WAV = "night1968_5s_dont_worry_about_him.wav"
+MODES = [("bf16", "f32"), ("bf16", "int8"), ("q8_0", "bf16"), ("q4_0", "int8"), ("q4_k", "f32")]
+
+
+@pytest.fixture(scope="module")
+def pad_dirs(tmp_path_factory):
+    """dim-256 tiny checkpoint (q4_k rows need multiples of 256) whose greedy
+    output is about a third pads, and its quantized copies."""
+    from voxtral.testing.checkpoint import make_checkpoint
+
+    root = tmp_path_factory.mktemp("drafts")
+    src = make_checkpoint(root / "bf16", preset="tiny", layout="native", dim=256, head_dim=64, n_heads=4,
+                          n_kv_heads=2, hidden_dim=512, enc_dim=256, enc_head_dim=64, enc_n_heads=4,
+                          enc_hidden_dim=256, pad_gain=2.5)["native"]
+    dirs = {"bf16": src}
+    for qt in ("q8_0", "q4_0", "q4_k"):
+        assert quantize.main([str(src), str(root / qt), "--type", qt, "--quiet"]) == 0
+        dirs[qt] = root / qt
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def window_dir(tmp_path_factory):
+    """tiny with windows of 48/40 positions and about half pads: drafts cross
+    the sliding window and the compactions."""
+    from voxtral.testing.checkpoint import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("drafts_window"), preset="tiny", layout="native",
+                           sliding_window=48, enc_sliding_window=40, pad_gain=8.0)["native"]
+
+
+@pytest.fixture(scope="module")
+def audio(audio_dir):
+    return load_audio(audio_dir / WAV)
+
+
+def _pad_share(model, ids) -> float:
+    return sum(i == model.tokenizer.streaming_pad_id for i in ids) / len(ids)
+
+
+@pytest.mark.parametrize("weights,kv", MODES)
+def test_drafts_give_the_step_by_step_tokens(pad_dirs, audio, weights, kv):
+    model = voxtral.load(pad_dirs[weights], kv_cache=kv)
+    exact = model.transcribe(audio, 16000, draft_steps=1).token_ids
+    assert 0.1 < _pad_share(model, exact) < 0.9  # drafts are accepted and rejected
+
+    @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(k=st.integers(2, 16), delay=st.sampled_from([80, 480, 960]),
+           sizes=st.lists(st.one_of(st.integers(1, 400), st.integers(401, 4000), st.integers(4001, 40000)),
+                          min_size=1, max_size=5))
+    def drafted(k, delay, sizes):
+        alone = model.transcribe(audio, 16000, delay_ms=delay, draft_steps=1).token_ids
+        assert stream_tokens(model, audio, sizes, delay_ms=delay, draft_steps=k) == alone
+
+    drafted()
+
+
+class _OracleWithOneError:
+    """A draft source that knows the true tokens and gets the i-th draft of
+    its n-th proposal wrong (i cycling through the window): a rejection at
+    every position of the window, and full windows accepted in between."""
+
+    def __init__(self, truth: list[int], k: int, position0: int):
+        self.truth, self.k, self.position0, self.calls = truth, k, position0, 0
+
+    def propose(self, position: int, n: int) -> list[int]:
+        self.calls += 1
+        drafts = [self.truth[position - self.position0 + i] for i in range(n)]
+        wrong = self.calls % (self.k + 1)  # k: no error this time
+        if wrong < n:
+            drafts[wrong] = (drafts[wrong] + 1) % 1000
+        return drafts
+
+    def update(self, drafted: int, accepted: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kv", ["f32", "int8"])
+def test_rejection_at_every_position_of_the_window(pad_dirs, audio, kv):
+    """Drafts rejected at each position 0..K-2 of the window, and whole
+    windows accepted: the tokens still equal K = 1."""
+    model = voxtral.load(pad_dirs["bf16"], kv_cache=kv)
+    exact = model.transcribe(audio, 16000, draft_steps=1).token_ids
+    k = 6
+    stream = model.stream(draft_steps=k)
+    stream.drafter = _OracleWithOneError(exact, k - 1, len(stream.prompt))
+    outcomes = set()
+    accept = stream.accept
+
+    def counting(step, logits):
+        events = accept(step, logits)
+        outcomes.add((step.rows.n_out, len(events)))
+        return events
+
+    stream.accept = counting
+    ids = [e.token_id for e in stream.feed(audio) + stream.finish() if e.token_id >= 0]
+    assert ids == exact
+    assert {(k, a) for a in range(1, k + 1)} <= outcomes, sorted(outcomes)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.integers(2, 12), kv=st.sampled_from(["f32", "bf16", "int8"]),
+       sizes=st.lists(st.integers(160, 3 * 16000), min_size=1, max_size=4))
+def test_drafts_across_window_slides_and_compaction(window_dir, audio_dir, k, kv, sizes):
+    model = voxtral.load(window_dir, kv_cache=kv)
+    audio = load_audio(audio_dir / "night1968_15s_there_are_two_of_them_out_there.wav")
+    exact = model.transcribe(audio, 16000, draft_steps=1).token_ids
+    assert len(exact) > 3 * 48
+    assert stream_tokens(model, audio, sizes, draft_steps=k) == exact
+    drafted = model.stream(draft_steps=k)
+    drafted.feed(audio)
+    drafted.finish()
+    assert drafted.tokens == exact
+    cache = drafted.memory["decoder_cache"]
+    assert cache.compactions > 2 and drafted.passes < len(exact)  # compacted, and drafts were accepted
+
+
+def test_steps_per_pass_are_counted(window_dir, audio):
+    model = voxtral.load(window_dir)
+    e = model.engine
+    before = (e.passes, e.tokens, e.stream_steps)
+    stream = model.stream(draft_steps=8)
+    stream.feed(audio)
+    stream.finish()
+    passes, tokens, steps = (e.passes - before[0], e.tokens - before[1], e.stream_steps - before[2])
+    assert tokens == len(stream.tokens) and passes == steps == stream.passes
+    assert tokens / passes > 1.5  # about half pads: several steps per pass
+
+
+@pytest.mark.parametrize("weights", ["bf16", "q8_0", "q4_0", "q4_k"])
+def test_matrix_rows_do_not_depend_on_the_batch(pad_dirs, weights):
+    """What drafts rely on: a row's product is the same bits for every M used (1..16)."""
+    model = voxtral.load(pad_dirs[weights])
+    lw = model.weights.decoder_layers[0]
+    rng = np.random.default_rng(0)
+    for w in (lw.wq, lw.w1, lw.w2, model.weights.tok_embeddings):
+        cols = w.cols if hasattr(w, "cols") else w.shape[1]
+        x = rng.standard_normal((16, cols), dtype=np.float32)
+        alone = np.concatenate([linear(x[i : i + 1], w) for i in range(16)])
+        for m in (2, 3, 5, 8, 16):
+            assert np.array_equal(linear(x[:m], w), alone[:m])
+
+
+@pytest.mark.parametrize("kind", ["f32", "bf16", "int8"])
+def test_rollback_forgets_rows(kind):
+    """Rows written then rolled back leave the cache as if never written; the next rows take their place."""
+    rng = np.random.default_rng(1)
+    a = KVCache(1, 8, window=6, initial_rows=4, dtype=kind, n_kv_heads=2)
+    b = KVCache(1, 8, window=6, initial_rows=4, dtype=kind, n_kv_heads=2)
+    rows = [rng.standard_normal((1, 8), dtype=np.float32) for _ in range(12)]
+    for i, r in enumerate(rows):
+        for cache, extra in ((a, 3), (b, 1)):
+            junk = rng.standard_normal((extra - 1, 8), dtype=np.float32)
+            block = np.concatenate([r, junk])
+            cache.reserve(extra)
+            cache.store(0, block, block)
+            cache.commit(extra)
+            cache.rollback(extra - 1)
+        assert a.next_pos == b.next_pos == i + 1
+        n = min(a.length, b.length)  # the rows both still hold (they compact at different times)
+        assert n >= min(i + 1, 5)
+        for x, y in zip(a.keys_values(0, 0), b.keys_values(0, 0)):
+            assert np.array_equal(x[-n:], y[-n:])
+    with pytest.raises(ValueError):
+        a.rollback(a.length + 1)
