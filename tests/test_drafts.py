@@ -16,12 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import voxtral
-from voxtral import quantize
 from voxtral.audio import load_audio
 from voxtral.kvcache import KVCache
 from voxtral.linear import linear
 
-from stream_util import stream_tokens
+from stream_util import mode_dirs, stream_tokens
 
 WAV = "night1968_5s_dont_worry_about_him.wav"
 MODES = [("bf16", "f32"), ("bf16", "int8"), ("q8_0", "bf16"), ("q4_0", "int8"), ("q4_k", "f32")]
@@ -31,17 +30,7 @@ MODES = [("bf16", "f32"), ("bf16", "int8"), ("q8_0", "bf16"), ("q4_0", "int8"), 
 def pad_dirs(tmp_path_factory):
     """dim-256 tiny checkpoint (q4_k rows need multiples of 256) whose greedy
     output is about a third pads, and its quantized copies."""
-    from voxtral.testing.checkpoint import make_checkpoint
-
-    root = tmp_path_factory.mktemp("drafts")
-    src = make_checkpoint(root / "bf16", preset="tiny", layout="native", dim=256, head_dim=64, n_heads=4,
-                          n_kv_heads=2, hidden_dim=512, enc_dim=256, enc_head_dim=64, enc_n_heads=4,
-                          enc_hidden_dim=256, pad_gain=2.5)["native"]
-    dirs = {"bf16": src}
-    for qt in ("q8_0", "q4_0", "q4_k"):
-        assert quantize.main([str(src), str(root / qt), "--type", qt, "--quiet"]) == 0
-        dirs[qt] = root / qt
-    return dirs
+    return mode_dirs(tmp_path_factory.mktemp("drafts"), pad_gain=2.5)
 
 
 @pytest.fixture(scope="module")

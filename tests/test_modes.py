@@ -14,11 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import voxtral
-from voxtral import quantize
 from voxtral.audio import load_audio
 from voxtral.testing.accuracy import compare
 
-from stream_util import stream_tokens
+from stream_util import mode_dirs, stream_tokens
 
 MODES = [("q8_0", "f32"), ("q4_0", "int8"), ("q4_k", "f32"), ("q4_k", "bf16")]
 WAV = "night1968_5s_dont_worry_about_him.wav"
@@ -32,17 +31,7 @@ MATRIX_REL_RMS = {"q8_0": 0.02, "q4_0": 0.15, "q4_k": 0.13}
 
 @pytest.fixture(scope="module")
 def small_dirs(tmp_path_factory):
-    from voxtral.testing.checkpoint import make_checkpoint
-
-    root = tmp_path_factory.mktemp("modes")
-    src = make_checkpoint(root / "bf16", preset="tiny", layout="native", dim=256, head_dim=64, n_heads=4,
-                          n_kv_heads=2, hidden_dim=512, enc_dim=256, enc_head_dim=64, enc_n_heads=4,
-                          enc_hidden_dim=256)["native"]
-    dirs = {"bf16": src}
-    for qt in ("q8_0", "q4_0", "q4_k"):
-        assert quantize.main([str(src), str(root / qt), "--type", qt, "--quiet"]) == 0
-        dirs[qt] = root / qt
-    return dirs
+    return mode_dirs(tmp_path_factory.mktemp("modes"))
 
 
 @pytest.fixture(scope="module")

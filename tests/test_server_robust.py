@@ -265,3 +265,79 @@ def test_idle_sessions_cost_no_steps(model):
         before = mgr.iterations
         time.sleep(0.5)
         assert mgr.iterations == before
+
+
+def _manager_run(model, settings, body):
+    from voxtral.server.metrics import Metrics
+    from voxtral.server.sessions import SessionManager
+
+    async def scenario():
+        mgr = SessionManager(model, settings, Metrics())
+        mgr.start()
+        try:
+            return await asyncio.wait_for(body(mgr), timeout=120)
+        finally:
+            await mgr.stop()
+
+    return asyncio.run(scenario())
+
+
+async def _until_done(s, seen: list | None = None) -> dict:
+    while True:
+        event = await s.outbox.get()
+        if seen is not None:
+            seen.append(event)
+        if isinstance(event, dict) and event["type"] in ("transcription.done", "error"):
+            return event
+
+
+def test_one_failing_session_leaves_the_others(model, audio_dir):
+    """A fault injected into one session's step: that session gets an error
+    event, the others in the same engine steps get their exact transcripts."""
+    from voxtral.audio import load_audio
+    from voxtral.server.sessions import Settings
+
+    clip = load_audio(audio_dir / "jfk.wav")[: 3 * 16000]
+
+    async def body(mgr):
+        sessions = [mgr.open("http") for _ in range(3)]
+        for s in sessions:
+            mgr.append(s, clip, limit_backlog=False)
+            mgr.commit(s, final=True)
+        bad = sessions[1]
+        while bad.stream is None:
+            await asyncio.sleep(0.001)
+
+        def broken():
+            raise RuntimeError("injected fault")
+
+        bad.stream.next_step = broken
+        return await asyncio.gather(*[_until_done(s) for s in sessions]), mgr.metrics
+
+    (first, failed, third), metrics = _manager_run(model, Settings(), body)
+    assert failed["type"] == "error" and "injected fault" in failed["error"]
+    expected = model.transcribe(clip, 16000).text
+    assert first["type"] == third["type"] == "transcription.done"
+    assert first["text"] == third["text"] == expected
+    assert metrics.errors["processing_error"] == 1
+
+
+def test_no_lag_event_from_the_delay_alone(model):
+    """Audio at real-time pace on a model that keeps up: the prompt and the
+    delay hold positions back at the start, but that is no lag."""
+    from voxtral.server.sessions import Settings
+
+    async def body(mgr):
+        s = mgr.open("ws")
+        mgr.commit(s, final=False)
+        for _ in range(40):  # 3.2 s at pace, more than the prompt's 2.56 s + delay
+            mgr.append(s, np.zeros(1280, dtype=np.float32))
+            await asyncio.sleep(0.08)
+        mgr.commit(s, final=True)
+        events: list = []
+        await _until_done(s, events)
+        return events, mgr.metrics
+
+    events, metrics = _manager_run(model, Settings(lag_warn_seconds=0.3), body)
+    assert events[-1]["type"] == "transcription.done"
+    assert metrics.lag_events == 0 and not [e for e in events if e.get("type") == "transcription.lag"]

@@ -26,6 +26,8 @@ _LAZY = {
     "VoxtralModel": "model",
     "Transcription": "model",
     "Stream": "stream",
+    "Options": "options",
+    "Engine": "engine",
     "TokenEvent": "events",
     "Segment": "segments",
     "Word": "segments",

@@ -291,7 +291,8 @@ class SessionManager:
             # that sends a file at once has a backlog of its own making.
             paced = s.first_audio_at is not None and \
                 s.audio_seconds <= now - s.first_audio_at + self.settings.lag_warn_seconds
-            if s.kind == "ws" and paced and backlog > self.settings.lag_warn_seconds \
+            # after a final commit the rest is the schedule's own padding, not live audio falling behind
+            if s.kind == "ws" and paced and not s.final and backlog > self.settings.lag_warn_seconds \
                     and now - s.last_lag_report > 1.0:
                 s.last_lag_report = now
                 s.put(protocol.lag(backlog))
