@@ -33,6 +33,8 @@ CHUNK_S = 0.08
 WARM_S = 15.04  # fills the encoder window (750 frames at 50/s)
 MEASURE_S = 6.4  # 80 chunks
 
+# decoder steps verified per pass (VOXTRAL_BENCH_DRAFT_STEPS; 1 = step by step)
+DRAFT_STEPS = int(os.environ.get("VOXTRAL_BENCH_DRAFT_STEPS", "8"))
 MODES = os.environ.get("VOXTRAL_BENCH_MODES", "bf16/f32 q8_0/int8 q4_0/int8 q4_k/int8").split()
 
 
@@ -46,7 +48,7 @@ def _speech(audio_dir, seconds: float) -> np.ndarray:
 def _stages(model):
     layers_K = voxtral.layers.K
     return [
-        (model.encoder, "push", "encoder"),
+        (model.encoder, "forward", "encoder"),
         (model.decoder, "forward", "decoder (incl. attention)"),
         (layers_K, "attention", "attention (enc+dec)"),
         (layers_K, "attention_kv", "attention (enc+dec)"),
@@ -62,23 +64,26 @@ def test_live_stream(benchmark, full_dir, audio_dir, mode, context):  # noqa: F8
     rate = model.sample_rate
     audio = _speech(audio_dir, WARM_S + MEASURE_S)
     warm, live = audio[: int(WARM_S * rate)], audio[int(WARM_S * rate):]
-    stream = model.stream(480)
+    stream = model.stream(480, draft_steps=DRAFT_STEPS)
     stream.feed(warm)  # prompt + 15 s of context, at offline speed
     if context == "full_window":
         fast_forward(stream, model.config.decoder.sliding_window - 1)
-    context_rows = stream._cache.length
+    context_rows = stream.memory["decoder_cache"].length
     chunk = int(CHUNK_S * rate)
     stream.feed(live[:chunk])  # one untimed chunk: page faults, first-call allocations
+    passes0, tokens0 = stream.passes, len(stream.tokens)
     with timed(_stages(model)) as stages:
         run = paced_feed(stream, live[chunk:], chunk, rate)
+    passes, steps = stream.passes - passes0, len(stream.tokens) - tokens0
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     total = float(np.sum(run.compute))
     benchmark.extra_info.update(
         isa=_kernels.active_isa(), threads=_kernels.get_num_threads(), weights=weights, kv_cache=kv,
-        context_positions=int(context_rows), chunks=len(run.compute), rtf=round(run.rtf, 3),
+        context_positions=int(context_rows), chunks=run.chunks, rtf=round(run.rtf, 3), draft_steps=DRAFT_STEPS,
+        decoder_passes=passes, steps_per_pass=round(steps / max(1, passes), 2),
         **{k: round(v, 1) for k, v in run.percentiles().items()},
-        ms_per_chunk={name: round(1000 * s / len(run.compute), 1) for name, s in stages.seconds.items()},
-        ms_per_chunk_total=round(1000 * total / len(run.compute), 1),
+        ms_per_chunk={name: round(1000 * s / run.chunks, 1) for name, s in stages.seconds.items()},
+        ms_per_chunk_total=round(1000 * total / run.chunks, 1),
     )
     del stream, model
     gc.collect()

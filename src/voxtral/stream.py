@@ -257,6 +257,14 @@ class Stream:
         return {"decoder_cache": self._cache, "encoder_cache": self._enc.cache,
                 "pending_embeddings": int(self._pending.shape[0]), "mel_samples": self._mel.buffered_samples}
 
+    def fast_forward(self, fill) -> int:
+        """Benchmarks: ``fill(decoder_cache)`` adds copies of rows to the cache
+        (a long context without decoding it) and returns how many; the
+        schedule's positions move on by as much."""
+        added = fill(self._cache)
+        self._pending_pos += added
+        return added
+
     @property
     def has_work(self) -> bool:
         """The engine can make progress on this stream now."""
