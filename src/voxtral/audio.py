@@ -27,6 +27,7 @@ import os
 import shutil
 import struct
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Union
 
@@ -97,6 +98,10 @@ _KNOWN_TAGS = {
     0x1610: "AAC",
     0x2000: "AC-3",
 }
+
+class AudioWarning(UserWarning):
+    """Audio that was used, but not all of it (e.g. a partial frame at the end of raw input)."""
+
 
 _CONVERT_HINT = "convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 -c:a pcm_s16le out.wav"
 
@@ -767,7 +772,10 @@ def _raw_chunks(f: BinaryIO, fmt: SampleFormat, name: str):
     while True:
         data = f.read(_READ_BYTES)
         if not data:
-            return  # a partial frame at the very end is dropped
+            if carry:  # a partial frame at the very end is dropped, not silently
+                warnings.warn(f"{name}: the raw input ends with {len(carry)} byte(s) that are not a whole "
+                              f"{fmt.frame_bytes}-byte frame; they were ignored", AudioWarning, stacklevel=2)
+            return
         buf = carry + data
         usable = len(buf) - len(buf) % fmt.frame_bytes
         carry = buf[usable:]
