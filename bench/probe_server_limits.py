@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -132,6 +133,18 @@ def probe_flac_hour(srv) -> dict:
             "peak_rss_mb": round(peak, 1)}
 
 
+def probe_flac_3h(srv) -> dict:
+    """Item 1: the same for three hours (546 KB), over the default one-hour --max-audio-seconds."""
+    flac = _audio(3 * 3600, "FLAC")
+    thread, answer = _post_in_background(srv, {"file": ("a.flac", flac)}, 30)
+    peak, t0 = 0.0, time.monotonic()
+    while thread.is_alive() and time.monotonic() - t0 < 30:
+        peak = max(peak, _rss_mb(srv.proc.pid))
+        time.sleep(0.05)
+    return {"upload_kb": len(flac) // 1024, "status": answer.get("status", "no answer in 30 s"),
+            "seconds": round(time.monotonic() - t0, 2), "peak_rss_mb": round(peak, 1)}
+
+
 def probe_cut_uploads(srv) -> dict:
     """Item 2: four 300 s uploads cut by their clients after 0.3 s; seconds until no session is active."""
     import httpx
@@ -204,24 +217,22 @@ def probe_chunked_upload(srv) -> dict:
         s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
         chunk = b"\0" * (1 << 20)
         sent, answer = 0, b""
-        s.settimeout(0.01)
+        s.settimeout(20)
         t0 = time.monotonic()
         try:
-            while sent < limit and not answer and time.monotonic() - t0 < 60:
+            while sent < limit and time.monotonic() - t0 < 60:
+                if select.select([s], [], [], 0)[0]:
+                    answer = s.recv(64) or b"(closed)"
+                    break
                 s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 sent += len(chunk)
-                try:
-                    answer = s.recv(64)
-                except (socket.timeout, TimeoutError):
-                    pass
-        except OSError:
-            pass
+        except OSError as exc:
+            answer = f"({type(exc).__name__})".encode()
         if not answer:
-            s.settimeout(30)
             try:
-                answer = s.recv(64)
-            except OSError:
-                answer = b"(closed)"
+                answer = s.recv(64) or b"(closed)"
+            except OSError as exc:
+                answer = f"({type(exc).__name__})".encode()
     return {"mb_sent": sent >> 20, "answer": answer.split(b"\r\n")[0].decode(errors="replace"), **srv.stats()}
 
 
@@ -331,7 +342,7 @@ def probe_404(srv) -> dict:
             "models": [m["id"] for m in httpx.get(srv.url + "/v1/models").json()["data"]]}
 
 
-PROBES = [probe_flac_hour, probe_cut_uploads, probe_sigterm, probe_long_model_name, probe_content_length,
+PROBES = [probe_flac_hour, probe_flac_3h, probe_cut_uploads, probe_sigterm, probe_long_model_name, probe_content_length,
           probe_chunked_upload, probe_held_backlog, probe_deflate, probe_idle_connections, probe_huge_integer,
           probe_404]
 
