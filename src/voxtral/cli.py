@@ -393,7 +393,7 @@ def list_devices() -> int:
     except OSError as exc:  # the wheel is there, the PortAudio library is not
         raise DeviceError(f"PortAudio is not installed ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)") from None
     except ImportError:
-        raise DeviceError("listing microphones needs sounddevice: pip install 'voxtral[mic]'") from None
+        raise DeviceError("listing microphones needs sounddevice (a dependency of voxtral): pip install sounddevice") from None
     try:
         devices = sd.query_devices()
         default_in = sd.default.device[0]
