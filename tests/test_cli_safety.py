@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -168,6 +169,8 @@ def test_stdin_on_a_terminal_says_what_it_waits_for(tiny_ckpt):
     deadline = time.monotonic() + 60
     try:
         while b"Ctrl+D" not in seen and time.monotonic() < deadline:
+            if not select.select([fd], [], [], 1.0)[0]:
+                continue
             try:
                 seen += os.read(fd, 4096)
             except OSError:
