@@ -573,7 +573,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         if not isinstance(exc, Interrupted):
-            print("\nvoxtral: interrupted" if _isatty(sys.stderr) else "voxtral: interrupted", file=sys.stderr)
+            # on its own line: after an unfinished transcript line, or over the terminal's "^C"
+            start = ("\n" if _isatty(sys.stdout) else "\r") if _isatty(sys.stderr) else ""
+            print(f"{start}voxtral: interrupted", file=sys.stderr)
         return interrupt_code(exc)
     except BrokenPipeError:
         # Output closed early (e.g. piped into `head`): not an error of ours.
