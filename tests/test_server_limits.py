@@ -124,7 +124,7 @@ def test_load_audio_holds_one_copy():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert x.shape[0] == 60 * 16000
-    assert peak < 1.6 * x.nbytes + len(data) * 2, (peak, x.nbytes)
+    assert peak < 1.4 * x.nbytes, (peak, x.nbytes)  # pieces then np.concatenate: 2.0
 
 
 # ---- 2: work of a client that left is cancelled; uploads count as sessions; bounded shutdown ----
@@ -450,7 +450,7 @@ def test_bad_upload_names_accepted_formats(model):
 @pytest.mark.skipif(__import__("shutil").which("ffmpeg") is None, reason="ffmpeg is not installed")
 def test_m4a_upload_and_stdin(model, tmp_path):
     wav = tmp_path / "a.wav"
-    wav.write_bytes(_wav(2.0))
+    wav.write_bytes(_wav(10.0))  # long enough that ffmpeg cannot find its index from a pipe
     m4a = tmp_path / "a.m4a"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
     from voxtral.audio import load_audio, read_audio_stream
