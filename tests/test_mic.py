@@ -125,6 +125,8 @@ class PulseRig:
 def pulse():
     if shutil.which("pulseaudio") is None:
         pytest.skip("pulseaudio is not installed (apt install pulseaudio libportaudio2; .ci/run does)")
+    if _portaudio_missing():
+        pytest.skip(_portaudio_missing())
     rig = PulseRig()
     yield rig
     rig.stop()
@@ -184,7 +186,17 @@ def test_microphone_capture_end_to_end(pulse, tiny_ckpt, audio_dir, tmp_path):
     assert len(set(live_tokens)) > 5
 
 
+def _portaudio_missing() -> str | None:
+    try:
+        import sounddevice  # noqa: F401
+    except OSError as exc:  # the wheel is installed (a dependency), the system library is not
+        return f"PortAudio is not installed ({exc}; apt install libportaudio2, as .ci/run does)"
+    return None
+
+
 def test_no_input_device_is_one_line_error(tiny_ckpt, tmp_path):
+    if _portaudio_missing():
+        pytest.skip(_portaudio_missing())
     # No audio server where the ALSA/PulseAudio default points: no input device.
     env = dict(os.environ, PULSE_SERVER=f"unix:{tmp_path}/nothing", PULSE_RUNTIME_PATH=str(tmp_path))
     for extra in ([], ["--device", "no-such-device"]):

@@ -324,13 +324,13 @@ def test_failure_mid_write_leaves_no_dst(tiny_ckpt, tmp_path, monkeypatch, exc):
     with pytest.raises(exc):
         quantize.quantize_model(tiny_ckpt["native"], dst, "q8_0")
     assert not dst.exists() and _leftovers(tmp_path, "out") == []
-    # an existing DST replaced with force survives a failed run untouched
+    # an existing DST (a previous output) replaced with force survives a failed run untouched
     dst.mkdir()
-    (dst / "keep").write_text("old")
+    (dst / "model.gguf").write_text("old")
     calls.clear()
     with pytest.raises(exc):
         quantize.quantize_model(tiny_ckpt["native"], dst, "q8_0", force=True)
-    assert (dst / "keep").read_text() == "old" and _leftovers(tmp_path, "out") == []
+    assert (dst / "model.gguf").read_text() == "old" and _leftovers(tmp_path, "out") == []
 
 
 def test_refuses_existing_dst_and_source_without_force(tiny_ckpt, tmp_path):

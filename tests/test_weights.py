@@ -155,11 +155,11 @@ def test_wrong_shape(native_copy):
 
 
 def test_wrong_dtype(native_copy):
-    def f16(h):
-        h["layers.0.attention.wk.weight"]["dtype"] = "F16"
+    def i16(h):  # same size as BF16, not a float type (F16 and F32 matrices load: tests/test_saved_dtypes.py)
+        h["layers.0.attention.wk.weight"]["dtype"] = "I16"
 
-    _edit_header(native_copy / ST, f16)
-    with pytest.raises(CheckpointError, match="must be BF16"):
+    _edit_header(native_copy / ST, i16)
+    with pytest.raises(CheckpointError, match="must be BF16, F16 or F32"):
         load_weights(native_copy)
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import struct
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Union
 
@@ -96,6 +98,10 @@ _KNOWN_TAGS = {
     0x1610: "AAC",
     0x2000: "AC-3",
 }
+
+class AudioWarning(UserWarning):
+    """Audio that was used, but not all of it (e.g. a partial frame at the end of raw input)."""
+
 
 _CONVERT_HINT = "convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 -c:a pcm_s16le out.wav"
 
@@ -538,6 +544,7 @@ _FFMPEG_MAGIC = (
     (0, b".RMF", "RealMedia"),
     (0, b"\x00\x00\x01\xba", "MPEG program stream"),
 )
+_SEEKING_CONTAINERS = ("MP4/M4A",)  # ffmpeg needs a file it can seek in, not a pipe
 _SNIFF_BYTES = 12
 _READ_BYTES = 1 << 16  # bytes per read from a pipe or file: ~2 s of s16le at 16 kHz
 _FFMPEG_HINT = "install ffmpeg (e.g. apt install ffmpeg) to read it, or convert it to WAV/FLAC"
@@ -571,8 +578,6 @@ def sniff_format(head: bytes) -> tuple[str, str]:
 
 
 def _ffmpeg() -> str | None:
-    import shutil
-
     return shutil.which("ffmpeg")
 
 
@@ -767,7 +772,10 @@ def _raw_chunks(f: BinaryIO, fmt: SampleFormat, name: str):
     while True:
         data = f.read(_READ_BYTES)
         if not data:
-            return  # a partial frame at the very end is dropped
+            if carry:  # a partial frame at the very end is dropped, not silently
+                warnings.warn(f"{name}: the raw input ends with {len(carry)} byte(s) that are not a whole "
+                              f"{fmt.frame_bytes}-byte frame; they were ignored", AudioWarning, stacklevel=2)
+            return
         buf = carry + data
         usable = len(buf) - len(buf) % fmt.frame_bytes
         carry = buf[usable:]
@@ -821,24 +829,36 @@ def read_audio_stream(
     if raw_format is not None:
         raw = raw_format if isinstance(raw_format, SampleFormat) else SampleFormat.parse(raw_format)
         raw_rate = check_sample_rate(raw_rate, "raw PCM rate (--raw-rate)")
+    start = f.tell() if _seekable(f) else None
     head = read_exact(f, _SNIFF_BYTES)
     if not head:
         raise AudioError(f"{name}: empty {_kind(name)}, no audio")
     reader = _Prefixed(head, f)
     decoder, what = sniff_format(head)
+    if decoder == "ffmpeg" and path is None and what in _SEEKING_CONTAINERS:
+        # ffmpeg cannot read these from a pipe (the index may be at the end): a temporary file
+        yield from _via_temporary_file(reader, target_rate, name, what, max_seconds)
+        return
     if decoder == "ffmpeg" or (decoder == "unknown" and raw is None and _ffmpeg() is not None):
         got = 0
         hint = f"; {_RAW_HINT}" if decoder == "unknown" else ""
         for y in _ffmpeg_chunks(path or reader, target_rate, name, what, hint):
             got += y.shape[0]
             if max_seconds is not None and got > max_seconds * target_rate:
-                raise AudioError(f"{name}: longer than {max_seconds / 3600:g} hours; split it")
+                raise AudioError(_too_long(name, max_seconds))
             yield y
         return
     if decoder == "wav":
         rate, pieces = _wav_chunks(reader, name)
     elif decoder == "soundfile":
-        rate, pieces = _soundfile_chunks(open(path, "rb") if path else io.BytesIO(reader.read()), name, what)
+        if path:
+            source = open(path, "rb")
+        elif start is not None:  # libsndfile reads the file itself: no copy of it in memory
+            f.seek(start)
+            source = f
+        else:
+            source = io.BytesIO(reader.read())
+        rate, pieces = _soundfile_chunks(source, name, what)
     elif raw is not None:
         rate, pieces = raw_rate, _raw_chunks(reader, raw, name)
     elif decoder == "text":
@@ -853,7 +873,7 @@ def read_audio_stream(
     for x in pieces:
         got += x.shape[0]
         if max_seconds is not None and got > max_seconds * rate:
-            raise AudioError(f"{name}: longer than {max_seconds / 3600:g} hours; split it")
+            raise AudioError(_too_long(name, max_seconds))
         y = resample(x)
         if y.shape[0]:
             yield y
@@ -864,15 +884,52 @@ def read_audio_stream(
         raise AudioError(f"{name}: no audio samples")
 
 
-def _whole(f: BinaryIO, target_rate: int, name: str, path: str | None) -> np.ndarray:
-    parts = list(read_audio_stream(f, target_rate, name=name, path=path, max_seconds=MAX_AUDIO_SECONDS))
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+def _too_long(name: str, max_seconds: float) -> str:
+    limit = f"{max_seconds / 3600:g} hours" if max_seconds >= 3600 else f"{max_seconds:g} s"
+    return f"{name}: longer than {limit} of audio; split it"
+
+
+def _seekable(f) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _via_temporary_file(reader, target_rate: int, name: str, what: str, max_seconds: float | None):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="voxtral-", suffix=".audio") as tmp:
+        shutil.copyfileobj(reader, tmp, _READ_BYTES)
+        tmp.flush()
+        got = 0
+        for y in _ffmpeg_chunks(tmp.name, target_rate, name, what):
+            got += y.shape[0]
+            if max_seconds is not None and got > max_seconds * target_rate:
+                raise AudioError(_too_long(name, max_seconds))
+            yield y
+
+
+def _whole(f: BinaryIO, target_rate: int, name: str, path: str | None, max_seconds: float) -> np.ndarray:
+    """All of the audio in one array: pieces are copied into a buffer that
+    grows in place (realloc), so the decoded audio is held once, not twice."""
+    buf = np.empty(0, dtype=np.float32)
+    n = 0
+    for piece in read_audio_stream(f, target_rate, name=name, path=path, max_seconds=max_seconds):
+        if n + piece.shape[0] > buf.shape[0]:
+            buf.resize(max(n + piece.shape[0], buf.shape[0] + buf.shape[0] // 4, 1 << 16), refcheck=False)
+        buf[n : n + piece.shape[0]] = piece
+        n += piece.shape[0]
+    buf.resize(n, refcheck=False)
+    return buf
 
 
 def load_audio(
-    source: Union[PathLike, bytes, bytearray, memoryview, np.ndarray],
+    source: Union[PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray],
     sample_rate: int | None = None,
     target_rate: int = TARGET_SAMPLE_RATE,
+    *,
+    max_seconds: float = MAX_AUDIO_SECONDS,
 ) -> np.ndarray:
     """Load audio as a 1-D float32 mono array at ``target_rate`` (16 kHz).
 
@@ -883,7 +940,9 @@ def load_audio(
     int32 by 1/2^31, uint8 centred at 128; float arrays are taken as is (values
     outside [-1, 1] are kept, not clipped). Raises :class:`AudioError` for
     unreadable, malformed, unsupported, empty, or NaN/Inf audio and
-    :class:`UsageError` for invalid arguments.
+    :class:`UsageError` for invalid arguments. A binary file object is read
+    from where it stands. Audio longer than ``max_seconds`` is refused while
+    it is decoded, before it is held in memory.
     """
     target_rate = check_sample_rate(target_rate, "target_rate")
 
@@ -901,7 +960,10 @@ def load_audio(
         raise UsageError("load_audio: sample_rate is only for numpy arrays (a WAV file carries its own rate)")
 
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _whole(io.BytesIO(bytes(source)), target_rate, "<bytes>", None)
+        return _whole(io.BytesIO(source), target_rate, "<bytes>", None, max_seconds)
+
+    if hasattr(source, "read"):
+        return _whole(source, target_rate, "<upload>", None, max_seconds)
 
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
@@ -919,7 +981,7 @@ def load_audio(
             raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
         try:
             with f:
-                return _whole(f, target_rate, name, name)
+                return _whole(f, target_rate, name, name, max_seconds)
         except OSError as e:
             raise AudioError(f"{name}: read error ({e.strerror or e})") from None
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
+import warnings
 from typing import Iterator, Sequence
 
 from . import __version__
@@ -37,10 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="voxtral",
         description="Transcribe speech with Voxtral Mini 4B Realtime on the CPU. "
         "Text is printed as it is decoded.",
-        epilog="Check a model directory: voxtral inspect DIR",
+        epilog="Other commands (each with its own --help): "
+        "voxtral serve (realtime and OpenAI-compatible transcription server), "
+        "voxtral quantize SRC DST --type TYPE (quantized model directory), "
+        "voxtral inspect DIR (check a model directory without loading it).",
     )
     src = p.add_argument_group("input (one of)")
-    src.add_argument("files", nargs="*", metavar="FILE", help="audio files (WAV: PCM 8/16/24/32-bit or float, any rate)")
+    src.add_argument("files", nargs="*", metavar="FILE",
+                     help="audio files: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF (any rate and channels); "
+                     "M4A/MP4, WebM and others when ffmpeg is installed")
     src.add_argument("--stdin", action="store_true", help="read audio from standard input: WAV (detected by its header) or raw PCM")
     src.add_argument("--mic", action="store_true", help="capture the default input device (or --device) until Ctrl+C")
     src.add_argument("--device", metavar="NAME", help="input device name or index for --mic (see --list-devices)")
@@ -118,6 +125,8 @@ def check_args(args: argparse.Namespace) -> None:
     args.options = Options(delay_ms=args.delay_ms, kv_cache=args.kv_cache).replace(draft_steps=args.draft_steps)
     if args.stdin:
         _check_raw_input(args)
+    elif args.raw_format is not None:
+        raise UsageError("--raw-format goes with --stdin (a file carries its own format)")
     if args.output_dir is not None:
         if not args.files:
             raise UsageError("--output-dir is for FILE inputs; use -o FILE with --stdin or --mic")
@@ -129,9 +138,36 @@ def check_args(args: argparse.Namespace) -> None:
         )
     if args.output is not None and os.path.isdir(args.output):
         raise UsageError(f"-o {args.output}: is a directory (use --output-dir for one file per input)")
-    for path in args.files:
-        if not os.path.exists(path):
-            raise UsageError(f"{path}: no such file")
+    if args.output is not None:
+        _check_not_an_input(args.output, args, "-o")
+    if args.record is not None:
+        _check_not_an_input(args.record, args, "--record")
+    if len(args.files) == 1 and not os.path.exists(args.files[0]):
+        raise UsageError(f"{args.files[0]}: no such file")  # with several, a missing one is skipped
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_not_an_input(path: str, args: argparse.Namespace, option: str) -> None:
+    """Writing the transcript over the audio it comes from destroys the audio."""
+    for source in args.files:
+        if _same_file(path, source):
+            raise UsageError(f"{option} {path} is the input {source}; refusing to overwrite it")
+    if args.stdin and os.path.exists(path) and _same_stdin(path):
+        raise UsageError(f"{option} {path} is the file on standard input; refusing to overwrite it")
+
+
+def _same_stdin(path: str) -> bool:
+    try:
+        a, b = os.fstat(sys.stdin.fileno()), os.stat(path)
+    except (OSError, AttributeError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _check_raw_input(args: argparse.Namespace) -> None:
@@ -161,6 +197,9 @@ def _check_output_names(args: argparse.Namespace) -> None:
         name = output_path(args.output_dir, path, args.format)
         if name in seen:
             raise UsageError(f"{seen[name]} and {path} would both be written to {name}")
+        for source in args.files:
+            if _same_file(name, source):
+                raise UsageError(f"{name} would overwrite the input {source}; choose another --output-dir")
         seen[name] = path
 
 
@@ -175,21 +214,35 @@ class Progress:
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self._last = 0.0
+        self._started: tuple[str, float] | None = None  # (name, when) of the file being shown
+        self.shown = False
 
     def show(self, name: str, done: float, total: float) -> None:
         now = time.monotonic()
+        if self._started is None or self._started[0] != name:
+            self._started = (name, now)
         if not self.enabled or (now - self._last < 0.2 and done < total):
             return
         self._last = now
         frac = 0.0 if total <= 0 else min(1.0, done / total)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r{name[-30:]:>30} [{bar:<30}] {done:6.1f}/{total:.1f} s")
+        bar = "#" * int(frac * 20)
+        elapsed = now - self._started[1]
+        eta = f"ETA {_clock(elapsed * (1 - frac) / frac)}" if 0.02 <= frac < 1 and elapsed > 1 else ""
+        sys.stderr.write(f"\r{name[-32:]:>32} [{bar:<20}] {done:6.1f}/{total:.1f} s {eta:<12}")
         sys.stderr.flush()
+        self.shown = True
 
     def clear(self) -> None:
-        if self.enabled:
+        if self.enabled and self.shown:
             sys.stderr.write("\r" + " " * 80 + "\r")
             sys.stderr.flush()
+            self.shown = False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _note(args, message: str) -> None:
@@ -209,8 +262,8 @@ def stdin_chunks(f, target_rate: int, raw_format: str, raw_rate: int) -> Iterato
     return read_audio_stream(f, target_rate, name="<stdin>", raw_format=raw_format, raw_rate=raw_rate)
 
 
-def _transcribe_file(args, model, path: str, writer, progress: Progress, multiple: bool) -> None:
-    name = os.path.basename(path)
+def _transcribe_file(args, model, path: str, writer, progress: Progress, multiple: bool, label: str = "") -> None:
+    name = label + os.path.basename(path)
     events = model.transcribe_iter(path, options=args.options,
                                    on_progress=lambda done, total: progress.show(name, done, total))
     # The audio is read and checked before the first event: a bad file fails
@@ -228,9 +281,9 @@ def _run_files(args, model, writer, progress: Progress) -> tuple[int, int]:
     """Every file in turn; a bad one is reported and skipped. Returns the exit
     code of the first failure (0 if none) and how many files were done."""
     failed = done = 0
-    for path in args.files:
+    for i, path in enumerate(args.files):
         try:
-            _transcribe_file(args, model, path, writer, progress, len(args.files) > 1)
+            _transcribe_file(args, model, path, writer, progress, len(args.files) > 1, _label(i, args.files))
             done += 1
         except VoxtralError as exc:
             progress.clear()
@@ -247,12 +300,12 @@ def _run_files_to_dir(args, model, progress: Progress) -> int:
     except OSError as exc:
         raise UsageError(f"--output-dir {args.output_dir}: cannot create ({exc.strerror})") from None
     failed = 0
-    for path in args.files:
+    for i, path in enumerate(args.files):
         target = output_path(args.output_dir, path, args.format)
         try:
             with AtomicOutput(target) as out:
                 writer = WRITERS[args.format](out)
-                _transcribe_file(args, model, path, writer, progress, False)
+                _transcribe_file(args, model, path, writer, progress, False, _label(i, args.files))
                 writer.close()
         except VoxtralError as exc:
             progress.clear()
@@ -264,7 +317,14 @@ def _run_files_to_dir(args, model, progress: Progress) -> int:
     return failed
 
 
+def _label(i: int, files: list[str]) -> str:
+    return f"({i + 1}/{len(files)}) " if len(files) > 1 else ""
+
+
 def _run_stdin(args, model, writer) -> int:
+    if _isatty(sys.stdin):
+        _note(args, "reading audio from standard input, which is a terminal: pipe audio in "
+              "(voxtral --stdin < talk.wav, or arecord ... | voxtral --stdin --raw-format s16le); Ctrl+D ends")
     writer.begin("<stdin>", False)
     stream = model.stream(options=args.options)
     chunks = stdin_chunks(sys.stdin.buffer, model.sample_rate, args.raw_format, args.raw_rate)
@@ -331,7 +391,7 @@ def list_devices() -> int:
     except OSError as exc:  # the wheel is there, the PortAudio library is not
         raise DeviceError(f"PortAudio is not installed ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)") from None
     except ImportError:
-        raise DeviceError("listing microphones needs sounddevice: pip install 'voxtral[mic]'") from None
+        raise DeviceError("listing microphones needs sounddevice (a dependency of voxtral): pip install sounddevice") from None
     try:
         devices = sd.query_devices()
         default_in = sd.default.device[0]
@@ -370,27 +430,126 @@ def _run_model(args: argparse.Namespace, model) -> int:
     if args.output_dir is not None:
         return _run_files_to_dir(args, model, progress)
 
-    if args.output is None:
-        return _run_to(args, model, sys.stdout, progress)[0]
-    # -o FILE: the old file is replaced only if something was transcribed.
-    with AtomicOutput(args.output) as out:
-        code, done = _run_to(args, model, out, progress)
-        if not done:
-            out.discard()
-    return code
+    try:
+        if args.output is None:
+            if sys.stdout is None:
+                raise UsageError("standard output is closed; give -o FILE")
+            return _run_to(args, model, sys.stdout, progress)[0]
+        # -o FILE: the old file is replaced only if something was transcribed; an
+        # interrupted run keeps what was decoded before the interruption.
+        interrupted = None
+        with AtomicOutput(args.output) as out:
+            try:
+                code, done = _run_to(args, model, out, progress)
+            except KeyboardInterrupt as exc:
+                interrupted, done = exc, 0
+                if not out.written:
+                    out.discard()
+            if not done and interrupted is None:
+                out.discard()
+        if interrupted is not None:
+            progress.clear()
+            if not out.written:
+                raise interrupted
+            _note(args, f"interrupted; kept what was transcribed so far in {args.output}")
+            raise Interrupted(*interrupted.args)
+        if done:
+            _note(args, f"wrote {args.output}")
+        return code
+    except KeyboardInterrupt:
+        progress.clear()
+        raise
 
 
 def _run_to(args, model, out, progress: Progress) -> tuple[int, int]:
     """Transcribe the input to ``out``; returns (exit code, inputs done)."""
-    writer = WRITERS[args.format](out)
+    writer = _Tracked(WRITERS[args.format](out))
     try:
         if args.mic:
             return _run_mic(args, model, writer), 1
         if args.stdin:
             return _run_stdin(args, model, writer), 1
         return _run_files(args, model, writer, progress)
+    except KeyboardInterrupt:
+        if writer.open:
+            with _suppress_interrupts():
+                writer.end()  # complete what was decoded (the last subtitle cue, the last line)
+        raise
     finally:
         writer.close()
+
+
+class _Tracked:
+    """A writer that knows whether its current input was ended."""
+
+    def __init__(self, writer):
+        self.writer, self.open = writer, False
+
+    def begin(self, source: str, multiple: bool) -> None:
+        self.writer.begin(source, multiple)
+        self.open = True
+
+    def event(self, e) -> None:
+        self.writer.event(e)
+
+    def end(self) -> None:
+        self.open = False
+        self.writer.end()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Interrupted(KeyboardInterrupt):
+    """An interrupted run whose partial transcript was kept (and said so)."""
+
+
+class _suppress_interrupts:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, OSError, ValueError))
+
+
+def _isatty(f) -> bool:
+    try:
+        return f is not None and f.isatty()
+    except (ValueError, OSError):
+        return False
+
+
+def _on_signal(signum, frame):
+    """SIGTERM (timeout, systemd, docker) ends a run the way Ctrl+C does: temporaries removed."""
+    raise KeyboardInterrupt(signum)
+
+
+def install_signal_handlers() -> None:
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), _on_signal)
+            except (ValueError, OSError):  # not the main thread
+                pass
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as our one-line messages, not '<frozen importlib...>: RuntimeWarning: ...'."""
+    try:
+        print(f"voxtral: warning: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def interrupt_code(exc: KeyboardInterrupt) -> int:
+    signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+    return 128 + int(signum)
+
+
+def _fix_closed_streams() -> None:
+    """``2>&-``: messages go nowhere instead of failing the run; ``>&-`` is refused in run()."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,20 +566,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .server.main import main as serve_main
 
         return serve_main(argv[1:])
+    _fix_closed_streams()
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
+    install_signal_handlers()
     try:
-        return run(args)
+        try:
+            return run(args)
+        finally:
+            _flush_stdout()
     except VoxtralError as exc:
         _error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("voxtral: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        if not isinstance(exc, Interrupted):
+            # on its own line: after an unfinished transcript line, or over the terminal's "^C"
+            start = ("\n" if _isatty(sys.stdout) else "\r") if _isatty(sys.stderr) else ""
+            print(f"{start}voxtral: interrupted", file=sys.stderr)
+        return interrupt_code(exc)
     except BrokenPipeError:
         # Output closed early (e.g. piped into `head`): not an error of ours.
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+        _quiet_stdout()
         return 0
+    except OSError as exc:  # stdout on a full disk, /dev/full, a device error
+        _quiet_stdout()
+        _error(f"cannot write the transcript: {exc.strerror or exc}")
+        return 1
+
+
+def _flush_stdout() -> None:
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def _quiet_stdout() -> None:
+    try:
+        sys.stdout = open(os.devnull, "w")
+    except OSError:
+        pass

@@ -54,3 +54,9 @@ class DeviceError(VoxtralError):
     """Audio input device problems: no PortAudio, no microphone, stream errors."""
 
     exit_code = 5
+
+
+class BindError(VoxtralError):
+    """The server cannot listen on its address and port (in use, not allowed, no such address)."""
+
+    exit_code = 6

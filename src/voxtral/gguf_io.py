@@ -43,7 +43,7 @@ def _gguf():
     try:
         import gguf  # imported on use: only quantized models need it
     except ImportError:
-        raise UsageError("quantized models need the gguf package: pip install 'voxtral[quant]'") from None
+        raise UsageError("quantized models need the gguf package (a dependency of voxtral): pip install gguf") from None
     return gguf
 
 

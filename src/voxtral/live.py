@@ -73,7 +73,7 @@ class Microphone:
                 f"PortAudio is not installed ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)"
             ) from None
         except ImportError:
-            raise DeviceError("microphone input needs sounddevice: pip install 'voxtral[mic]'") from None
+            raise DeviceError("microphone input needs sounddevice (a dependency of voxtral): pip install sounddevice") from None
         self._sd = sd
         self.sample_rate = sample_rate
         self.queue = DropOldestQueue(int(max_queue_seconds * sample_rate))

@@ -164,6 +164,6 @@ def load(model: str | os.PathLike | None = None, *, num_threads: int | None = No
     if quant is not None and weights.quant_type != quant:
         raise UsageError(
             f"{model_dir} is a model quantized to {weights.quant_type}; it cannot be loaded as {quant} "
-            f"(load it without quant=, or quantize the BF16 checkpoint to {quant})"
+            f"(load it without --quant (quant= in the API) or quantize the BF16 checkpoint to {quant})"
         )
     return VoxtralModel(config, weights, tokenizer, model_dir, layout, options)

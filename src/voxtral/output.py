@@ -30,6 +30,7 @@ class AtomicOutput:
         self._tmp: str | None = None
         self._file = None
         self._keep = True
+        self._count = 0
 
     def __enter__(self) -> "AtomicOutput":
         try:
@@ -51,7 +52,13 @@ class AtomicOutput:
             raise UsageError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
         return self
 
+    @property
+    def written(self) -> bool:
+        """Whether anything was written."""
+        return self._count > 0
+
     def write(self, text: str) -> int:
+        self._count += len(text)
         return self._file.write(text)
 
     def flush(self) -> None:

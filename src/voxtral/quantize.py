@@ -192,18 +192,19 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, qtype: str, *
     from .tokenizer import TekkenTokenizer
 
     _check_types(qtype, embeddings)
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(src), Path(os.path.abspath(dst))  # absolute: "." has a name and a parent to rename in
     layout = detect_layout(src)
     if layout == "gguf":
         raise UsageError(f"{src} is already a quantized model; quantize its BF16 checkpoint instead")
     if dst.exists() or dst.is_symlink():
         if not force:
             raise UsageError(f"{dst} already exists (use --force to replace it)")
-        if not dst.is_dir():
+        if dst.is_symlink() or not dst.is_dir():
             raise UsageError(f"{dst} exists and is not a directory")
         s, d = src.resolve(), dst.resolve()
         if s == d or d in s.parents:
             raise UsageError(f"{dst} holds the source checkpoint; refusing to replace it")
+        _check_replaceable(dst)
 
     tokenizer = TekkenTokenizer.from_file(src / "tekken.json")
     cfg, weights, _ = load_weights(src, audio_section=tokenizer.audio_config)
@@ -282,15 +283,36 @@ def _human(nbytes: int) -> str:
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
+QUANTIZED_FILES = frozenset({GGUF_FILE, "tekken.json"})  # what quantize_model writes, and nothing else
+
+
+def _check_replaceable(dst: Path) -> None:
+    """--force replaces an empty directory or one that holds a previous
+    quantized model (only its files); anything else may be someone's data."""
+    names = {p.name for p in dst.iterdir()}
+    if names and (GGUF_FILE not in names or not names <= QUANTIZED_FILES):
+        other = sorted(names - QUANTIZED_FILES)[:3]
+        raise UsageError(f"{dst} is not a quantized model directory (it holds {', '.join(other) or 'no ' + GGUF_FILE}"
+                         f"{', ...' if len(names - QUANTIZED_FILES) > 3 else ''}); --force replaces only a "
+                         "previous quantize output: choose another DST")
+
+
 def _replace_dir(tmp: Path, dst: Path) -> None:
-    """Put the finished ``tmp`` at ``dst``: a rename, so ``dst`` is never half written."""
+    """Put the finished ``tmp`` at ``dst``: a rename, so ``dst`` is never half
+    written; the old directory is moved aside first and restored if that fails."""
     if not dst.exists():
         os.rename(tmp, dst)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.rename(dst, old / "x")
-    os.rename(tmp, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(dst, old / "x")
+        try:
+            os.rename(tmp, dst)
+        except BaseException:
+            os.rename(old / "x", dst)
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -368,7 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cli import install_signal_handlers, interrupt_code
+
     args = build_parser().parse_args(argv)
+    install_signal_handlers()  # SIGTERM removes the temporaries as Ctrl+C does
     try:
         from .hub import resolve_model_dir
 
@@ -384,9 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VoxtralError as exc:
         print(f"voxtral: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("voxtral: interrupted", file=sys.stderr)
-        return 130
+        return interrupt_code(exc)
 
 
 __all__ = ["quantize_model", "cached_quantized", "tensor_type", "recipe", "fingerprint", "main"]

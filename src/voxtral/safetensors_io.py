@@ -41,6 +41,24 @@ def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
+def float_to_bf16(values: np.ndarray, rows_per_block: int = 1024) -> tuple[np.ndarray, bool, bool]:
+    """BF16 bit patterns (uint16) of F32 or F16 values, rounded to nearest even;
+    whether every value was exactly representable (nothing was rounded); and
+    whether every value was finite. Converted in row blocks: no float32 copy
+    of a whole large tensor."""
+    out = np.empty(values.shape, dtype=np.uint16)
+    exact = finite = True
+    src = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(1, -1)
+    dst = out.reshape(src.shape)
+    for start in range(0, src.shape[0], rows_per_block):
+        bits = np.ascontiguousarray(src[start : start + rows_per_block], dtype=np.float32).view(np.uint32)
+        finite = finite and not ((bits & 0x7F800000) == 0x7F800000).any()
+        exact = exact and not (bits & 0xFFFF).any()
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round half to even
+        dst[start : start + rows_per_block] = rounded.astype(np.uint16)
+    return out, exact, finite
+
+
 class SafetensorsFile:
     """One .safetensors file, memory-mapped. ``tensor(name)`` is zero-copy."""
 

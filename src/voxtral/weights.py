@@ -20,6 +20,7 @@ matrices become ``QuantMatrix`` views of the mapped file.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from .config import ModelConfig, from_hf_config, from_params_dict, from_params_j
 from .errors import CheckpointError, ModelFileError
 from .layout import GGUF_FILE, detect_layout
 from .qformats import BLOCK, QuantMatrix
-from .safetensors_io import SafetensorsFile, bf16_to_float32
+from .safetensors_io import SafetensorsFile, bf16_to_float32, float_to_bf16
 
 _NATIVE_ENC = "mm_streams_embeddings.embedding_module.whisper_encoder."
 _NATIVE_ADAPTER = "mm_streams_embeddings.embedding_module.audio_language_projection."
@@ -314,6 +315,7 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
             raise CheckpointError(f"{f.path}: tensor {src.stored[name]} has shape "
                                   f"{list(f.shape(src.stored[name]))}, expected {list(shapes[like])}")
     got: dict[str, np.ndarray] = {}
+    rounded: list[str] = []  # matrices stored as F32/F16 that BF16 cannot hold exactly
     for key, wanted_name in names.items():
         f = src.where.get(wanted_name)
         if f is None:
@@ -325,9 +327,13 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
             raise CheckpointError(f"{f.path}: tensor {name} has shape {list(shape)}, expected {list(shapes[key])}")
         dtype_name = f.dtype_name(name)
         if len(shape) >= 2:
-            if dtype_name != "BF16":
-                raise CheckpointError(f"{f.path}: tensor {name} is {dtype_name}; weight matrices must be BF16")
-            got[key] = f.tensor(name)
+            if dtype_name == "BF16":
+                got[key] = f.tensor(name)
+            elif dtype_name in ("F32", "F16"):  # as save_pretrained writes a float32 or float16 model
+                got[key] = _matrix_to_bf16(f, name, dtype_name, rounded)
+            else:
+                raise CheckpointError(f"{f.path}: tensor {name} is {dtype_name}; weight matrices must be "
+                                      "BF16, F16 or F32")
         else:
             if dtype_name not in ("BF16", "F16", "F32"):
                 raise CheckpointError(f"{f.path}: tensor {name} has unsupported dtype {dtype_name}")
@@ -335,8 +341,26 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
             if not np.all(np.isfinite(vec)):
                 raise CheckpointError(f"{f.path}: tensor {name} contains NaN or Inf")
             got[key] = vec
-
+    if rounded:
+        warnings.warn(f"{src.files[0].path.parent}: {len(rounded)} weight matrices are stored in a wider type than "
+                      "BF16 and were rounded to BF16 once at load (the model runs on BF16 weights)",
+                      PrecisionWarning, stacklevel=3)
     return _from_keys(cfg, got)
+
+
+class PrecisionWarning(UserWarning):
+    """Weights were rounded at load (F32/F16 matrices that BF16 cannot hold exactly)."""
+
+
+def _matrix_to_bf16(f: SafetensorsFile, name: str, dtype_name: str, rounded: list[str]) -> np.ndarray:
+    """A matrix saved as F32 or F16, as BF16 bits: exact when every value is
+    BF16-representable (a BF16 model saved in float32), else rounded to nearest even."""
+    bits, exact, finite = float_to_bf16(f.tensor(name))
+    if not finite:
+        raise CheckpointError(f"{f.path}: tensor {name} contains NaN or Inf")
+    if not exact:
+        rounded.append(name)
+    return bits
 
 
 def _from_keys(cfg: ModelConfig, got: dict, quant_type: str | None = None) -> Weights:

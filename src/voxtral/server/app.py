@@ -10,11 +10,16 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..errors import VoxtralError
@@ -25,13 +30,21 @@ from .sessions import CLOSE, SessionManager, Settings, TooManySessions
 
 WS_POLICY_VIOLATION = 1008
 WS_TRY_AGAIN_LATER = 1013
+FORM_OVERHEAD_BYTES = 64 << 10  # multipart boundaries, part headers and the small fields beside the file
+ACCEPTED_AUDIO = "WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF; M4A/MP4, WebM and others with ffmpeg installed"
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only (int() also takes "4_8_0", " 480 " and other scripts)
+
+log = logging.getLogger("voxtral.server")
 
 
 @dataclass
 class ServerConfig:
-    model_names: list[str]  # the first is the one /v1/models lists
+    model_names: list[str]  # /v1/models lists them all
     api_key: str | None = None
     settings: Settings = field(default_factory=Settings)
+    max_audio_seconds: float = 3600.0  # decoded length of one upload
+    decode_threads: int = 2  # uploads decoded at once, in a pool of their own
+    allow_origins: tuple[str, ...] = ()  # browser origins (besides the server's own) that may call it
 
 
 class ApiError(Exception):
@@ -48,9 +61,22 @@ def _error_body(message: str, code: str, status: int, param: str | None = None) 
 def _authorized(cfg: ServerConfig, header: str | None) -> bool:
     if cfg.api_key is None:
         return True
-    if not header or not header.startswith("Bearer "):
+    scheme, _, key = (header or "").partition(" ")
+    if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 7235)
         return False
-    return hmac.compare_digest(header[len("Bearer "):].encode(), cfg.api_key.encode())
+    return hmac.compare_digest(key.strip().encode(), cfg.api_key.encode())
+
+
+def _origin_allowed(cfg: ServerConfig, headers) -> bool:
+    """A browser names the page's origin: its own server's, or one --allow-origin lists.
+    Clients that are not browsers send no Origin."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    host = headers.get("host")
+    if host is not None and origin in (f"http://{host}", f"https://{host}"):
+        return True
+    return origin in cfg.allow_origins or "*" in cfg.allow_origins
 
 
 def create_app(model, cfg: ServerConfig) -> FastAPI:
@@ -61,12 +87,15 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
     async def lifespan(app):
         manager = SessionManager(model, cfg.settings, metrics)
         manager.start()
+        # uploads are decoded here, never in the executor the batch step runs in
+        state["decoders"] = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="voxtral-decode")
         state["manager"] = manager
         app.state.manager = manager
         try:
             yield
         finally:
             await manager.stop()
+            state["decoders"].shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="voxtral", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.metrics = metrics
@@ -76,10 +105,28 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
         metrics.error(exc.code)
         return JSONResponse(_error_body(str(exc), exc.code, exc.status, exc.param), status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "invalid_request")
+        metrics.error(code)
+        return JSONResponse(_error_body(str(exc.detail), code, exc.status_code), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        metrics.error("invalid_request")
+        return JSONResponse(_error_body(f"invalid request: {exc.errors()}"[:500], "invalid_request", 422),
+                            status_code=422)
+
     @app.middleware("http")
     async def _auth_and_count(request: Request, call_next):
         route = request.url.path
-        if route != "/health" and not _authorized(cfg, request.headers.get("authorization")):
+        if not _origin_allowed(cfg, request.headers):
+            metrics.error("forbidden_origin")
+            response = JSONResponse(_error_body(f"origin {protocol.quote(request.headers['origin'])} is not allowed "
+                                                "(--allow-origin)", "forbidden_origin", 403), status_code=403)
+        elif route != "/health" and not _authorized(cfg, request.headers.get("authorization")):
             metrics.error("unauthorized")
             response = JSONResponse(_error_body("missing or wrong API key (Authorization: Bearer ...)",
                                                 "unauthorized", 401), status_code=401,
@@ -92,7 +139,8 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
 
     def check_model(name: str | None) -> None:
         if name is not None and name not in cfg.model_names:
-            raise ApiError(404, f"The model `{name}` does not exist.", protocol.MODEL_NOT_FOUND, "model")
+            raise ApiError(404, f"The model `{protocol.quote(name)}` does not exist.", protocol.MODEL_NOT_FOUND,
+                           "model")
 
     @app.get("/health")
     async def health():
@@ -103,7 +151,7 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
         created = int(time.time())
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": created, "owned_by": "voxtral", "root": name}
-            for name in cfg.model_names[:1]]}
+            for name in cfg.model_names]}
 
     @app.get("/metrics")
     async def prometheus():
@@ -112,55 +160,69 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
     # ---- OpenAI transcriptions ----
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
+        manager: SessionManager = state["manager"]
+        # The session is taken before the body is read: an upload being received counts.
+        try:
+            session = manager.open("http")
+        except TooManySessions as exc:
+            raise ApiError(429, str(exc), protocol.TOO_MANY_SESSIONS) from None
+        handed_over = False
+        try:
+            response = await _transcribe(request, session)
+            handed_over = isinstance(response, StreamingResponse)  # it closes the session itself
+            return response
+        finally:
+            if not handed_over:
+                manager.close(session)
+
+    async def _transcribe(request: Request, session):
         from ..audio import load_audio
 
         limits = cfg.settings
         manager: SessionManager = state["manager"]
-        if manager.full:  # before reading a large body for nothing
-            raise ApiError(429, f"the server has its maximum of {limits.max_sessions} sessions",
-                           protocol.TOO_MANY_SESSIONS)
-        try:
-            form = await request.form(max_files=1, max_fields=32)
-        except Exception as exc:  # malformed multipart
-            raise ApiError(400, f"cannot parse the multipart form: {exc}", "invalid_request") from None
+        form = await _read_form(request, limits.max_upload_bytes)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "the form needs a 'file' part with the audio", "invalid_request", "file")
+        if upload.size is not None and upload.size > limits.max_upload_bytes:
+            raise ApiError(413, f"the upload is larger than {limits.max_upload_bytes} bytes (--max-upload-bytes)",
+                           "upload_too_large", "file")
         check_model(_text_field(form, "model"))
         fmt = _text_field(form, "response_format") or "json"
         if fmt not in RESPONSE_FORMATS:
             raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
                            "invalid_request", "response_format")
         stream = (_text_field(form, "stream") or "false").lower() in ("true", "1")
+        _check_temperature(_text_field(form, "temperature"))
         try:
             options = manager.session_options(delay_ms=_int_field(form, "transcription_delay_ms", None),
                                               kv_cache=_text_field(form, "kv_cache"))
         except VoxtralError as exc:
             raise ApiError(400, str(exc), "invalid_request", "transcription_delay_ms") from None
-        data = await upload.read(limits.max_upload_bytes + 1)
-        if len(data) > limits.max_upload_bytes:
-            raise ApiError(413, f"the upload is larger than {limits.max_upload_bytes} bytes", "upload_too_large",
-                           "file")
+        await upload.seek(0)
+        loop = asyncio.get_running_loop()
         try:
-            samples = await asyncio.to_thread(load_audio, data, None, model.sample_rate)
+            samples = await loop.run_in_executor(
+                state["decoders"], lambda: load_audio(upload.file, None, model.sample_rate,
+                                                      max_seconds=cfg.max_audio_seconds))
         except VoxtralError as exc:
-            raise ApiError(400, f"cannot read the audio: {exc} (send a WAV file)", protocol.INVALID_AUDIO,
+            status = 413 if "longer than" in str(exc) else 400
+            raise ApiError(status, f"cannot read the audio: {exc} (accepted: {ACCEPTED_AUDIO}; at most "
+                           f"{cfg.max_audio_seconds:g} s, --max-audio-seconds)", protocol.INVALID_AUDIO,
                            "file") from None
-        try:
-            session = manager.open("http")
-        except TooManySessions as exc:
-            raise ApiError(429, str(exc), protocol.TOO_MANY_SESSIONS) from None
+        finally:
+            await upload.close()
+        if session.closed:  # the client left while its audio was being decoded
+            raise ApiError(499, "the client closed the request", "client_closed_request")
         session.options = options
         manager.append(session, samples, limit_backlog=False)
         manager.commit(session, final=True)
         duration = samples.shape[0] / model.sample_rate
+        del samples
         language = _text_field(form, "language")
         if stream:
             return StreamingResponse(_sse(manager, session), media_type="text/event-stream")
-        try:
-            text = await _until_done(session)
-        finally:
-            manager.close(session)
+        text = await _until_done_or_gone(request, session)
         body, media = render(fmt, text, session.token_events, duration, language)
         if isinstance(body, dict):
             return JSONResponse(body)
@@ -169,6 +231,10 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
     # ---- realtime WebSocket ----
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket):
+        if not _origin_allowed(cfg, ws.headers):
+            metrics.error("forbidden_origin")
+            await ws.close(code=WS_POLICY_VIOLATION)  # a page of another site, unless --allow-origin names it
+            return
         if not _authorized(cfg, ws.headers.get("authorization")):
             metrics.error("unauthorized")
             await ws.close(code=WS_POLICY_VIOLATION)  # before accept: the client gets HTTP 403
@@ -204,15 +270,75 @@ def _int_field(form, name: str, default: int | None) -> int | None:
     value = _text_field(form, name)
     if value is None:
         return default
+    if not _INTEGER.fullmatch(value) or len(value) > 12:
+        raise ApiError(400, f"'{name}' must be an integer (ASCII digits), got {protocol.quote(value, 20)}",
+                       "invalid_request", name)
+    return int(value)
+
+
+def _check_temperature(value: str | None) -> None:
+    if value is None:
+        return
     try:
-        return int(value)
+        number = float(value)
     except ValueError:
-        raise ApiError(400, f"'{name}' must be an integer", "invalid_request", name) from None
+        number = None
+    if number != 0.0:
+        raise ApiError(400, f"temperature must be 0 (decoding is greedy; no sampling), got {protocol.quote(value, 20)}",
+                       "invalid_request", "temperature")
+
+
+async def _read_form(request: Request, max_upload_bytes: int):
+    """The multipart form, refused on its Content-Length or, for a body that
+    does not say (chunked), as soon as more than the limit has arrived."""
+    limit = max_upload_bytes + FORM_OVERHEAD_BYTES
+    too_large = ApiError(413, f"the upload is larger than {max_upload_bytes} bytes (--max-upload-bytes)",
+                         "upload_too_large", "file")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    received = 0
+    receive = request.receive
+
+    async def counted():
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise too_large
+        return message
+
+    try:
+        return await Request(request.scope, counted).form(max_files=1, max_fields=32)
+    except ApiError:
+        raise
+    except Exception as exc:  # malformed multipart
+        raise ApiError(400, f"cannot parse the multipart form: {protocol.quote(str(exc), 200)}",
+                       "invalid_request") from None
+
+
+async def _until_done_or_gone(request: Request, session) -> str:
+    """The transcript; if the client disconnects first, the work stops (the caller closes the session)."""
+    done = asyncio.ensure_future(_until_done(session))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not done.done():
+        done.cancel()
+        raise ApiError(499, "the client closed the request", "client_closed_request")
+    return done.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _until_done(session) -> str:
     while True:
-        event = await session.outbox.get()
+        event = await session.get()
         if event is CLOSE:
             raise ApiError(500, "the transcription was stopped", protocol.PROCESSING_ERROR)
         if event["type"] == "transcription.done":
@@ -225,7 +351,7 @@ async def _sse(manager: SessionManager, session):
     """OpenAI's streaming transcription events, then ``[DONE]``."""
     try:
         while True:
-            event = await session.outbox.get()
+            event = await session.get()
             if event is CLOSE:
                 break
             if event["type"] == "transcription.delta":
@@ -253,14 +379,24 @@ class _Connection:
         self.ws, self.session, self.manager, self.cfg, self.model = ws, session, manager, cfg, model
 
     async def run(self) -> None:
-        receiver = asyncio.create_task(self._receive())
-        sender = asyncio.create_task(self._send())
+        receiver = asyncio.create_task(self._receive(), name="receive")
+        sender = asyncio.create_task(self._send(), name="send")
         killed = asyncio.create_task(self.session.killed.wait())
         tasks = {receiver, sender, killed}
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        failed = False
+        for task in (receiver, sender):
+            if task.done() and not task.cancelled() and task.exception() is not None \
+                    and not isinstance(task.exception(), WebSocketDisconnect):
+                # a bug, not the client: logged and counted, never a silent close
+                log.error("session %s: %s failed", self.session.id, task.get_name(), exc_info=task.exception())
+                self.manager.metrics.error(protocol.INTERNAL_ERROR)
+                self.session.put(protocol.error("internal server error; the session ends", protocol.INTERNAL_ERROR))
+                self.session.put(CLOSE)
+                failed = True
         flush = receiver.done() and not receiver.cancelled() and receiver.exception() is None \
             and receiver.result() == "flush"
-        if (flush or killed.done()) and not sender.done():
+        if (flush or failed or killed.done()) and not sender.done():
             # deliver the closing error event first (a reader that does not read gets cut after 2 s)
             with contextlib.suppress(asyncio.TimeoutError, Exception):
                 await asyncio.wait_for(asyncio.shield(sender), timeout=2.0)
@@ -275,7 +411,7 @@ class _Connection:
 
     async def _send(self) -> None:
         while True:
-            event = await self.session.outbox.get()
+            event = await self.session.get()
             if event is CLOSE:
                 return
             await self.ws.send_text(json.dumps(event, ensure_ascii=False))
@@ -312,6 +448,9 @@ class _Connection:
                 self._handle(protocol.parse(text))
             except protocol.ProtocolError as exc:
                 self._error(str(exc), exc.code)
+            except Exception:  # a bug: this message is answered with an error, the session goes on
+                log.exception("session %s: message failed", self.session.id)
+                self._error("internal server error handling this message", protocol.INTERNAL_ERROR)
 
     def _handle(self, event: dict) -> None:
         kind = event["type"]
@@ -319,7 +458,8 @@ class _Connection:
         if kind == "session.update":
             name = event.get("model")
             if name is not None and name not in self.cfg.model_names:
-                raise protocol.ProtocolError(f"The model `{name}` does not exist.", protocol.MODEL_NOT_FOUND)
+                raise protocol.ProtocolError(f"The model `{protocol.quote(name)}` does not exist.",
+                                             protocol.MODEL_NOT_FOUND)
             try:
                 session.options = self.manager.session_options(  # applies from the next transcription on
                     session, delay_ms=event.get("transcription_delay_ms"), kv_cache=event.get("kv_cache"))

@@ -36,6 +36,18 @@ TOO_MANY_SESSIONS = "too_many_sessions"
 IDLE_TIMEOUT = "idle_timeout"
 SERVER_OVERLOADED = "server_overloaded"
 SLOW_CONSUMER = "slow_consumer"
+SHUTTING_DOWN = "shutting_down"
+INTERNAL_ERROR = "internal_error"
+
+ECHO_CHARS = 80  # of a client's string quoted back in an error
+
+
+def quote(value, limit: int = ECHO_CHARS) -> str:
+    """A client-supplied value for an error message: at most ``limit``
+    characters, valid UTF-8 (a lone surrogate cannot be sent as text)."""
+    text = value if isinstance(value, str) else repr(value)
+    short = text[:limit] + ("..." if len(text) > limit else "")
+    return short.encode("utf-8", "replace").decode("utf-8")
 
 CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit")
 
@@ -75,13 +87,13 @@ def parse(message: str) -> dict:
     """A client message -> its event dict (type checked, fields validated)."""
     try:
         event = json.loads(message)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, and ValueError for integers past 4300 digits
         raise ProtocolError("Invalid JSON", INVALID_JSON) from None
     if not isinstance(event, dict):
         raise ProtocolError("an event is a JSON object", INVALID_EVENT)
     kind = event.get("type")
     if kind not in CLIENT_EVENTS:
-        raise ProtocolError(f"Unknown event type: {str(kind)[:80]}", UNKNOWN_EVENT)
+        raise ProtocolError(f"Unknown event type: {quote(kind)}", UNKNOWN_EVENT)
     if kind == "input_audio_buffer.append":
         if not isinstance(event.get("audio"), str):
             raise ProtocolError("input_audio_buffer.append needs 'audio': a base64 string", INVALID_AUDIO)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import time
 import uuid
@@ -55,14 +56,19 @@ class Settings:
     max_ready_tokens: int = 4  # ... while fewer than this many of its steps (or draft_steps) wait for the decoder
     max_pending_events: int = 4096
     options: Options | None = None  # every session's defaults (None: the model's); a session may change some
+    max_pending_bytes: int = 4 << 20  # a session's events not yet sent, checked on every put
 
 
 class TooManySessions(Exception):
     pass
 
 
+def _event_bytes(event) -> int:
+    return len(json.dumps(event, ensure_ascii=False)) if isinstance(event, dict) else 0
+
+
 class Session:
-    def __init__(self, kind: str, options: Options):
+    def __init__(self, kind: str, options: Options, max_pending_bytes: int = Settings.max_pending_bytes):
         self.id = f"{kind}-{uuid.uuid4().hex[:12]}"
         self.kind = kind
         self.options = options  # a change applies from the next transcription on
@@ -73,6 +79,9 @@ class Session:
         self.final = False  # ... and a final commit ended its audio
         self.stream: Stream | None = None
         self.outbox: asyncio.Queue = asyncio.Queue()
+        self.pending_bytes = 0  # of the events in the outbox
+        self.max_pending_bytes = max_pending_bytes
+        self.on_overflow = None  # called once when pending_bytes passes max_pending_bytes
         self.text: list[str] = []
         self.token_events: list = []  # kept for HTTP answers (segments and word times)
         self.closed = False
@@ -88,8 +97,19 @@ class Session:
         return self.active and (self.final or self.inbox_samples > 0)
 
     def put(self, event) -> None:
-        if not self.closed:
-            self.outbox.put_nowait(event)
+        if self.closed:
+            return
+        self.pending_bytes += _event_bytes(event)
+        self.outbox.put_nowait(event)
+        if self.pending_bytes > self.max_pending_bytes and self.on_overflow is not None:
+            overflow, self.on_overflow = self.on_overflow, None
+            overflow(self)
+
+    async def get(self):
+        """The next event to send (the outbox's bytes are counted down)."""
+        event = await self.outbox.get()
+        self.pending_bytes -= _event_bytes(event)
+        return event
 
 
 class SessionManager:
@@ -131,7 +151,9 @@ class SessionManager:
         if self.full:
             self.metrics.error(protocol.TOO_MANY_SESSIONS)
             raise TooManySessions(f"the server has its maximum of {self.settings.max_sessions} sessions")
-        s = Session(kind, self.options)
+        s = Session(kind, self.options, self.settings.max_pending_bytes)
+        s.on_overflow = lambda s: self.kill(s, protocol.SLOW_CONSUMER, f"more than {self.settings.max_pending_bytes} "
+                                            "bytes of events are waiting to be read")
         self.sessions[s.id] = s
         self.metrics.add(sessions_total=1, sessions_active=1)
         return s
@@ -162,9 +184,10 @@ class SessionManager:
 
     # ---- client actions (event loop thread) ----
     def backlog_seconds(self, s: Session) -> float:
-        """Audio received that could be decoded but is not yet: the inbox and
-        the steps the stream could take now (not what the delay holds back)."""
-        queued = s.inbox_samples
+        """Audio received that could be decoded but is not yet: the inbox, the
+        audio sent after a final commit (the next utterance's) and the steps the
+        stream could take now (not what the delay holds back)."""
+        queued = s.inbox_samples + sum(piece.shape[0] for piece in s.held)
         if s.stream is not None:
             queued += s.stream.backlog_tokens * self._samples_per_token
         return queued / self.rate
@@ -307,6 +330,7 @@ class SessionManager:
         self.metrics.error(code)
         while not s.outbox.empty():
             s.outbox.get_nowait()
+        s.pending_bytes = 0
         s.put(protocol.error(message, code))
         s.put(CLOSE)
         s.killed.set()

@@ -773,12 +773,19 @@ def _write_json_compact(path: Path, obj: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m voxtral.testing.checkpoint",
-        description="Write a random-weight Voxtral Mini 4B Realtime checkpoint in the real file formats.",
+        description="Write a random-weight Voxtral Mini 4B Realtime checkpoint in the real file formats. "
+        "With --layout both (the default) OUT gets two model directories, OUT/native and OUT/hf: "
+        "pass one of them to --model.",
     )
-    ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    ap.add_argument("--layout", choices=["native", "hf", "both"], default="both")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("out_dir", type=Path, metavar="OUT")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                    help="tiny (default): ~1 MB, 2+2 narrow layers, for tests; fullwidth: real widths and "
+                    "vocabulary with 2+2 layers (~1.45 GB per layout); full: the real 4.4 B-parameter sizes "
+                    "(8.9 GB per layout)")
+    ap.add_argument("--layout", choices=["native", "hf", "both"], default="both",
+                    help="native: Mistral's consolidated.safetensors + params.json (written into OUT); hf: Hugging "
+                    "Face config.json + model*.safetensors (into OUT); both (default): OUT/native and OUT/hf")
+    ap.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same bytes")
     ap.add_argument("--enc-layers", type=int, default=None, help="encoder layers (default: the preset's)")
     ap.add_argument("--dec-layers", type=int, default=None, help="decoder layers (default: the preset's)")
     ap.add_argument("--vocab-size", type=int, default=None, help="vocabulary size incl. 1000 specials")
