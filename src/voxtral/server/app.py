@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..errors import VoxtralError
-from . import protocol
+from . import openai_realtime, protocol
 from .metrics import Metrics
 from .responses import RESPONSE_FORMATS, render
 from .sessions import CLOSE, SessionManager, Settings, TooManySessions
@@ -175,6 +175,8 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
             return
         await ws.accept()
         manager: SessionManager = state["manager"]
+        if openai_realtime.requested(ws):  # OpenAI Realtime transcription (?intent=transcription)
+            return await openai_realtime.serve(ws, manager, cfg, model)
         try:
             session = manager.open("ws")
         except TooManySessions as exc:
