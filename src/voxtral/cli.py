@@ -421,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .inspect import main as inspect_main
 
         return inspect_main(argv[1:])
+    if argv[:1] == ["wyoming"]:  # python -m voxtral wyoming --uri ...: Home Assistant's protocol
+        from .server.wyoming_server import main as wyoming_main
+
+        return wyoming_main(argv[1:])
     if argv[:1] == ["serve"]:  # python -m voxtral serve ...: the server has its own options
         from .server.main import main as serve_main
 
