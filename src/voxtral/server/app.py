@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..errors import VoxtralError
-from . import openai_realtime, protocol
+from . import openai_realtime, page, protocol
 from .metrics import Metrics
 from .responses import RESPONSE_FORMATS, render
 from .sessions import CLOSE, SessionManager, Settings, TooManySessions
@@ -79,7 +79,8 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
     @app.middleware("http")
     async def _auth_and_count(request: Request, call_next):
         route = request.url.path
-        if route != "/health" and not _authorized(cfg, request.headers.get("authorization")):
+        public = route == "/health" or page.is_public(route)
+        if not public and not _authorized(cfg, request.headers.get("authorization")):
             metrics.error("unauthorized")
             response = JSONResponse(_error_body("missing or wrong API key (Authorization: Bearer ...)",
                                                 "unauthorized", 401), status_code=401,
@@ -93,6 +94,8 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
     def check_model(name: str | None) -> None:
         if name is not None and name not in cfg.model_names:
             raise ApiError(404, f"The model `{name}` does not exist.", protocol.MODEL_NOT_FOUND, "model")
+
+    page.mount(app, cfg, model)  # GET /: the browser page
 
     @app.get("/health")
     async def health():
@@ -169,11 +172,11 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
     # ---- realtime WebSocket ----
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket):
-        if not _authorized(cfg, ws.headers.get("authorization")):
+        if not _authorized(cfg, page.ws_authorization(ws)):
             metrics.error("unauthorized")
             await ws.close(code=WS_POLICY_VIOLATION)  # before accept: the client gets HTTP 403
             return
-        await ws.accept()
+        await ws.accept(subprotocol=page.ws_subprotocol(ws))
         manager: SessionManager = state["manager"]
         if openai_realtime.requested(ws):  # OpenAI Realtime transcription (?intent=transcription)
             return await openai_realtime.serve(ws, manager, cfg, model)
