@@ -75,9 +75,7 @@ def test_browser_key_subprotocol(server):
 def _chromium():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (the test extra has it)")
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver") or (
-        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
-    )
+    driver = shutil.which("chromedriver")
     if not browser or not driver:
         pytest.skip("Chromium is not installed (apt install chromium chromium-driver; .ci/run does)")
     return webdriver, browser, driver
@@ -134,7 +132,8 @@ def test_page_in_headless_chromium(server, model, audio_dir, tmp_path):
             const pcm = new Int16Array(n); let o = 0;
             for (const a of all) { pcm.set(a, o); o += a.length; }
             const bytes = new Uint8Array(pcm.buffer); let bin = "";
-            for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+            for (let i = 0; i < bytes.length; i += 0x8000)
+                bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
             return btoa(bin);""")
         rtf = driver.find_element(By.ID, "rtf").text
         artifacts = Path(os.environ.get("VOXTRAL_TEST_ARTIFACTS", tmp_path))
