@@ -236,3 +236,47 @@ def test_vllm_protocol_unchanged_on_the_same_path(server):
     with connect(server.ws_url) as ws:
         created = json.loads(ws.recv(timeout=30))
     assert created["type"] == "session.created" and "session" not in created and created["id"]
+
+
+def test_vllm_protocol_with_server_vad_opt_in(server, model, conversation):
+    """vLLM's protocol with ?turn_detection=server_vad: the client only appends (16 kHz);
+    each turn of speech comes back as deltas and a transcription.done equal to offline
+    transcription of the turn's audio."""
+    from websockets.sync.client import connect
+
+    x24 = np.frombuffer(conversation, "<i2").astype(np.float32) / 32768
+    x16 = Resampler(IN_RATE, 16000)(x24, last=True)
+    pcm = (np.clip(x16, -1, 1) * 32767).astype("<i2")
+    done, events = [], []
+    with connect(server.ws_url + "?turn_detection=server_vad", max_size=None) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
+        ws.send(json.dumps({"type": "session.update", "model": NAME, "turn_detection": {"silence_duration_ms": 500}}))
+        for i in range(0, len(pcm), 1600):
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "input_audio_buffer.append",
+                        "audio": base64.b64encode(pcm[i : i + 1600].tobytes()).decode(),
+                    }
+                )
+            )
+        while len(done) < 2:
+            e = json.loads(ws.recv(timeout=120))
+            events.append(e)
+            assert e["type"] != "error", e
+            if e["type"] == "transcription.done":
+                done.append(e)
+    starts = [e for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    stops = [e for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    assert len(starts) == len(stops) == 2
+    sent = pcm.astype(np.float32) / 32768
+    for start, stop, d in zip(starts, stops, done):
+        segment = sent[start["audio_start_ms"] * 16 : stop["audio_end_ms"] * 16]
+        assert d["text"] == _reference(model, segment)
+    assert {e["type"] for e in events} <= {
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "transcription.delta",
+        "transcription.done",
+        "transcription.lag",
+    }

@@ -57,9 +57,10 @@ MIN_COMMIT_MS = 100  # OpenAI refuses to commit less audio than this
 
 def requested(ws) -> bool:
     """Is this WebSocket an OpenAI Realtime client (``?intent=transcription`` or a
-    ``?model=`` in the URL) rather than a vLLM-protocol one?"""
+    ``?model=`` in the URL), or a vLLM-protocol one that opts into server VAD
+    (``?turn_detection=server_vad``)? Plain vLLM clients are served by app.py."""
     q = ws.query_params
-    return q.get("intent") == "transcription" or "model" in q
+    return q.get("intent") == "transcription" or "model" in q or q.get("turn_detection") == "server_vad"
 
 
 def _id(prefix: str) -> str:
@@ -517,6 +518,14 @@ class OpenAIRealtimeConnection:
                 "input_audio_buffer_commit_empty",
             )
         self.item = None
+        self._announce_commit(item)
+        self.last_item_id = item.id
+        self.manager.commit(item.session, final=True)
+        item.released.set()
+        if manual and self.vad is not None and self.vad.in_speech:
+            self._start_item(self.audio_pos)  # the rest of this speech is the next item
+
+    def _announce_commit(self, item: _Item) -> None:
         self._send({"type": "input_audio_buffer.committed", "item_id": item.id, "previous_item_id": self.last_item_id})
         item_body = {
             "id": item.id,
@@ -533,11 +542,6 @@ class OpenAIRealtimeConnection:
                 "item": item_body,
             }
         )
-        self.last_item_id = item.id
-        self.manager.commit(item.session, final=True)
-        item.released.set()
-        if manual and self.vad is not None and self.vad.in_speech:
-            self._start_item(self.audio_pos)  # the rest of this speech is the next item
 
     def _clear(self) -> None:
         item, self.item = self.item, None
@@ -668,5 +672,10 @@ async def serve(ws, manager, cfg, model) -> None:
             )
         )
         await ws.close(code=WS_TRY_AGAIN_LATER)
+        return
+    if ws.query_params.get("turn_detection") == "server_vad" and "intent" not in ws.query_params:
+        from .vllm_vad import VllmVadConnection
+
+        await VllmVadConnection(ws, manager, cfg, model).run()
         return
     await OpenAIRealtimeConnection(ws, manager, cfg, model).run()
