@@ -498,8 +498,12 @@ class OpenAIRealtimeConnection:
             self._start_item(buffered_from)
         if self.item is None:
             return
+        try:
+            self.manager.append(self.item.session, piece)
+        except protocol.ProtocolError as exc:  # server_overloaded: this piece is refused, and said so
+            self._error(str(exc), exc.code, kind="server_error")
+            return
         self.item.samples += n
-        self.manager.append(self.item.session, piece)  # ProtocolError(server_overloaded) goes to the client
 
     def _commit(self, *, manual: bool) -> None:
         if manual and self.vad is None:  # the whole buffer: the resampler's tail too, then a fresh one
