@@ -678,8 +678,27 @@ async def serve(ws, manager, cfg, model) -> None:
         await ws.close(code=WS_TRY_AGAIN_LATER)
         return
     if ws.query_params.get("turn_detection") == "server_vad" and "intent" not in ws.query_params:
-        from .vllm_vad import VllmVadConnection
-
-        await VllmVadConnection(ws, manager, cfg, model).run()
+        from .vllm_vad import VllmVadConnection as cls
+    else:
+        cls = OpenAIRealtimeConnection
+    try:
+        connection = cls(ws, manager, cfg, model)
+    except VoxtralError as exc:  # no VAD package on this server
+        await ws.send_text(
+            json.dumps(
+                {
+                    "type": "error",
+                    "event_id": _id("event"),
+                    "error": {
+                        "type": "server_error",
+                        "code": "vad_unavailable",
+                        "param": None,
+                        "event_id": None,
+                        "message": str(exc),
+                    },
+                }
+            )
+        )
+        await ws.close(code=1011)
         return
-    await OpenAIRealtimeConnection(ws, manager, cfg, model).run()
+    await connection.run()
