@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--device", metavar="NAME", help="input device name or index for --mic (see --list-devices)")
     src.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
     src.add_argument("--record", metavar="FILE", help="with --mic: save the captured audio as a WAV file")
+    src.add_argument("--vad", action="store_true",
+                     help="with --mic: decode only speech (voice activity detection); the stream is flushed at "
+                     "each pause and output lines break there")
+    src.add_argument("--vad-threshold", type=float, default=0.5, help="speech probability for --vad (default 0.5)")
+    src.add_argument("--vad-silence-ms", type=int, default=500,
+                     help="silence that ends a turn of speech for --vad (default 500)")
     src.add_argument("--raw-format", default=None,
                      help="stdin is raw PCM in this format (s16le, s24le, s32le, u8, f32le, f64le); "
                      "without it stdin must be an audio file (WAV, FLAC, OGG, MP3...)")
@@ -117,6 +123,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--device goes with --mic")
     if args.record and not args.mic:
         raise UsageError("--record goes with --mic")
+    if args.vad and not args.mic:
+        raise UsageError("--vad goes with --mic")
+    if args.vad:
+        from .vad import VadOptions
+
+        VadOptions(threshold=args.vad_threshold, silence_duration_ms=args.vad_silence_ms)
     if args.threads is not None:
         check_num_threads(args.threads, "--threads")
     if args.quant is not None and args.quant not in QTYPES:
@@ -349,6 +361,7 @@ def _run_mic(args, model, writer) -> int:
     recorder = WavRecorder(args.record, model.sample_rate) if args.record else None
     writer.begin("<mic>", False)
     stream = model.stream(options=args.options)
+    gate = _speech_gate(args, stream)
     pace = RealTimeMonitor(model.config, model.weights.quant_type or "bf16")
     reported_drop = 0
     _note(args, "listening; Ctrl+C to stop")
@@ -359,8 +372,8 @@ def _run_mic(args, model, writer) -> int:
                 if recorder is not None and chunk.shape[0]:
                     recorder.write(chunk)
                 started = time.perf_counter()
-                for e in stream.feed(chunk):
-                    writer.event(e)
+                for e in stream.feed(chunk) if gate is None else gate.feed(chunk):
+                    writer.event(e) if e is not None else writer.pause()
                 behind = pace.update(chunk.shape[0] / model.sample_rate, time.perf_counter() - started)
                 if behind:
                     print(f"voxtral: warning: {behind}", file=sys.stderr, flush=True)
@@ -373,13 +386,26 @@ def _run_mic(args, model, writer) -> int:
     finally:
         if recorder is not None:
             recorder.close()
-    for e in stream.finish():
-        writer.event(e)
+    for e in stream.finish() if gate is None else gate.finish():
+        writer.event(e) if e is not None else writer.pause()
     writer.end()
+    if gate is not None:
+        _note(args, f"decoded {gate.decoded_samples / model.sample_rate:.2f} s of speech in "
+              f"{gate.pos / model.sample_rate:.2f} s captured")
     if mic.dropped_samples:
         print(f"voxtral: warning: dropped {mic.dropped_seconds:.2f} s of "
               f"{mic.captured_samples / model.sample_rate:.2f} s captured", file=sys.stderr, flush=True)
     return 0
+
+
+def _speech_gate(args, stream):
+    """--vad: only speech reaches the stream (None without it)."""
+    if not args.vad:
+        return None
+    from .live_vad import SpeechGate
+    from .vad import VadOptions
+
+    return SpeechGate(stream, VadOptions(threshold=args.vad_threshold, silence_duration_ms=args.vad_silence_ms))
 
 
 def list_devices() -> int:
@@ -562,6 +588,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .inspect import main as inspect_main
 
         return inspect_main(argv[1:])
+    if argv[:1] == ["wyoming"]:  # python -m voxtral wyoming --uri ...: Home Assistant's protocol
+        from .server.wyoming_server import main as wyoming_main
+
+        return wyoming_main(argv[1:])
     if argv[:1] == ["serve"]:  # python -m voxtral serve ...: the server has its own options
         from .server.main import main as serve_main
 

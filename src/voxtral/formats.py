@@ -43,6 +43,9 @@ class Writer:
     def end(self) -> None:
         pass
 
+    def pause(self) -> None:
+        """A turn of speech ended (live input with voice activity detection)."""
+
     def close(self) -> None:
         pass
 
@@ -56,6 +59,9 @@ class TextWriter(Writer):
         self._write(e.text)
 
     def end(self):
+        self._write("\n")
+
+    def pause(self):
         self._write("\n")
 
 
@@ -94,6 +100,8 @@ class _CueWriter(Writer):
     def end(self):
         for seg in self.builder.finish():
             self._cue(seg)
+
+    pause = end  # a pause ends a cue
 
     def _cue(self, seg: Segment) -> None:
         self.count += 1

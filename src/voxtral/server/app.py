@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..errors import VoxtralError
-from . import protocol
+from . import openai_realtime, page, protocol
 from .metrics import Metrics
 from .responses import RESPONSE_FORMATS, render
 from .sessions import CLOSE, SessionManager, Settings, TooManySessions
@@ -122,11 +122,12 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
     @app.middleware("http")
     async def _auth_and_count(request: Request, call_next):
         route = request.url.path
+        public = route == "/health" or page.is_public(route)
         if not _origin_allowed(cfg, request.headers):
             metrics.error("forbidden_origin")
             response = JSONResponse(_error_body(f"origin {protocol.quote(request.headers['origin'])} is not allowed "
                                                 "(--allow-origin)", "forbidden_origin", 403), status_code=403)
-        elif route != "/health" and not _authorized(cfg, request.headers.get("authorization")):
+        elif not public and not _authorized(cfg, request.headers.get("authorization")):
             metrics.error("unauthorized")
             response = JSONResponse(_error_body("missing or wrong API key (Authorization: Bearer ...)",
                                                 "unauthorized", 401), status_code=401,
@@ -141,6 +142,8 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
         if name is not None and name not in cfg.model_names:
             raise ApiError(404, f"The model `{protocol.quote(name)}` does not exist.", protocol.MODEL_NOT_FOUND,
                            "model")
+
+    page.mount(app, cfg, model)  # GET /: the browser page
 
     @app.get("/health")
     async def health():
@@ -235,12 +238,14 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
             metrics.error("forbidden_origin")
             await ws.close(code=WS_POLICY_VIOLATION)  # a page of another site, unless --allow-origin names it
             return
-        if not _authorized(cfg, ws.headers.get("authorization")):
+        if not _authorized(cfg, page.ws_authorization(ws)):
             metrics.error("unauthorized")
             await ws.close(code=WS_POLICY_VIOLATION)  # before accept: the client gets HTTP 403
             return
-        await ws.accept()
+        await ws.accept(subprotocol=page.ws_subprotocol(ws))
         manager: SessionManager = state["manager"]
+        if openai_realtime.requested(ws):  # OpenAI Realtime transcription (?intent=transcription)
+            return await openai_realtime.serve(ws, manager, cfg, model)
         try:
             session = manager.open("ws")
         except TooManySessions as exc:
