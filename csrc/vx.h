@@ -54,6 +54,17 @@ int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, 
                 int64_t M, int64_t N, int64_t K, int accumulate);
 const char *vx_q_kernels_name(void); /* which quantized-kernel table the active ISA uses */
 
+/* Load-time repacking (q8_0, q4_0): 8 rows' blocks interleaved for the SIMD
+ * kernels (layout in qpack.c); results bit-equal to the scalar kernel over
+ * the same layout on every ISA, independent of M, tiles and threads. */
+int64_t vx_qp_bytes(int qtype, int64_t N, int64_t K); /* -1: qtype not repacked or bad K */
+int vx_q_repack(int qtype, const uint8_t *w, int64_t N, int64_t K, uint8_t *dst);
+int vx_q_unpack(int qtype, const uint8_t *wp, int64_t N, int64_t K, uint8_t *dst);
+int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out,
+                 int64_t M, int64_t N, int64_t K, int accumulate);
+const char *vx_qp_kernels_name(void); /* "avx2" or "scalar" */
+int vx_drop_file_pages(const void *p, int64_t nbytes); /* madvise(DONTNEED) the whole pages of a read-only file mapping */
+
 /* Read nbytes (a multiple of 64) with all threads; returns a checksum so the
  * reads cannot be optimised away. For measuring read-only memory bandwidth. */
 uint64_t vx_stream_read(const void *buf, int64_t nbytes);

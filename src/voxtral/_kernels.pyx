@@ -30,6 +30,13 @@ cdef extern from "vx.h":
     int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
                     int64_t M, int64_t N, int64_t K, int accumulate) nogil
     const char *vx_q_kernels_name()
+    int64_t vx_qp_bytes(int qtype, int64_t N, int64_t K)
+    int vx_q_repack(int qtype, const uint8_t *w, int64_t N, int64_t K, uint8_t *dst) nogil
+    int vx_q_unpack(int qtype, const uint8_t *wp, int64_t N, int64_t K, uint8_t *dst) nogil
+    int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out,
+                     int64_t M, int64_t N, int64_t K, int accumulate) nogil
+    const char *vx_qp_kernels_name()
+    int vx_drop_file_pages(const void *p, int64_t nbytes) nogil
     uint64_t vx_stream_read(const void *buf, int64_t nbytes) nogil
     int vx_attention(const float *q, const float *k, const float *v, float *out,
                      int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
@@ -266,6 +273,99 @@ def matmul_q(x, w, str qtype, int64_t K, bias=None, out=None, bint accumulate=Fa
         status = vx_matmul_q(px, pw, qt, pb, po, M, N, K, acc)
     _check(status, "matmul_q")
     return out
+
+
+def qp_kernels():
+    """Name of the repacked-weight kernel table the active ISA runs ("avx2" or "scalar")."""
+    return vx_qp_kernels_name().decode()
+
+
+def _qp_dims(str qtype, int64_t N, int64_t K):
+    """(qtype id, repacked bytes) for a repackable ``qtype``; ValueError otherwise."""
+    if qtype not in _QTYPES:
+        raise ValueError(f"unknown quantization type {qtype!r} (known: {', '.join(_QTYPES)})")
+    qid = _QTYPES[qtype][0]
+    cdef int64_t size = vx_qp_bytes(qid, N, K)
+    if N <= 0 or size < 0:
+        raise ValueError(f"{qtype} [{N}, {K}] cannot be repacked (repacked: {', '.join(repacked_qtypes())})")
+    return qid, size
+
+
+def repacked_qtypes():
+    """The weight types that have a repacked layout."""
+    return tuple(name for name, (qid, per, nbytes) in _QTYPES.items() if vx_qp_bytes(qid, 8, per) > 0)
+
+
+def repack_q(w, str qtype, int64_t K):
+    """GGML rows uint8 [N, row bytes] -> the interleaved layout (csrc/qpack.c), uint8 1-D."""
+    _arr(w, "w", np.uint8, 2)
+    cdef int64_t N = w.shape[0]
+    qid, size = _qp_dims(qtype, N, K)
+    if vx_q_row_bytes(qid, K) != w.shape[1]:
+        raise ValueError(f"w rows have {w.shape[1]} bytes, {qtype} with K={K} needs {vx_q_row_bytes(qid, K)}")
+    dst = np.empty(size, dtype=np.uint8)
+    cdef const uint8_t *pw = _u8p(w)
+    cdef uint8_t[::1] dv = dst.reshape(-1)
+    cdef uint8_t *pd = &dv[0]
+    cdef int qt = qid, status
+    with nogil:
+        status = vx_q_repack(qt, pw, N, K, pd)
+    _check(status, "repack_q")
+    return dst
+
+
+def unpack_q(wp, str qtype, int64_t N, int64_t K):
+    """The inverse of repack_q: GGML rows uint8 [N, row bytes]."""
+    _arr(wp, "wp", np.uint8, 1)
+    qid, size = _qp_dims(qtype, N, K)
+    if wp.shape[0] != size:
+        raise ValueError(f"repacked {qtype} [{N}, {K}] has {size} bytes, got {wp.shape[0]}")
+    dst = np.empty((N, vx_q_row_bytes(qid, K)), dtype=np.uint8)
+    cdef const uint8_t *pw = _u8p(wp)
+    cdef uint8_t[::1] dv = dst.reshape(-1)
+    cdef uint8_t *pd = &dv[0]
+    cdef int qt = qid, status
+    with nogil:
+        status = vx_q_unpack(qt, pw, N, K, pd)
+    _check(status, "unpack_q")
+    return dst
+
+
+def matmul_qp(x, wp, str qtype, int64_t N, int64_t K, bias=None, out=None, bint accumulate=False):
+    """matmul_q over weights repacked by repack_q (N rows): the same product,
+    by the fixed per-output sequence documented in csrc/qpack.c."""
+    _arr(x, "x", np.float32, 2)
+    _arr(wp, "wp", np.uint8, 1)
+    qid, size = _qp_dims(qtype, N, K)
+    if wp.shape[0] != size:
+        raise ValueError(f"repacked {qtype} [{N}, {K}] has {size} bytes, got {wp.shape[0]}")
+    if x.shape[1] != K:
+        raise ValueError(f"x is {list(x.shape)} but K is {K}")
+    cdef int64_t M = x.shape[0]
+    out = _matmul_out(x, wp, bias, out, accumulate, M, N, K)
+    cdef const float *px = _fp(x)
+    cdef const uint8_t *pw = _u8p(wp)
+    cdef const float *pb = _fp(bias) if bias is not None else NULL
+    cdef float *po = _fpw(out)
+    cdef int acc = accumulate, qt = qid
+    cdef int status
+    with nogil:
+        status = vx_matmul_qp(px, pw, qt, pb, po, M, N, K, acc)
+    _check(status, "matmul_qp")
+    return out
+
+
+def drop_file_pages(buf):
+    """Drop the resident pages of a read-only file mapping (a view of a
+    memory-mapped file: they re-read from the file if touched again). Only
+    for such views: on anonymous memory the contents would be lost."""
+    _arr(buf, "buf", np.uint8, -1)
+    if buf.flags.writeable:
+        raise ValueError("drop_file_pages takes a read-only view of a mapped file")
+    cdef const uint8_t *p = _u8p(buf)
+    cdef int64_t n = buf.nbytes
+    with nogil:
+        vx_drop_file_pages(p, n)
 
 
 def stream_read(buf):
