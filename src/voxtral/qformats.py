@@ -3,8 +3,11 @@
 A ``QuantMatrix`` is a [rows, cols] matrix stored row by row as GGML blocks
 (the bytes a GGUF file holds for that tensor), kept as a zero-copy uint8 view
 of the mapped file. The kernels in ``_kernels.matmul_q`` read these blocks
-directly; ``dequantize`` is the numpy reference used for embedding lookups
-and tests; ``quantize`` makes the blocks from float32 rows.
+directly; ``repacked`` adds the load-time interleaved copy (8 rows' blocks
+side by side, csrc/qpack.c) that ``_kernels.matmul_qp`` reads instead, for
+the types and CPUs that have SIMD kernels over it. ``dequantize`` is the
+numpy reference used for embedding lookups and tests; ``quantize`` makes
+the blocks from float32 rows.
 
 Block layouts (bit-compatible with ggml):
 - q8_0: 32 weights per block: fp16 scale d, 32 x int8 q; w = d * q.
@@ -17,7 +20,7 @@ Block layouts (bit-compatible with ggml):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +47,8 @@ class QuantMatrix:
     data: np.ndarray  # uint8 [rows, row_bytes(qtype, cols)]
     rows: int
     cols: int
+    # the interleaved copy (uint8 1-D, _kernels.repack_q) the products use when present
+    packed: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.qtype not in BLOCK:
@@ -59,6 +64,15 @@ class QuantMatrix:
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes)
+
+    def repacked(self) -> QuantMatrix:
+        """This matrix with its interleaved copy, where the active CPU level has
+        SIMD kernels for it (``self`` otherwise: the GGML kernels serve)."""
+        from . import _kernels as K
+
+        if self.packed is not None or self.qtype not in K.repacked_qtypes() or K.qp_kernels() == "scalar":
+            return self
+        return replace(self, packed=K.repack_q(self.data, self.qtype, self.cols))
 
     def rows_f32(self, ids) -> np.ndarray:
         """Dequantized rows ``ids`` as float32 [len(ids), cols]."""
