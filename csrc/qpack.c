@@ -25,11 +25,9 @@
 #include <string.h>
 
 int64_t vx_qp_block_bytes(int qtype) {
-    switch (qtype) {
-    case VX_Q8_0: return 2 * VX_QP_ROWS + 32 * VX_QP_ROWS;
-    case VX_Q4_0: return 2 * VX_QP_ROWS + 16 * VX_QP_ROWS;
-    default: return -1; /* not repacked (q4_k keeps the GGML layout) */
-    }
+    const vx_qtype_info *t = vx_qtype(qtype);
+    if (!t || !t->repacked) return -1; /* q4_k keeps the GGML layout */
+    return (int64_t)t->block_bytes * VX_QP_ROWS; /* the same bytes, 8 rows interleaved */
 }
 
 int64_t vx_qp_bytes(int qtype, int64_t N, int64_t K) {

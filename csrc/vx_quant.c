@@ -13,12 +13,18 @@
 #include <omp.h>
 #endif
 
-static const int64_t block_values[VX_QTYPE_COUNT] = {32, 32, 256};
-static const int64_t block_bytes[VX_QTYPE_COUNT] = {VX_Q8_0_BYTES, VX_Q4_0_BYTES, VX_Q4_K_BYTES};
+static const vx_qtype_info qtypes[VX_QTYPE_COUNT] = {
+    [VX_Q8_0] = {"q8_0", 32, VX_Q8_0_BYTES, 1},
+    [VX_Q4_0] = {"q4_0", 32, VX_Q4_0_BYTES, 1},
+    [VX_Q4_K] = {"q4_k", VX_Q4K_SUPER, VX_Q4_K_BYTES, 0},
+};
+
+const vx_qtype_info *vx_qtype(int qtype) { return qtype < 0 || qtype >= VX_QTYPE_COUNT ? NULL : &qtypes[qtype]; }
 
 int64_t vx_q_row_bytes(int qtype, int64_t K) {
-    if (qtype < 0 || qtype >= VX_QTYPE_COUNT || K <= 0 || K % block_values[qtype]) return -1;
-    return K / block_values[qtype] * block_bytes[qtype];
+    const vx_qtype_info *t = vx_qtype(qtype);
+    if (!t || K <= 0 || K % t->block_values) return -1;
+    return K / t->block_values * t->block_bytes;
 }
 
 const vx_qops *vx_qops_active(void) {

@@ -16,7 +16,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 cdef extern from "vx.h":
     int VX_OK, VX_EINVAL, VX_ENOMEM
     int VX_ISA_SCALAR, VX_ISA_NEON, VX_ISA_AVX2, VX_ISA_AVXVNNI, VX_ISA_AVX512, VX_ISA_AVX512VNNI, VX_ISA_COUNT
-    int VX_Q8_0, VX_Q4_0, VX_Q4_K
+    int VX_Q8_0, VX_Q4_0, VX_Q4_K, VX_QTYPE_COUNT
     const char *vx_isa_name(int isa)
     int vx_isa_available(int isa)
     int vx_active_isa()
@@ -27,6 +27,12 @@ cdef extern from "vx.h":
     int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
                        int64_t M, int64_t N, int64_t K, int accumulate) nogil
     int64_t vx_q_row_bytes(int qtype, int64_t K)
+    ctypedef struct vx_qtype_info:
+        const char *name
+        int block_values
+        int block_bytes
+        int repacked
+    const vx_qtype_info *vx_qtype(int qtype)
     int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
                     int64_t M, int64_t N, int64_t K, int accumulate) nogil
     const char *vx_q_kernels_name()
@@ -235,7 +241,23 @@ def matmul_bf16(x, w, bias=None, out=None, bint accumulate=False):
     return out
 
 
-_QTYPES = {"q8_0": (0, 32, 34), "q4_0": (1, 32, 18), "q4_k": (2, 256, 144)}  # id, values, bytes per block
+def _qtype_table():
+    cdef const vx_qtype_info *t
+    table = {}
+    for qid in range(VX_QTYPE_COUNT):
+        t = vx_qtype(qid)
+        table[t.name.decode()] = (qid, t.block_values, t.block_bytes, bool(t.repacked))
+    return table
+
+
+_QTYPE_TABLE = _qtype_table()
+_QTYPES = {name: row[:3] for name, row in _QTYPE_TABLE.items()}  # id, values, bytes per block
+
+
+def qtypes():
+    """The C kernel table's weight types: name -> (id, weights per block, bytes
+    per block, has the repacked layout). The one source of these facts."""
+    return dict(_QTYPE_TABLE)
 
 
 def q_kernels():
@@ -293,7 +315,7 @@ def _qp_dims(str qtype, int64_t N, int64_t K):
 
 def repacked_qtypes():
     """The weight types that have a repacked layout."""
-    return tuple(name for name, (qid, per, nbytes) in _QTYPES.items() if vx_qp_bytes(qid, 8, per) > 0)
+    return tuple(name for name, row in _QTYPE_TABLE.items() if row[3])
 
 
 def repack_q(w, str qtype, int64_t K):

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import _kernels
 from .modes import QTYPES
 
-# qtype -> (weights per block, bytes per block)
-BLOCK = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_k": (256, 144)}
-assert tuple(BLOCK) == QTYPES
+# qtype -> (weights per block, bytes per block), from the C kernel table
+BLOCK = {name: (per, nbytes) for name, (_, per, nbytes, _) in _kernels.qtypes().items()}
+assert tuple(BLOCK) == QTYPES, "modes.QTYPES (importable without the extension) must list the C table's types"
 
 # quantize() works on about this many weights at a time (bounded temporaries).
 _CHUNK_WEIGHTS = 1 << 18
@@ -68,11 +69,9 @@ class QuantMatrix:
     def repacked(self) -> QuantMatrix:
         """This matrix with its interleaved copy, where the active CPU level has
         SIMD kernels for it (``self`` otherwise: the GGML kernels serve)."""
-        from . import _kernels as K
-
-        if self.packed is not None or self.qtype not in K.repacked_qtypes() or K.qp_kernels() == "scalar":
+        if self.packed is not None or self.qtype not in _kernels.repacked_qtypes() or _kernels.qp_kernels() == "scalar":
             return self
-        return replace(self, packed=K.repack_q(self.data, self.qtype, self.cols))
+        return replace(self, packed=_kernels.repack_q(self.data, self.qtype, self.cols))
 
     def rows_f32(self, ids) -> np.ndarray:
         """Dequantized rows ``ids`` as float32 [len(ids), cols]."""
