@@ -11,6 +11,11 @@ asserted (shared, noisy machines).
   of a shared machine).
 - Encoder (M=4: one live 80 ms push; M=256: offline): integer GOPS
   (2*M*N*K / time).
+- q4_0 / q8_0 run twice: on the GGML rows as the file holds them
+  (matmul_q) and repacked at load (matmul_qp, what a loaded model runs).
+- Small M: one decoder layer's seven products at M = 1, 2, 4, 8 rows
+  (batched sessions, drafted steps), cold weights; extra_info has the ratio
+  of each M's time to the M = 1 time of the same round.
 """
 
 from __future__ import annotations
@@ -55,7 +60,22 @@ def cold_copies(make, nbytes_one: int):
 
 
 def _info(benchmark, **kw):
-    benchmark.extra_info.update(isa=K.active_isa(), q_kernels=K.q_kernels(), threads=K.get_num_threads(), **kw)
+    benchmark.extra_info.update(isa=K.active_isa(), q_kernels=K.q_kernels(), qp_kernels=K.qp_kernels(),
+                                threads=K.get_num_threads(), **kw)
+
+
+LAYOUTS = ["ggml", "packed"]
+
+
+def product(qtype: str, layout: str, N: int, K_: int):
+    """(weights -> the layout's bytes, (x, w, out) -> out) for one weight matrix."""
+    if layout == "packed":
+        return (lambda w: K.repack_q(w, qtype, K_)), (lambda x, w, out: K.matmul_qp(x, w, qtype, N, K_, out=out))
+    return (lambda w: w), (lambda x, w, out: K.matmul_q(x, w, qtype, K_, out=out))
+
+
+def layouts_of(qtype: str) -> list[str]:
+    return LAYOUTS if qtype in K.repacked_qtypes() else LAYOUTS[:1]
 
 
 def same_bytes_read_bandwidth(weights, rounds: int) -> float:
@@ -82,15 +102,53 @@ def _gemv(benchmark, read_bandwidth, weights, call):
           ratio_to_read_bandwidth=round(nbytes / t / roof, 3))
 
 
-DECODER_CASES = [(qt, n, k) for qt in QTYPES for n, k in DECODER] + [("q8_0", 131072, 3072)]
+DECODER_CASES = [(qt, lay, n, k) for qt in QTYPES for lay in layouts_of(qt) for n, k in DECODER] + [
+    ("q8_0", lay, 131072, 3072) for lay in layouts_of("q8_0")
+]
 
 
-@pytest.mark.parametrize("qtype,N,K_", DECODER_CASES, ids=[f"{q}-{n}x{k}" for q, n, k in DECODER_CASES])
-def test_decoder_step_quant(benchmark, read_bandwidth, qtype, N, K_):
-    weights = cold_copies(lambda s: quant_weights(qtype, N, K_, s), N * row_bytes(qtype, K_))
+@pytest.mark.parametrize("qtype,layout,N,K_", DECODER_CASES, ids=[f"{q}-{lay}-{n}x{k}" for q, lay, n, k in DECODER_CASES])
+def test_decoder_step_quant(benchmark, read_bandwidth, qtype, layout, N, K_):
+    prep, call = product(qtype, layout, N, K_)
+    weights = cold_copies(lambda s: prep(quant_weights(qtype, N, K_, s)), N * row_bytes(qtype, K_))
     x = np.random.default_rng(1).standard_normal((1, K_), dtype=np.float32)
     out = np.empty((1, N), np.float32)
-    _gemv(benchmark, read_bandwidth, weights, lambda w: K.matmul_q(x, w, qtype, K_, out=out))
+    _gemv(benchmark, read_bandwidth, weights, lambda w: call(x, w, out))
+    benchmark.extra_info["layout"] = layout
+
+
+LAYER = [(4096, 3072), (1024, 3072), (1024, 3072), (3072, 4096), (9216, 3072), (9216, 3072), (3072, 9216)]
+SMALL_M = [1, 2, 4, 8]
+SMALL_M_CASES = [(qt, lay) for qt in QTYPES for lay in layouts_of(qt)]
+
+
+@pytest.mark.parametrize("qtype,layout", SMALL_M_CASES, ids=[f"{q}-{lay}" for q, lay in SMALL_M_CASES])
+def test_decoder_layer_small_m(benchmark, read_bandwidth, qtype, layout):
+    """One decoder layer at M = 1, 2, 4, 8, the M values interleaved round by
+    round over cold copies; the benchmark's own time is M = 1."""
+    layer_bytes = sum(N * row_bytes(qtype, K_) for N, K_ in LAYER)
+    n_copies = max(1, -(-COLD_BYTES // layer_bytes))
+    layers = [[(product(qtype, layout, N, K_), product(qtype, layout, N, K_)[0](quant_weights(qtype, N, K_, 7 * c + i)))
+               for i, (N, K_) in enumerate(LAYER)] for c in range(n_copies)]
+    xs = {M: {k: np.random.default_rng(M).standard_normal((M, k), dtype=np.float32) for _, k in LAYER} for M in SMALL_M}
+
+    def one_layer(M, layer):
+        for ((_, call), w), (N, K_) in zip(layer, LAYER):
+            call(xs[M][K_], w, np.empty((M, N), np.float32))
+
+    best = dict.fromkeys(SMALL_M, float("inf"))
+    for rnd in range(3):
+        for M in SMALL_M:
+            t = time.perf_counter()
+            for layer in layers:
+                one_layer(M, layer)
+            best[M] = min(best[M], (time.perf_counter() - t) / len(layers))
+    cycle = itertools.cycle(layers)
+    benchmark.pedantic(lambda: one_layer(1, next(cycle)), rounds=2 * len(layers), iterations=1)
+    t1 = best[1]
+    _info(benchmark, layout=layout, layer_bytes=layer_bytes, m1_ms=round(t1 * 1e3, 3),
+          m1_weight_gb_s=round(layer_bytes / t1 / 1e9, 2), ratio_to_read_bandwidth=round(layer_bytes / t1 / read_bandwidth, 3),
+          **{f"m{M}_over_m1": round(best[M] / t1, 3) for M in SMALL_M[1:]})
 
 
 BF16_DECODER = DECODER + [(131072, 3072)]
@@ -113,14 +171,19 @@ def _gemm(benchmark, M, N, K_, call):
 ENCODER_IDS = [f"{n}x{k}" for n, k in ENCODER]
 
 
+ENCODER_QCASES = [(qt, lay) for qt in QTYPES for lay in layouts_of(qt)]
+
+
 @pytest.mark.parametrize("M", [4, 256])
 @pytest.mark.parametrize("N,K_", ENCODER, ids=ENCODER_IDS)
-@pytest.mark.parametrize("qtype", QTYPES)
-def test_encoder_quant(benchmark, qtype, M, N, K_):
-    w = quant_weights(qtype, N, K_)
+@pytest.mark.parametrize("qtype,layout", ENCODER_QCASES, ids=[f"{q}-{lay}" for q, lay in ENCODER_QCASES])
+def test_encoder_quant(benchmark, qtype, layout, M, N, K_):
+    prep, call = product(qtype, layout, N, K_)
+    w = prep(quant_weights(qtype, N, K_))
     x = np.random.default_rng(1).standard_normal((M, K_), dtype=np.float32)
     out = np.empty((M, N), np.float32)
-    _gemm(benchmark, M, N, K_, lambda: K.matmul_q(x, w, qtype, K_, out=out))
+    _gemm(benchmark, M, N, K_, lambda: call(x, w, out))
+    benchmark.extra_info["layout"] = layout
 
 
 @pytest.mark.parametrize("M", [4, 256])

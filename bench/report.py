@@ -4,7 +4,11 @@
 
 On the full-size random checkpoint (generated once, quantized once per
 format), it measures in one run:
-- the roofline: read-only memory bandwidth with all threads;
+- the roofline: read-only memory bandwidth with all threads, before and
+  after the model runs (a shared machine's bandwidth moves);
+- per quantized format, the weights as the GGUF holds them (GGML layout,
+  VOXTRAL_REPACK=0) and repacked at load (the default), interleaved in one
+  run, with the kernel table each ran and the process RSS once loaded;
 - per weight format and KV cache type: the decoder step (26 layers + LM
   head, one token) at several context lengths, its weight bytes per token
   and, at the shortest context, the achieved weight bandwidth as a ratio to
@@ -36,6 +40,33 @@ from conftest import SHARED, measure_read_bandwidth  # noqa: E402
 from livesim import fill_cache  # noqa: E402
 
 CONTEXTS = [64, 1024, 2048, 4096, 8191]
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def load_with_layout(model_dir, fmt: str, kv: str, layout: str):
+    """The model with its quantized weights in ``layout`` ("packed" or "ggml")."""
+    import os
+
+    before = os.environ.get("VOXTRAL_REPACK")
+    os.environ["VOXTRAL_REPACK"] = "0" if layout == "ggml" else "1"
+    try:
+        return voxtral.load(model_dir, quant=None if fmt == "bf16" else fmt, kv_cache=kv)
+    finally:
+        if before is None:
+            del os.environ["VOXTRAL_REPACK"]
+        else:
+            os.environ["VOXTRAL_REPACK"] = before
 
 
 def decoder_weight_bytes(model) -> int:
@@ -112,17 +143,18 @@ def plot(results: list[dict], path: Path) -> None:
 def markdown(results: list[dict], bw: float, meta: dict) -> str:
     lines = [
         f"Machine: {meta['cpu']}, {meta['threads']} threads, ISA {meta['isa']}; "
-        f"read bandwidth (roofline) {bw / 1e9:.1f} GB/s.",
+        f"read bandwidth (roofline) {bw / 1e9:.1f} GB/s (before {meta['read_bandwidth_before'] / 1e9:.1f}, "
+        f"after {meta['read_bandwidth_after'] / 1e9:.1f}).",
         "",
-        "| mode | weights read per token | " + " | ".join(f"ms/token @ {c}" for c in CONTEXTS)
+        "| mode | kernels | RSS loaded | weights read per token | " + " | ".join(f"ms/token @ {c}" for c in CONTEXTS)
         + " | weight GB/s @ short | ratio to roofline | encoder live push (ms) | encoder offline (s per audio s) |",
-        "|---|---|" + "---|" * len(CONTEXTS) + "---|---|---|---|",
+        "|---|---|---|---|" + "---|" * len(CONTEXTS) + "---|---|---|---|",
     ]
     for r in results:
         short = r["step_ms"][CONTEXTS[0]]
         gbs = r["weight_bytes"] / (short / 1000) / 1e9
         lines.append(
-            f"| {r['mode']} | {r['weight_bytes'] / 1e9:.2f} GB | "
+            f"| {r['mode']} | {r['kernels']} | {r['rss_bytes'] / 1e9:.2f} GB | {r['weight_bytes'] / 1e9:.2f} GB | "
             + " | ".join(f"{r['step_ms'][c]:.1f}" for c in CONTEXTS)
             + f" | {gbs:.1f} | {gbs * 1e9 / bw:.2f} | {r['encoder']['live_push_ms_median']:.1f} "
             f"| {r['encoder']['offline_s_per_audio_s']:.3f} |"
@@ -137,6 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--formats", nargs="*", default=["bf16", "q8_0", "q4_0", "q4_k"])
     ap.add_argument("--kv", nargs="*", default=["f32", "int8"])
+    ap.add_argument("--layouts", nargs="*", default=["packed", "ggml"], help="quantized weights repacked or as in the file")
     ap.add_argument("--model", type=Path, default=None, help="full-size BF16 checkpoint (default: the bench's)")
     a = ap.parse_args(argv)
     model_dir = a.model or _bench_dir()
@@ -146,24 +179,32 @@ def main(argv=None) -> int:
         make_checkpoint(model_dir, preset="full", layout="native", seed=0)
     a.out.mkdir(parents=True, exist_ok=True)
     audio = np.concatenate([load_audio(p) for p in sorted((SHARED / "data" / "audio").glob("*.wav"))])
-    bw = measure_read_bandwidth()
+    bw_before = measure_read_bandwidth()
     results = []
     for fmt in a.formats:
         for kv in a.kv:
-            model = voxtral.load(model_dir, quant=None if fmt == "bf16" else fmt, kv_cache=kv)
-            mode = f"{fmt} weights, {kv} KV"
-            print(mode, file=sys.stderr, flush=True)
-            decoder_step_ms(model, CONTEXTS[:1], reps=2)  # warm-up: page the weights in
-            results.append({
-                "mode": mode, "weights": fmt, "kv_cache": kv, "weight_bytes": decoder_weight_bytes(model),
-                "step_ms": decoder_step_ms(model, CONTEXTS), "encoder": encoder_times(model, audio),
-            })
-            del model
-            gc.collect()
+            for layout in a.layouts if fmt in _kernels.repacked_qtypes() else a.layouts[:1]:
+                model = load_with_layout(model_dir, fmt, kv, layout)
+                packed = fmt in _kernels.repacked_qtypes() and model.weights.decoder_layers[0].wq.packed is not None
+                kernels = f"{_kernels.qp_kernels()} repacked" if packed else (
+                    _kernels.q_kernels() if fmt != "bf16" else _kernels.active_isa())
+                mode = f"{fmt} weights, {kv} KV" + (", repacked" if packed else "")
+                print(mode, file=sys.stderr, flush=True)
+                decoder_step_ms(model, CONTEXTS[:1], reps=2)  # warm-up: page the weights in
+                results.append({
+                    "mode": mode, "weights": fmt, "kv_cache": kv, "kernels": kernels, "rss_bytes": rss_bytes(),
+                    "weight_bytes": decoder_weight_bytes(model),
+                    "step_ms": decoder_step_ms(model, CONTEXTS), "encoder": encoder_times(model, audio),
+                })
+                del model
+                gc.collect()
+    bw_after = measure_read_bandwidth()
+    bw = max(bw_before, bw_after)
     import platform
 
     meta = {"cpu": platform.processor() or platform.machine(), "threads": _kernels.get_num_threads(),
-            "isa": _kernels.active_isa(), "read_bandwidth": bw}
+            "isa": _kernels.active_isa(), "read_bandwidth": bw, "read_bandwidth_before": bw_before,
+            "read_bandwidth_after": bw_after}
     try:
         meta["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):

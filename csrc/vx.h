@@ -50,9 +50,28 @@ int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *
  * out[M,N] (+)= x[M,K] @ dequant(w)^T (+ bias[N]). Row-deterministic. */
 enum { VX_Q8_0 = 0, VX_Q4_0 = 1, VX_Q4_K = 2, VX_QTYPE_COUNT = 3 };
 int64_t vx_q_row_bytes(int qtype, int64_t K); /* -1: unknown qtype or K not a multiple of the block */
+/* The one table of weight-type facts (Python reads it through the binding). */
+typedef struct vx_qtype_info {
+    const char *name;   /* "q8_0", "q4_0", "q4_k" (GGML's names, lower case) */
+    int block_values;   /* weights per block */
+    int block_bytes;    /* bytes per block (GGML layout) */
+    int repacked;       /* 1: has the load-time interleaved layout (qpack.c) */
+} vx_qtype_info;
+const vx_qtype_info *vx_qtype(int qtype); /* NULL outside [0, VX_QTYPE_COUNT) */
 int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
                 int64_t M, int64_t N, int64_t K, int accumulate);
 const char *vx_q_kernels_name(void); /* which quantized-kernel table the active ISA uses */
+
+/* Load-time repacking (q8_0, q4_0): 8 rows' blocks interleaved for the SIMD
+ * kernels (layout in qpack.c); results bit-equal to the scalar kernel over
+ * the same layout on every ISA, independent of M, tiles and threads. */
+int64_t vx_qp_bytes(int qtype, int64_t N, int64_t K); /* -1: qtype not repacked or bad K */
+int vx_q_repack(int qtype, const uint8_t *w, int64_t N, int64_t K, uint8_t *dst);
+int vx_q_unpack(int qtype, const uint8_t *wp, int64_t N, int64_t K, uint8_t *dst);
+int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out,
+                 int64_t M, int64_t N, int64_t K, int accumulate);
+const char *vx_qp_kernels_name(void); /* "avx2" or "scalar" */
+int vx_drop_file_pages(const void *p, int64_t nbytes); /* madvise(DONTNEED) the whole pages of a read-only file mapping */
 
 /* Read nbytes (a multiple of 64) with all threads; returns a checksum so the
  * reads cannot be optimised away. For measuring read-only memory bandwidth. */

@@ -13,12 +13,18 @@
 #include <omp.h>
 #endif
 
-static const int64_t block_values[VX_QTYPE_COUNT] = {32, 32, 256};
-static const int64_t block_bytes[VX_QTYPE_COUNT] = {VX_Q8_0_BYTES, VX_Q4_0_BYTES, VX_Q4_K_BYTES};
+static const vx_qtype_info qtypes[VX_QTYPE_COUNT] = {
+    [VX_Q8_0] = {"q8_0", 32, VX_Q8_0_BYTES, 1},
+    [VX_Q4_0] = {"q4_0", 32, VX_Q4_0_BYTES, 1},
+    [VX_Q4_K] = {"q4_k", VX_Q4K_SUPER, VX_Q4_K_BYTES, 0},
+};
+
+const vx_qtype_info *vx_qtype(int qtype) { return qtype < 0 || qtype >= VX_QTYPE_COUNT ? NULL : &qtypes[qtype]; }
 
 int64_t vx_q_row_bytes(int qtype, int64_t K) {
-    if (qtype < 0 || qtype >= VX_QTYPE_COUNT || K <= 0 || K % block_values[qtype]) return -1;
-    return K / block_values[qtype] * block_bytes[qtype];
+    const vx_qtype_info *t = vx_qtype(qtype);
+    if (!t || K <= 0 || K % t->block_values) return -1;
+    return K / t->block_values * t->block_bytes;
 }
 
 const vx_qops *vx_qops_active(void) {
@@ -45,6 +51,15 @@ const vx_qops *vx_qops_active(void) {
 }
 
 const char *vx_q_kernels_name(void) { return vx_qops_active()->name; }
+
+const vx_qops *vx_qpops_active(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (vx_active_isa() >= VX_ISA_AVX2) return &vx_qpops_avx2; /* every x86 level above includes AVX2 */
+#endif
+    return &vx_qpops_scalar;
+}
+
+const char *vx_qp_kernels_name(void) { return vx_qpops_active()->name; }
 
 /* One row of x -> int8 blocks: dx = amax/127, q = round-half-even(x/dx).
  * A block holding inf/NaN gets dx = NaN and q = 0, so its outputs are NaN
@@ -88,11 +103,10 @@ static void quantize_row(const float *x, int64_t K, int8_t *q, float *d, int32_t
 #define VX_Q_PARALLEL_MIN_WORK (1 << 16)
 #define VX_Q_SERIAL_QUANT (1 << 15)
 
-int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
-                int64_t M, int64_t N, int64_t K, int accumulate) {
-    const int64_t rb = vx_q_row_bytes(qtype, K);
-    if (!x || !w || !out || M <= 0 || N <= 0 || rb <= 0) return VX_EINVAL;
-    const vx_qgemm_fn gemm = vx_qops_active()->gemm[qtype];
+/* rb: bytes per weight row (the repacked layout has as many per row, in
+ * groups of VX_QP_ROWS, which divides VX_Q_TASK_N) */
+static int matmul_q_driver(const float *x, const uint8_t *w, vx_qgemm_fn gemm, int64_t rb, const float *bias,
+                           float *out, int64_t M, int64_t N, int64_t K, int accumulate) {
     const int64_t xnb = K / VX_QBLOCK;
     /* one allocation: int8 values, then scales, then sums (64-byte aligned parts) */
     const size_t q_bytes = ((size_t)(M * K) + 63) & ~(size_t)63;
@@ -135,6 +149,20 @@ int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, 
     }
     free(scratch);
     return VX_OK;
+}
+
+int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
+                int64_t M, int64_t N, int64_t K, int accumulate) {
+    const int64_t rb = vx_q_row_bytes(qtype, K);
+    if (!x || !w || !out || M <= 0 || N <= 0 || rb <= 0) return VX_EINVAL;
+    return matmul_q_driver(x, w, vx_qops_active()->gemm[qtype], rb, bias, out, M, N, K, accumulate);
+}
+
+int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out,
+                 int64_t M, int64_t N, int64_t K, int accumulate) {
+    if (!x || !wp || !out || M <= 0 || N <= 0 || vx_qp_bytes(qtype, N, K) < 0) return VX_EINVAL;
+    const int64_t rb = K / VX_QBLOCK * vx_qp_block_bytes(qtype) / VX_QP_ROWS;
+    return matmul_q_driver(x, wp, vx_qpops_active()->gemm[qtype], rb, bias, out, M, N, K, accumulate);
 }
 
 /* Read-only streaming of lines [lo, hi) of buf, 64 bytes at a time. The

@@ -152,4 +152,14 @@ static inline void vx_q4k_scales(const uint8_t *s12, uint64_t *sc, uint64_t *mn)
 
 const vx_qops *vx_qops_active(void);
 
+/* Repacked layout (qpack.c): groups of VX_QP_ROWS weight rows interleaved;
+ * the tables hold kernels for q8_0 and q4_0 (NULL: not repacked). */
+#define VX_QP_ROWS 8
+int64_t vx_qp_block_bytes(int qtype); /* bytes of one block of a whole group; -1: not repacked */
+extern const vx_qops vx_qpops_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const vx_qops vx_qpops_avx2;
+#endif
+const vx_qops *vx_qpops_active(void);
+
 #endif

@@ -14,8 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c", "vx_kv.c"]
-X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c", "kv_avx2.c", "kv_avx512.c"]
+GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c", "qpack.c", "vx_kv.c"]
+X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c", "qpack_avx2.c", "kv_avx2.c", "kv_avx512.c"]
 
 
 def _compile(cc, src, flags, tmp_path):
@@ -41,6 +41,7 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
     _compile("gcc", "isa_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
     _compile("gcc", "isa_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-mavx512f", "-mavx2", "-mfma"], tmp_path)
     _compile("gcc", "quant_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
+    _compile("gcc", "qpack_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
     _compile("gcc", "quant_avxvnni.c", ["-march=x86-64", "-DVX_HAVE_AVXVNNI", "-mavxvnni", "-mavx2", "-mfma", "-mf16c"],
              tmp_path)
     _compile("gcc", "quant_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512VNNI", "-mavx512f", "-mavx512bw", "-mavx512dq",

@@ -16,7 +16,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 cdef extern from "vx.h":
     int VX_OK, VX_EINVAL, VX_ENOMEM
     int VX_ISA_SCALAR, VX_ISA_NEON, VX_ISA_AVX2, VX_ISA_AVXVNNI, VX_ISA_AVX512, VX_ISA_AVX512VNNI, VX_ISA_COUNT
-    int VX_Q8_0, VX_Q4_0, VX_Q4_K
+    int VX_Q8_0, VX_Q4_0, VX_Q4_K, VX_QTYPE_COUNT
     const char *vx_isa_name(int isa)
     int vx_isa_available(int isa)
     int vx_active_isa()
@@ -27,9 +27,22 @@ cdef extern from "vx.h":
     int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
                        int64_t M, int64_t N, int64_t K, int accumulate) nogil
     int64_t vx_q_row_bytes(int qtype, int64_t K)
+    ctypedef struct vx_qtype_info:
+        const char *name
+        int block_values
+        int block_bytes
+        int repacked
+    const vx_qtype_info *vx_qtype(int qtype)
     int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
                     int64_t M, int64_t N, int64_t K, int accumulate) nogil
     const char *vx_q_kernels_name()
+    int64_t vx_qp_bytes(int qtype, int64_t N, int64_t K)
+    int vx_q_repack(int qtype, const uint8_t *w, int64_t N, int64_t K, uint8_t *dst) nogil
+    int vx_q_unpack(int qtype, const uint8_t *wp, int64_t N, int64_t K, uint8_t *dst) nogil
+    int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out,
+                     int64_t M, int64_t N, int64_t K, int accumulate) nogil
+    const char *vx_qp_kernels_name()
+    int vx_drop_file_pages(const void *p, int64_t nbytes) nogil
     uint64_t vx_stream_read(const void *buf, int64_t nbytes) nogil
     int vx_attention(const float *q, const float *k, const float *v, float *out,
                      int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
@@ -228,7 +241,23 @@ def matmul_bf16(x, w, bias=None, out=None, bint accumulate=False):
     return out
 
 
-_QTYPES = {"q8_0": (0, 32, 34), "q4_0": (1, 32, 18), "q4_k": (2, 256, 144)}  # id, values, bytes per block
+def _qtype_table():
+    cdef const vx_qtype_info *t
+    table = {}
+    for qid in range(VX_QTYPE_COUNT):
+        t = vx_qtype(qid)
+        table[t.name.decode()] = (qid, t.block_values, t.block_bytes, bool(t.repacked))
+    return table
+
+
+_QTYPE_TABLE = _qtype_table()
+_QTYPES = {name: row[:3] for name, row in _QTYPE_TABLE.items()}  # id, values, bytes per block
+
+
+def qtypes():
+    """The C kernel table's weight types: name -> (id, weights per block, bytes
+    per block, has the repacked layout). The one source of these facts."""
+    return dict(_QTYPE_TABLE)
 
 
 def q_kernels():
@@ -266,6 +295,99 @@ def matmul_q(x, w, str qtype, int64_t K, bias=None, out=None, bint accumulate=Fa
         status = vx_matmul_q(px, pw, qt, pb, po, M, N, K, acc)
     _check(status, "matmul_q")
     return out
+
+
+def qp_kernels():
+    """Name of the repacked-weight kernel table the active ISA runs ("avx2" or "scalar")."""
+    return vx_qp_kernels_name().decode()
+
+
+def _qp_dims(str qtype, int64_t N, int64_t K):
+    """(qtype id, repacked bytes) for a repackable ``qtype``; ValueError otherwise."""
+    if qtype not in _QTYPES:
+        raise ValueError(f"unknown quantization type {qtype!r} (known: {', '.join(_QTYPES)})")
+    qid = _QTYPES[qtype][0]
+    cdef int64_t size = vx_qp_bytes(qid, N, K)
+    if N <= 0 or size < 0:
+        raise ValueError(f"{qtype} [{N}, {K}] cannot be repacked (repacked: {', '.join(repacked_qtypes())})")
+    return qid, size
+
+
+def repacked_qtypes():
+    """The weight types that have a repacked layout."""
+    return tuple(name for name, row in _QTYPE_TABLE.items() if row[3])
+
+
+def repack_q(w, str qtype, int64_t K):
+    """GGML rows uint8 [N, row bytes] -> the interleaved layout (csrc/qpack.c), uint8 1-D."""
+    _arr(w, "w", np.uint8, 2)
+    cdef int64_t N = w.shape[0]
+    qid, size = _qp_dims(qtype, N, K)
+    if vx_q_row_bytes(qid, K) != w.shape[1]:
+        raise ValueError(f"w rows have {w.shape[1]} bytes, {qtype} with K={K} needs {vx_q_row_bytes(qid, K)}")
+    dst = np.empty(size, dtype=np.uint8)
+    cdef const uint8_t *pw = _u8p(w)
+    cdef uint8_t[::1] dv = dst.reshape(-1)
+    cdef uint8_t *pd = &dv[0]
+    cdef int qt = qid, status
+    with nogil:
+        status = vx_q_repack(qt, pw, N, K, pd)
+    _check(status, "repack_q")
+    return dst
+
+
+def unpack_q(wp, str qtype, int64_t N, int64_t K):
+    """The inverse of repack_q: GGML rows uint8 [N, row bytes]."""
+    _arr(wp, "wp", np.uint8, 1)
+    qid, size = _qp_dims(qtype, N, K)
+    if wp.shape[0] != size:
+        raise ValueError(f"repacked {qtype} [{N}, {K}] has {size} bytes, got {wp.shape[0]}")
+    dst = np.empty((N, vx_q_row_bytes(qid, K)), dtype=np.uint8)
+    cdef const uint8_t *pw = _u8p(wp)
+    cdef uint8_t[::1] dv = dst.reshape(-1)
+    cdef uint8_t *pd = &dv[0]
+    cdef int qt = qid, status
+    with nogil:
+        status = vx_q_unpack(qt, pw, N, K, pd)
+    _check(status, "unpack_q")
+    return dst
+
+
+def matmul_qp(x, wp, str qtype, int64_t N, int64_t K, bias=None, out=None, bint accumulate=False):
+    """matmul_q over weights repacked by repack_q (N rows): the same product,
+    by the fixed per-output sequence documented in csrc/qpack.c."""
+    _arr(x, "x", np.float32, 2)
+    _arr(wp, "wp", np.uint8, 1)
+    qid, size = _qp_dims(qtype, N, K)
+    if wp.shape[0] != size:
+        raise ValueError(f"repacked {qtype} [{N}, {K}] has {size} bytes, got {wp.shape[0]}")
+    if x.shape[1] != K:
+        raise ValueError(f"x is {list(x.shape)} but K is {K}")
+    cdef int64_t M = x.shape[0]
+    out = _matmul_out(x, wp, bias, out, accumulate, M, N, K)
+    cdef const float *px = _fp(x)
+    cdef const uint8_t *pw = _u8p(wp)
+    cdef const float *pb = _fp(bias) if bias is not None else NULL
+    cdef float *po = _fpw(out)
+    cdef int acc = accumulate, qt = qid
+    cdef int status
+    with nogil:
+        status = vx_matmul_qp(px, pw, qt, pb, po, M, N, K, acc)
+    _check(status, "matmul_qp")
+    return out
+
+
+def drop_file_pages(buf):
+    """Drop the resident pages of a read-only file mapping (a view of a
+    memory-mapped file: they re-read from the file if touched again). Only
+    for such views: on anonymous memory the contents would be lost."""
+    _arr(buf, "buf", np.uint8, -1)
+    if buf.flags.writeable:
+        raise ValueError("drop_file_pages takes a read-only view of a mapped file")
+    cdef const uint8_t *p = _u8p(buf)
+    cdef int64_t n = buf.nbytes
+    with nogil:
+        vx_drop_file_pages(p, n)
 
 
 def stream_read(buf):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, UsageError
-from .qformats import BLOCK, row_bytes
+from .qformats import BLOCK, QuantMatrix, row_bytes
 
 ARCHITECTURE = "voxtral"
 FORMAT_VERSION = 1
@@ -173,6 +173,22 @@ class GGUFFile:
             if ttype == "bf16":
                 data = data.view(np.uint16).reshape(shape)
             self.tensors[t.name] = (ttype, shape, data)
+
+    def quant_matrix(self, name: str) -> QuantMatrix:
+        """Tensor ``name`` (a quantized [rows, cols] matrix) for the kernels:
+        repacked at load where the CPU has kernels for the interleaved layout
+        (VOXTRAL_REPACK=0 keeps the GGML layout), the copy then replacing the
+        mapped pages in memory (they stay in the file for row lookups)."""
+        ttype, shape, data = self.tensors[name]
+        m = QuantMatrix(ttype, data, shape[0], shape[1])
+        if os.environ.get("VOXTRAL_REPACK", "1") == "0":
+            return m
+        packed = m.repacked()
+        if packed is not m:
+            from . import _kernels
+
+            _kernels.drop_file_pages(data)
+        return packed
 
     def _field(self, key: str):
         field = self._reader.get_field(key)

@@ -23,6 +23,8 @@ def linear(x: np.ndarray, w, bias=None, out=None, accumulate: bool = False) -> n
     if observer is not None:
         observer(x, w)
     if isinstance(w, QuantMatrix):
+        if w.packed is not None:
+            return K.matmul_qp(x, w.packed, w.qtype, w.rows, w.cols, bias, out=out, accumulate=accumulate)
         return K.matmul_q(x, w.data, w.qtype, w.cols, bias, out=out, accumulate=accumulate)
     return K.matmul_bf16(x, w, bias, out=out, accumulate=accumulate)
 

@@ -3,8 +3,11 @@
 A ``QuantMatrix`` is a [rows, cols] matrix stored row by row as GGML blocks
 (the bytes a GGUF file holds for that tensor), kept as a zero-copy uint8 view
 of the mapped file. The kernels in ``_kernels.matmul_q`` read these blocks
-directly; ``dequantize`` is the numpy reference used for embedding lookups
-and tests; ``quantize`` makes the blocks from float32 rows.
+directly; ``repacked`` adds the load-time interleaved copy (8 rows' blocks
+side by side, csrc/qpack.c) that ``_kernels.matmul_qp`` reads instead, for
+the types and CPUs that have SIMD kernels over it. ``dequantize`` is the
+numpy reference used for embedding lookups and tests; ``quantize`` makes
+the blocks from float32 rows.
 
 Block layouts (bit-compatible with ggml):
 - q8_0: 32 weights per block: fp16 scale d, 32 x int8 q; w = d * q.
@@ -17,15 +20,16 @@ Block layouts (bit-compatible with ggml):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import _kernels
 from .modes import QTYPES
 
-# qtype -> (weights per block, bytes per block)
-BLOCK = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_k": (256, 144)}
-assert tuple(BLOCK) == QTYPES
+# qtype -> (weights per block, bytes per block), from the C kernel table
+BLOCK = {name: (per, nbytes) for name, (_, per, nbytes, _) in _kernels.qtypes().items()}
+assert tuple(BLOCK) == QTYPES, "modes.QTYPES (importable without the extension) must list the C table's types"
 
 # quantize() works on about this many weights at a time (bounded temporaries).
 _CHUNK_WEIGHTS = 1 << 18
@@ -44,6 +48,8 @@ class QuantMatrix:
     data: np.ndarray  # uint8 [rows, row_bytes(qtype, cols)]
     rows: int
     cols: int
+    # the interleaved copy (uint8 1-D, _kernels.repack_q) the products use when present
+    packed: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.qtype not in BLOCK:
@@ -59,6 +65,13 @@ class QuantMatrix:
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes)
+
+    def repacked(self) -> QuantMatrix:
+        """This matrix with its interleaved copy, where the active CPU level has
+        SIMD kernels for it (``self`` otherwise: the GGML kernels serve)."""
+        if self.packed is not None or self.qtype not in _kernels.repacked_qtypes() or _kernels.qp_kernels() == "scalar":
+            return self
+        return replace(self, packed=_kernels.repack_q(self.data, self.qtype, self.cols))
 
     def rows_f32(self, ids) -> np.ndarray:
         """Dequantized rows ``ids`` as float32 [len(ids), cols]."""

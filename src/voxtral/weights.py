@@ -29,7 +29,7 @@ import numpy as np
 from .config import ModelConfig, from_hf_config, from_params_dict, from_params_json
 from .errors import CheckpointError, ModelFileError
 from .layout import GGUF_FILE, detect_layout
-from .qformats import BLOCK, QuantMatrix
+from .qformats import BLOCK
 from .safetensors_io import SafetensorsFile, bf16_to_float32, float_to_bf16
 
 _NATIVE_ENC = "mm_streams_embeddings.embedding_module.whisper_encoder."
@@ -450,7 +450,7 @@ def load_gguf(model_dir: Path) -> tuple[ModelConfig, Weights]:
             raise CheckpointError(f"{path}: tensor {name} has shape {list(shape)}, expected {list(shapes[key])}")
         quantizable = is_linear_key(key) or key == "tok_embeddings"
         if len(shape) >= 2 and ttype in BLOCK and quantizable:
-            got[key] = QuantMatrix(ttype, data, shape[0], shape[1])
+            got[key] = f.quant_matrix(name)
         elif len(shape) >= 2 and ttype == "bf16":
             got[key] = data
         elif len(shape) == 1 and ttype in ("f32", "f16", "bf16"):

@@ -1,0 +1,171 @@
+"""Repacked (interleaved) q4_0 / q8_0 weights: the load-time layout of
+csrc/qpack.c and the kernels over it (matmul_qp).
+
+- the layout is checked against a numpy construction of the documented
+  layout (8 rows per group, fp16 scales, 4-byte chunks per row), and
+  repack/unpack round-trip;
+- products against the float64 gguf reference with test_qkernels' stated
+  tolerance (weights from the gguf package's quantizer);
+- every ISA level's kernel is bit-equal to the scalar kernel over the same
+  layout (the oracle: one fma per block per output, in block order), and
+  bit-equal across M, tiles, chunking and thread count;
+- the loader's page release keeps a read-only mapping's contents.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_qkernels import check, make_weights
+
+from voxtral import _kernels as K
+from voxtral.linear import linear
+from voxtral.qformats import BLOCK, QuantMatrix
+
+QTYPES = ["q4_0", "q8_0"]
+rng = np.random.default_rng(97)
+
+
+@pytest.fixture
+def threads():
+    before = K.get_num_threads()
+    yield K.set_num_threads
+    K.set_num_threads(before)
+
+
+def numpy_layout(w: np.ndarray, qtype: str) -> np.ndarray:
+    """The documented layout, built with numpy from GGML rows."""
+    nbytes = BLOCK[qtype][1]
+    N, nb = w.shape[0], w.shape[1] // nbytes
+    G = -(-N // 8)
+    rows = np.zeros((G * 8, nb, nbytes), np.uint8)
+    rows[:N] = w.reshape(N, nb, nbytes)
+    g = rows.reshape(G, 8, nb, nbytes).transpose(0, 2, 1, 3)  # [G, nb, 8 rows, block]
+    scales = g[..., :2].reshape(G, nb, 16)
+    chunks = (
+        g[..., 2:].reshape(G, nb, 8, -1, 4).transpose(0, 1, 3, 2, 4).reshape(G, nb, -1)
+    )
+    return np.concatenate([scales, chunks], axis=2).reshape(-1)
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("N", [1, 8, 13, 40])
+def test_layout_and_round_trip(qtype, N):
+    K_ = 96
+    w = make_weights(qtype, N, K_, seed=N)
+    wp = K.repack_q(w, qtype, K_)
+    assert wp.nbytes == -(-N // 8) * 8 * w.shape[1]  # as many bytes per row as the file
+    assert np.array_equal(wp, numpy_layout(w, qtype))
+    assert np.array_equal(K.unpack_q(wp, qtype, N, K_), w)
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("K_", [32, 96, 1024])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 8, 17])
+def test_against_gguf_and_scalar(isa, qtype, K_, M):
+    N = 21
+    w = make_weights(qtype, N, K_, seed=K_ + M)
+    wp = K.repack_q(w, qtype, K_)
+    x = rng.standard_normal((M, K_)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    ours = K.matmul_qp(x, wp, qtype, N, K_)
+    check(ours, x, w, qtype)
+    with_bias = K.matmul_qp(x, wp, qtype, N, K_, bias)
+    check(with_bias, x, w, qtype, bias=bias)
+    base = rng.standard_normal((M, N)).astype(np.float32)
+    acc = base.copy()
+    K.matmul_qp(x, wp, qtype, N, K_, bias, out=acc, accumulate=True)
+    check(acc, x, w, qtype, bias=bias, base=base)
+    K.set_isa("scalar")
+    try:
+        assert np.array_equal(K.matmul_qp(x, wp, qtype, N, K_), ours)
+        assert np.array_equal(K.matmul_qp(x, wp, qtype, N, K_, bias), with_bias)
+    finally:
+        K.set_isa(isa)
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_bit_equal_across_m_chunks_and_threads(isa, qtype, threads):
+    """Streaming == offline: a row's outputs are the same alone (GEMV), in
+    small-M calls, in a chunk or in one large GEMM, on 1 or 2 threads."""
+    K_, N, M = 1024, 75, 70
+    w = make_weights(qtype, N, K_, seed=5)
+    wp = K.repack_q(w, qtype, K_)
+    x = rng.standard_normal((M, K_)).astype(np.float32)
+    threads(2)
+    whole = K.matmul_qp(x, wp, qtype, N, K_)
+    for i in (0, 9, 69):
+        assert np.array_equal(
+            K.matmul_qp(x[i : i + 1], wp, qtype, N, K_), whole[i : i + 1]
+        )
+    for step in (2, 3, 4, 8):
+        parts = [
+            K.matmul_qp(x[a : a + step], wp, qtype, N, K_) for a in range(0, M, step)
+        ]
+        assert np.array_equal(np.concatenate(parts), whole)
+    threads(1)
+    assert np.array_equal(K.matmul_qp(x, wp, qtype, N, K_), whole)
+
+
+def test_non_finite_inputs(isa):
+    K_ = 256
+    w = make_weights("q4_0", 9, K_, seed=2)
+    bad = w.copy()
+    bad[4, 0:2] = np.frombuffer(np.float16(np.inf).tobytes(), np.uint8)
+    x = rng.standard_normal((3, K_)).astype(np.float32)
+    x[0, 7] = np.nan
+    out = K.matmul_qp(x, K.repack_q(bad, "q4_0", K_), "q4_0", 9, K_)
+    assert np.isnan(out[0]).all()
+    assert not np.isfinite(out[1:, 4]).any()
+    good = [0, 1, 2, 3, 5, 6, 7, 8]
+    check(out[1:, good], x[1:], w[good], "q4_0")
+
+
+def test_linear_uses_the_repacked_copy():
+    K_, N = 256, 19
+    w = make_weights("q8_0", N, K_, seed=8)
+    qm = QuantMatrix("q8_0", w, N, K_)
+    packed = qm.repacked()
+    x = rng.standard_normal((3, K_)).astype(np.float32)
+    if K.qp_kernels() == "scalar":
+        assert packed is qm  # no SIMD kernels for the layout here: the GGML ones serve
+    else:
+        assert packed.packed is not None and np.array_equal(
+            linear(x, packed), K.matmul_qp(x, packed.packed, "q8_0", N, K_)
+        )
+    check(linear(x, packed), x, w, "q8_0")
+    q4k = QuantMatrix("q4_k", make_weights("q4_k", N, K_), N, K_)
+    assert q4k.repacked() is q4k  # no repacked layout
+
+
+def test_bad_arguments():
+    w = make_weights("q4_0", 8, 64)
+    wp = K.repack_q(w, "q4_0", 64)
+    x = np.ones((2, 64), np.float32)
+    with pytest.raises(ValueError, match="cannot be repacked"):
+        K.repack_q(make_weights("q4_k", 8, 256), "q4_k", 256)
+    with pytest.raises(ValueError, match="bytes"):
+        K.repack_q(w, "q4_0", 128)
+    with pytest.raises(ValueError, match="bytes"):
+        K.matmul_qp(x, wp[:-1].copy(), "q4_0", 8, 64)
+    with pytest.raises(ValueError, match="bytes"):
+        K.matmul_qp(x, wp, "q4_0", 16, 64)
+    with pytest.raises(ValueError):
+        K.matmul_qp(np.ones((2, 32), np.float32), wp, "q4_0", 8, 64)
+    with pytest.raises(ValueError, match="unknown"):
+        K.matmul_qp(x, wp, "q5_1", 8, 64)
+
+
+def test_drop_file_pages_keeps_contents(tmp_path):
+    path = tmp_path / "blob"
+    data = rng.integers(0, 256, 3 * 4096 + 100, dtype=np.uint8)
+    data.tofile(path)
+    view = np.memmap(path, dtype=np.uint8, mode="r")
+    first = int(view.sum(dtype=np.int64))
+    K.drop_file_pages(view[10:])
+    assert (
+        np.array_equal(np.asarray(view), data)
+        and int(view.sum(dtype=np.int64)) == first
+    )
+    with pytest.raises(ValueError, match="read-only"):
+        K.drop_file_pages(data)  # anonymous memory would lose its contents
