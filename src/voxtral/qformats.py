@@ -4,7 +4,9 @@ A ``QuantMatrix`` is a [rows, cols] matrix stored row by row as GGML blocks
 (the bytes a GGUF file holds for that tensor), kept as a zero-copy uint8 view
 of the mapped file. The kernels in ``_kernels.matmul_q`` read these blocks
 directly; ``dequantize`` is the numpy reference used for embedding lookups
-and tests; ``quantize`` makes the blocks from float32 rows.
+and tests; ``quantize`` makes the blocks from float32 rows (the numpy
+reference; ``python -m voxtral quantize`` runs the C quantizer,
+``_kernels.quantize_rows``, which tests hold against it and against gguf).
 
 Block layouts (bit-compatible with ggml):
 - q8_0: 32 weights per block: fp16 scale d, 32 x int8 q; w = d * q.
