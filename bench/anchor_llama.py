@@ -11,7 +11,10 @@ times one decoded token at a short and a long context.
 
 Environment: VOXTRAL_LLAMA_PYTHON (default /work/llama-venv/bin/python),
 VOXTRAL_ANCHOR_DIR for the GGUFs (default /work/ckpt/anchor),
-VOXTRAL_ANCHOR_TOOLS for the anchor scripts (default ../shared/tools/llamacpp-anchor).
+VOXTRAL_ANCHOR_TOOLS for the anchor scripts (default ../shared/tools/llamacpp-anchor),
+VOXTRAL_ANCHOR_LONG for the long context (default 4000 positions; 0 skips it: the
+prefill takes minutes on two cores). LLAMA_CPP_LIB_PATH reaches llama-cpp-python
+unchanged (a libllama built apart, as the anchor README shows).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 TOOLS = Path(os.environ.get("VOXTRAL_ANCHOR_TOOLS", HERE.parents[1] / "shared" / "tools" / "llamacpp-anchor"))
 GGUF_DIR = Path(os.environ.get("VOXTRAL_ANCHOR_DIR", "/work/ckpt/anchor"))
 TYPES = ("bf16", "q8_0", "q4_0", "q4_k")
+LONG = int(os.environ.get("VOXTRAL_ANCHOR_LONG", "4000"))
 
 # Run inside the llama venv: load a GGUF, fill the context to `ctx` positions
 # (prompt batches of 512), time `steps` single-token decodes; prints one JSON line.

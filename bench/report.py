@@ -92,16 +92,15 @@ def encoder_times(model, audio: np.ndarray) -> dict[str, float]:
             "live_push_ms_min": 1000 * float(np.min(pushes))}
 
 
-ANCHOR_LONG = 4000  # positions of the long-context comparison (llama.cpp fills them by prefill)
-
-
 def anchor_times(model, fmt: str, py) -> dict:
     """llama.cpp's min ms per token on the same shapes / type / threads at the
     short context and ~ANCHOR_LONG, with ours at exactly its positions."""
     path, _ = anchor_llama.ensure_gguf(fmt, py)
     threads = _kernels.get_num_threads()
     out = {}
-    for label, ctx in (("short", CONTEXTS[0]), ("long", ANCHOR_LONG)):
+    for label, ctx in (("short", CONTEXTS[0]), ("long", anchor_llama.LONG)):
+        if not ctx:
+            continue
         theirs = anchor_llama.llama_decode_ms(py, path, threads, ctx)
         ours = decoder_step_ms(model, [theirs["ctx"]])[theirs["ctx"]]
         out[label] = {"ctx": theirs["ctx"], "llama_ms": min(theirs["ms"]), "ours_ms": ours,
@@ -128,7 +127,10 @@ def anchor_markdown(results: list[dict], skipped: str | None) -> str:
     for r in rows:
         cells = []
         for label in ("short", "long"):
-            a = r["anchor"][label]
+            a = r["anchor"].get(label)
+            if a is None:
+                cells.append("- | - | - | -")
+                continue
             cells.append(f"{a['ctx']} | {a['ours_ms']:.1f} | {a['llama_ms']:.1f} / {a['llama_median_ms']:.1f} "
                          f"| {a['ours_ms'] / a['llama_ms']:.2f}")
         lines.append(f"| {r['mode']} | " + " | ".join(cells) + " |")
