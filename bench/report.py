@@ -14,7 +14,11 @@ format), it measures in one run:
   and, at the shortest context, the achieved weight bandwidth as a ratio to
   the roofline;
 - the encoder: one live push (80 ms of audio) after a full 15 s window, and
-  offline seconds per second of audio.
+  offline seconds per second of audio;
+- llama.cpp side by side (when llama-cpp-python is installed, see
+  anchor_llama.py; ``--no-anchor`` skips it): per weight type, its ms per
+  decoded token on a GGUF of the same decoder shapes and recipe, same
+  threads, at the short context and at ~4000 positions, and our ratio to it.
 Writes report.md, report.json and decoder_step_vs_context.png to --out.
 """
 
@@ -36,6 +40,7 @@ from voxtral import _kernels  # noqa: E402
 from voxtral.audio import load_audio  # noqa: E402
 from voxtral.mel import LogMelStream  # noqa: E402
 
+import anchor_llama  # noqa: E402
 from conftest import SHARED, measure_read_bandwidth  # noqa: E402
 from livesim import fill_cache  # noqa: E402
 
@@ -118,6 +123,51 @@ def encoder_times(model, audio: np.ndarray) -> dict[str, float]:
             "live_push_ms_min": 1000 * float(np.min(pushes))}
 
 
+def anchor_times(model, fmt: str, py) -> dict:
+    """llama.cpp's min ms per token on the same shapes / type / threads at the
+    short context and ~ANCHOR_LONG, with ours at exactly its positions."""
+    path, _ = anchor_llama.ensure_gguf(fmt, py)
+    threads = _kernels.get_num_threads()
+    out = {}
+    for label, ctx in (("short", CONTEXTS[0]), ("long", anchor_llama.LONG)):
+        if not ctx:
+            continue
+        theirs = anchor_llama.llama_decode_ms(py, path, threads, ctx)
+        ours = decoder_step_ms(model, [theirs["ctx"]])[theirs["ctx"]]
+        out[label] = {"ctx": theirs["ctx"], "llama_ms": min(theirs["ms"]), "ours_ms": ours,
+                      "llama_median_ms": float(np.median(theirs["ms"]))}
+        out["llama_version"], out["llama_isa"] = theirs["version"], anchor_llama.cpu_flags_line(theirs["system"])
+    return out
+
+
+def anchor_markdown(results: list[dict], skipped: str | None) -> str:
+    if skipped:
+        return f"\nllama.cpp side by side: skipped ({skipped}).\n"
+    rows = [r for r in results if "anchor" in r]
+    if not rows:
+        return ""
+    a0 = rows[0]["anchor"]
+    lines = [
+        "",
+        f"llama.cpp side by side (llama-cpp-python {a0['llama_version']}, built with {a0['llama_isa']}; "
+        "same decoder shapes, weight type and threads; its KV cache F16; ours / llama.cpp < 1: we are faster):",
+        "",
+        "| mode | positions | ours ms/token | llama.cpp ms/token (min / median) | ratio | positions | ours | llama.cpp | ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = []
+        for label in ("short", "long"):
+            a = r["anchor"].get(label)
+            if a is None:
+                cells.append("- | - | - | -")
+                continue
+            cells.append(f"{a['ctx']} | {a['ours_ms']:.1f} | {a['llama_ms']:.1f} / {a['llama_median_ms']:.1f} "
+                         f"| {a['ours_ms'] / a['llama_ms']:.2f}")
+        lines.append(f"| {r['mode']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -171,7 +221,10 @@ def main(argv=None) -> int:
     ap.add_argument("--kv", nargs="*", default=["f32", "int8"])
     ap.add_argument("--layouts", nargs="*", default=["packed", "ggml"], help="quantized weights repacked or as in the file")
     ap.add_argument("--model", type=Path, default=None, help="full-size BF16 checkpoint (default: the bench's)")
+    ap.add_argument("--no-anchor", action="store_true", help="skip the llama.cpp side-by-side")
     a = ap.parse_args(argv)
+    llama_py = None if a.no_anchor else anchor_llama.llama_python()
+    anchor_skipped = "--no-anchor" if a.no_anchor else (None if llama_py else anchor_llama.why_missing())
     model_dir = a.model or _bench_dir()
     if not (model_dir / "consolidated.safetensors").is_file():
         from voxtral.testing.checkpoint import make_checkpoint
@@ -196,6 +249,8 @@ def main(argv=None) -> int:
                     "weight_bytes": decoder_weight_bytes(model),
                     "step_ms": decoder_step_ms(model, CONTEXTS), "encoder": encoder_times(model, audio),
                 })
+                if llama_py is not None and kv == a.kv[-1] and layout == a.layouts[0]:  # once per weight type
+                    results[-1]["anchor"] = anchor_times(model, fmt, llama_py)
                 del model
                 gc.collect()
     bw_after = measure_read_bandwidth()
@@ -209,10 +264,12 @@ def main(argv=None) -> int:
         meta["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    (a.out / "report.md").write_text(markdown(results, bw, meta))
+    text = markdown(results, bw, meta)
+    text += anchor_markdown(results, anchor_skipped)
+    (a.out / "report.md").write_text(text)
     (a.out / "report.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     plot(results, a.out / "decoder_step_vs_context.png")
-    print(markdown(results, bw, meta))
+    print(text)
     return 0
 
 

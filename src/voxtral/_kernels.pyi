@@ -60,3 +60,6 @@ def attention_kv(
     q: F32, k: np.ndarray, v: np.ndarray, k_scales: Optional[F32], v_scales: Optional[F32], out: F32,
     q_pos0: int, k_pos0: int, window: int, scale: float,
 ) -> F32: ...
+
+# ---- weight quantization ----
+def quantize_rows(x: np.ndarray, qtype: str, out: Optional[U8] = None, scalar: bool = False) -> U8: ...

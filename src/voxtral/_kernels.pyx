@@ -701,3 +701,55 @@ def attention_kv(q, k, v, k_scales, v_scales, out, int64_t q_pos0, int64_t k_pos
 def kv_kernels():
     """Which compact-KV attention kernel runs at the active ISA level."""
     return vx_kv_kernels_name().decode()
+
+
+# ---- weight quantization (python -m voxtral quantize) ---------------------------
+
+cdef extern from "vx_quantize.h":
+    int VX_Q_ENONFINITE, VX_Q_EOVERFLOW
+    int vx_quantize_rows(const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t rows, int64_t cols) nogil
+    int vx_quantize_rows_scalar(const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t rows,
+                                int64_t cols) nogil
+
+
+def quantize_rows(x, str qtype, out=None, bint scalar=False):
+    """GGML ``qtype`` blocks of the rows of x: float32 [rows, cols], or uint16
+    [rows, cols] holding bfloat16 bits; returns (or fills) uint8 [rows, row
+    bytes]. Threads as the kernels; ``scalar`` runs the scalar build whatever
+    the CPU. ValueError for NaN / Inf input or a block scale beyond fp16."""
+    if qtype not in _QTYPES:
+        raise ValueError(f"unknown quantization type {qtype!r} (known: {', '.join(_QTYPES)})")
+    qid, per, nbytes = _QTYPES[qtype]
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy array, got {type(x).__name__}")
+    if x.dtype != np.float32 and x.dtype != np.uint16:
+        raise TypeError(f"x must be float32 or uint16 (bfloat16 bits), got {x.dtype}")
+    _arr(x, "x", x.dtype, 2)
+    cdef int64_t rows = x.shape[0], cols = x.shape[1]
+    if cols <= 0 or cols % per:
+        raise ValueError(f"{qtype} needs a row length that is a multiple of {per}, got {cols}")
+    shape = (rows, cols // per * nbytes)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    else:
+        _arr(out, "out", np.uint8, 2)
+        if out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, expected {shape}")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+    if rows == 0:
+        return out
+    cdef const void *px = _vp(x)
+    cdef uint8_t *po = <uint8_t*>_vp(out)
+    cdef int bf16 = x.dtype == np.uint16, qt = qid, status
+    with nogil:
+        if scalar:
+            status = vx_quantize_rows_scalar(px, bf16, po, qt, rows, cols)
+        else:
+            status = vx_quantize_rows(px, bf16, po, qt, rows, cols)
+    if status == VX_Q_ENONFINITE:
+        raise ValueError("cannot quantize NaN or Inf values")
+    if status == VX_Q_EOVERFLOW:
+        raise ValueError(f"values too large for {qtype}: a block scale overflows fp16")
+    _check(status, "quantize_rows")
+    return out

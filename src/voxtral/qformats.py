@@ -7,7 +7,9 @@ directly; ``repacked`` adds the load-time interleaved copy (8 rows' blocks
 side by side, csrc/qpack.c) that ``_kernels.matmul_qp`` reads instead, for
 the types and CPUs that have SIMD kernels over it. ``dequantize`` is the
 numpy reference used for embedding lookups and tests; ``quantize`` makes
-the blocks from float32 rows.
+the blocks from float32 rows (the numpy reference; ``python -m voxtral
+quantize`` runs the C quantizer, ``_kernels.quantize_rows``, which tests
+hold against it and against gguf).
 
 Block layouts (bit-compatible with ggml):
 - q8_0: 32 weights per block: fp16 scale d, 32 x int8 q; w = d * q.

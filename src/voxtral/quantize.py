@@ -33,11 +33,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import gguf_io
+from . import _kernels, gguf_io
 from .config import to_params_dict
 from .errors import CheckpointError, ModelFileError, UsageError, VoxtralError
 from .layout import GGUF_FILE, detect_layout
-from .qformats import BLOCK, QTYPES, quantize_chunk
+from .qformats import BLOCK, QTYPES, row_bytes
 from .safetensors_io import release_pages
 from .weights import is_linear_key, load_weights, native_names, weights_by_key
 
@@ -46,6 +46,7 @@ EMBEDDING_TYPES = (*QTYPES, "bf16")
 CACHE_DIR_NAME = ".voxtral-quant"
 
 _CHUNK_WEIGHTS = 1 << 20  # weights per piece written (bounded temporaries)
+_QUANT_CHUNK_WEIGHTS = 1 << 24  # weights per quantized piece: 32 MB of BF16 in, at most 17 MB out
 
 
 # ---------------------------------------------------------------------------
@@ -120,10 +121,6 @@ def weight_sha256(model_dir: Path, layout: str) -> dict[str, str]:
 # Conversion
 
 
-def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
 def _native_qk_rows(t: np.ndarray, n_heads: int, head_dim: int) -> np.ndarray:
     """Hugging Face rotate-half row order -> native interleaved order, per head:
     HF row h*hd + s*hd/2 + j holds native row h*hd + 2j + s."""
@@ -153,14 +150,20 @@ def _write_tensor(writer: gguf_io.GGUFStreamWriter, name: str, arr: np.ndarray, 
         raise CheckpointError(f"tensor {name}: expected BF16 bits, got {arr.dtype}")
     rows = arr.shape[0]
     per_row = int(np.prod(arr.shape[1:]))
-    step = max(1, _CHUNK_WEIGHTS // max(per_row, 1))
+    chunk_weights = _CHUNK_WEIGHTS if ttype == "bf16" else _QUANT_CHUNK_WEIGHTS
+    step = max(1, chunk_weights // max(per_row, 1))
+    out = None
     for r0 in range(0, rows, step):
         chunk = arr[r0 : r0 + step]
         if ttype == "bf16":
             writer.write(chunk)
         else:
+            # the C quantizer (all threads) reads the BF16 bits straight from the mapping
+            if out is None or out.shape[0] != chunk.shape[0]:
+                out = np.empty((chunk.shape[0], row_bytes(ttype, per_row)), dtype=np.uint8)
             try:
-                writer.write(quantize_chunk(_bf16_to_f32(chunk), ttype))
+                rows2d = np.ascontiguousarray(chunk).reshape(chunk.shape[0], per_row)
+                writer.write(_kernels.quantize_rows(rows2d, ttype, out=out))
             except ValueError as exc:
                 raise CheckpointError(f"tensor {name}: {exc}") from None
         release_pages(chunk)  # resident memory stays about one chunk, even for the embedding
