@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from trained_util import HELDOUT_DIR, MODEL_DIR, model_copy
 
 # Measured (README, "Accuracy"): exact mode 480 ms on the first 12 held-out

@@ -35,8 +35,9 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def layout_targets(starts: list[float], word_tokens: list[list[int]], n_slots: i
     free = 0
     sec_per_slot = SAMPLES_PER_SLOT / 16000
     for start, toks in zip(starts, word_tokens):
-        s = max(int(math.floor(start / sec_per_slot + 1e-9)), free)
+        s = max(math.floor(start / sec_per_slot + 1e-9), free)
         for t in toks:
             if s < n_slots:
                 out[s] = t
@@ -387,8 +388,16 @@ def write_checkpoint(native: dict[str, np.ndarray], out: Path, layout: str = "na
                      dims: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write BF16 native tensors (uint16 bit patterns) as a checkpoint in the
     real file formats, through the writers of ``voxtral.testing.checkpoint``."""
-    from .checkpoint import (_audio_section, build_tekken, hf_config_json, native_to_hf_name, params_json,
-                             permute_for_rotate_half, preprocessor_config_json, tensor_specs)
+    from .checkpoint import (
+        _audio_section,
+        build_tekken,
+        hf_config_json,
+        native_to_hf_name,
+        params_json,
+        permute_for_rotate_half,
+        preprocessor_config_json,
+        tensor_specs,
+    )
     from .safetensors_writer import SafetensorsWriter, TensorSpec
 
     d = dims or trained_dims()
@@ -484,8 +493,7 @@ def train(a: argparse.Namespace) -> int:
         if a.minutes and step == timed_from + 100:
             per_step = (time.time() - t_timed) / 100
             planned = int((a.minutes * 60 - (time.time() - t0)) / per_step) + step
-            if planned < a.steps:
-                a.steps = planned
+            a.steps = min(a.steps, planned)
             print(f"{per_step * 1000:.1f} ms/step: {a.steps} steps (rerun with --steps {a.steps} to reproduce)",
                   flush=True)
         if deadline and time.time() > deadline + 30:
