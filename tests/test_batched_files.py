@@ -62,9 +62,8 @@ def test_bad_batch_size(model, long_recording):
 
 
 def test_cli_batch_size(tiny_ckpt, audio_dir, tmp_path):
-    from test_cli import run_cli
-
     import soundfile as sf
+    from test_cli import run_cli
 
     gap = np.zeros(32000, dtype=np.float32)
     a, b = (load_audio(audio_dir / n) for n in ("jfk.wav", "night1968_5s_dont_worry_about_him.wav"))

@@ -16,8 +16,8 @@ import numpy as np
 from . import _kernels as K
 from .config import ModelConfig
 from .kvcache import KVCache
-from .linear import linear
 from .layers import Attention, Batch, swiglu
+from .linear import linear
 from .rope import RotaryTables
 from .weights import Weights
 

@@ -16,12 +16,12 @@ from .audio import load_audio
 from .config import DEFAULT_DELAY_MS, ModelConfig
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
-from .errors import ConfigError, TokenizerError, UsageError
 from .engine import Engine
-from .mel import MelFrontEnd
-from .segments import Segment, Word, build_segments
+from .errors import ConfigError, TokenizerError, UsageError
 from .events import TokenEvent
+from .mel import MelFrontEnd
 from .options import Options
+from .segments import Segment, Word, build_segments
 from .stream import Stream
 from .threads import check_num_threads
 from .tokenizer import TekkenTokenizer
