@@ -19,10 +19,10 @@ from .encoder import AudioEncoder
 from .engine import Engine
 from .errors import ConfigError, TokenizerError, UsageError
 from .events import TokenEvent
-from .mel import MelFrontEnd
+from .mel import LogMelStream, MelFrontEnd
 from .options import Options
 from .segments import Segment, Word, build_segments
-from .stream import Stream
+from .stream import Stream, StreamStart
 from .threads import check_num_threads
 from .tokenizer import TekkenTokenizer
 from .weights import Weights, load_weights
@@ -66,6 +66,20 @@ class VoxtralModel:
         self.decoder = TextDecoder(config, weights)
         self.engine = Engine(self.encoder, self.decoder)  # what every stream of this model runs on
         self.options = options if options is not None else Options()  # the defaults of stream() and transcribe()
+        self._starts: dict[str, StreamStart] = {}
+
+    def start_state(self, kv_cache: str) -> StreamStart:
+        """The state every stream starts from: its left padding (silence) framed
+        and encoded, computed once per KV cache kind and copied into each new
+        stream (so opening a stream costs no encoder work, live or not)."""
+        got = self._starts.get(kv_cache)
+        if got is None:
+            mel = LogMelStream(self.front)
+            enc = self.encoder.new_state(kv_cache)
+            silence = np.zeros(self.config.n_left_pad_tokens * self.config.audio.samples_per_token, np.float32)
+            got = StreamStart(mel, enc, self.encoder.push(enc, mel.push(silence)))
+            self._starts[kv_cache] = got
+        return got
 
     @property
     def kv_cache(self) -> str:

@@ -84,6 +84,16 @@ class PadDrafts:
 
 
 @dataclass
+class StreamStart:
+    """Where every stream starts: the left padding (silence) framed and
+    encoded (``VoxtralModel.start_state``); a stream takes copies."""
+
+    mel: LogMelStream
+    encoder: EncoderState
+    embeddings: np.ndarray
+
+
+@dataclass
 class DecodeStep:
     """The decoder work of one stream's step: ``rows`` (inputs and cache),
     the position of the token its first output row yields, and the drafted
@@ -110,15 +120,16 @@ class Stream:
         self.samples_per_token = cfg.audio.samples_per_token
         self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
         self._embed = model.decoder.embed
-        self._mel = LogMelStream(model.front)
+        # the left padding, already framed and encoded; the encoder's attention cache is stored
+        # like the decoder's: with quantized weights it is a third of a live push's memory traffic
+        start = model.start_state(options.kv_cache)
+        self._mel = start.mel.copy()
         self._mel_queue: list[np.ndarray] = []
         self._cache = model.decoder.new_cache(options.kv_cache)
-        # the encoder's attention cache is stored like the decoder's: with
-        # quantized weights it is a third of a live push's memory traffic
-        self._enc = model.encoder.new_state(options.kv_cache)
+        self._enc = start.encoder.copy()
         self._ada = model.decoder.ada_scales(self.n_delay)
         self._text = tok.stream_decoder()
-        self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
+        self._pending = start.embeddings  # never written in place (replaced as embeddings come and go)
         self._pending_pos = 0  # position of _pending[0]
         self._last_token: int | None = None
         self.drafter = PadDrafts(tok.streaming_pad_id)  # draft source: propose(position, n), update(drafted, accepted)
@@ -131,7 +142,6 @@ class Stream:
         self._limit: int | None = None  # total positions N, known at the end of the audio
         # Tests compare every step's logits with the reference.
         self.logits: list[np.ndarray] | None = [] if options.keep_logits else None
-        self._push_audio(np.zeros(cfg.n_left_pad_tokens * self.samples_per_token, dtype=np.float32))
 
     # ---- audio in ----
     def _push_audio(self, samples: np.ndarray) -> None:
