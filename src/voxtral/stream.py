@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
@@ -52,9 +52,6 @@ from .errors import UsageError
 from .events import TokenEvent
 from .mel import LogMelStream
 from .options import Options
-
-if TYPE_CHECKING:
-    from .model import VoxtralModel
 
 
 class PadDrafts:
@@ -105,9 +102,11 @@ class DecodeStep:
 
 
 class Stream:
-    """One transcription in progress (``VoxtralModel.stream()`` opens one)."""
+    """One transcription in progress (``VoxtralModel.stream()`` opens one).
+    ``model``: the VoxtralModel whose parts it uses (config, front end,
+    tokenizer, encoder, decoder, engine, start state)."""
 
-    def __init__(self, model: "VoxtralModel", options: Options):
+    def __init__(self, model, options: Options):
         cfg = self.config = model.config
         self.options = options
         self.engine = model.engine
