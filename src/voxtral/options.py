@@ -12,8 +12,10 @@ from .config import DEFAULT_DELAY_MS, DELAY_STEP_MS, MAX_DELAY_MS, MIN_DELAY_MS
 from .errors import UsageError
 from .modes import KV_DTYPES
 
-# Decoder steps verified in one pass (drafted verification, see engine.py):
-# the best of 1/4/8/16 on the benchmark of bench_live.py (see the README).
+# Decoder steps verified in one pass (drafted verification, see stream.py).
+# 8: with the pad draft's adaptive window, passes per second of audio fall
+# ~7x on silence and ~2x on pad-heavy speech against 1 (bench/bench_drafts.py);
+# not yet tuned on a trained model or the full-size one.
 DEFAULT_DRAFT_STEPS = 8
 MAX_DRAFT_STEPS = 64
 
