@@ -44,9 +44,16 @@ def offline(model, audio: np.ndarray, k: int) -> dict:
     seconds = time.perf_counter() - t
     audio_s = len(audio) / model.sample_rate
     pads = sum(i == model.tokenizer.streaming_pad_id for i in stream.tokens) / max(1, len(stream.tokens))
-    return {"k": k, "tokens": stream.tokens, "passes": stream.passes, "passes_per_audio_s": stream.passes / audio_s,
-            "steps_per_pass": len(stream.tokens) / max(1, stream.passes), "rtf": seconds / audio_s,
-            "pad_share": pads, "drafts_accepted": stream.drafter.accepted / max(1, stream.drafter.drafted)}
+    return {
+        "k": k,
+        "tokens": stream.tokens,
+        "passes": stream.passes,
+        "passes_per_audio_s": stream.passes / audio_s,
+        "steps_per_pass": len(stream.tokens) / max(1, stream.passes),
+        "rtf": seconds / audio_s,
+        "pad_share": pads,
+        "drafts_accepted": stream.drafter.accepted / max(1, stream.drafter.drafted),
+    }
 
 
 def live(model, audio: np.ndarray, k: int) -> dict:
@@ -89,17 +96,23 @@ def main(argv=None) -> int:
             assert r["tokens"] == exact, f"{name}: K={k} tokens differ from K={ks[0]}"
             del r["tokens"]
             report["offline"].append({"audio": name, **r})
-            print(f"{name:45s} K={k:2d}  passes/s audio {r['passes_per_audio_s']:5.2f}  steps/pass "
-                  f"{r['steps_per_pass']:4.2f}  pads {r['pad_share']:4.0%}  drafts accepted "
-                  f"{r['drafts_accepted']:4.0%}  RTF {r['rtf']:.3f}", flush=True)
+            print(
+                f"{name:45s} K={k:2d}  passes/s audio {r['passes_per_audio_s']:5.2f}  steps/pass "
+                f"{r['steps_per_pass']:4.2f}  pads {r['pad_share']:4.0%}  drafts accepted "
+                f"{r['drafts_accepted']:4.0%}  RTF {r['rtf']:.3f}",
+                flush=True,
+            )
     if a.live_seconds > 0:
         audio = np.concatenate(list(recordings().values()))[: int(a.live_seconds * model.sample_rate)]
         for _ in range(a.rounds):
             for k in ks:
                 r = live(model, audio, k)
                 report["live"].append(r)
-                print(f"live K={k:2d}  RTF {r['rtf']:.3f}  p50 {r['p50_ms']:.0f} ms  p95 {r['p95_ms']:.0f} ms  "
-                      f"steps/pass {r['steps_per_pass']:.2f}", flush=True)
+                print(
+                    f"live K={k:2d}  RTF {r['rtf']:.3f}  p50 {r['p50_ms']:.0f} ms  p95 {r['p95_ms']:.0f} ms  "
+                    f"steps/pass {r['steps_per_pass']:.2f}",
+                    flush=True,
+                )
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))
     return 0

@@ -21,13 +21,12 @@ import os
 
 import numpy as np
 import pytest
+from bench_model import full_dir  # noqa: F401  (fixture)
+from livesim import fast_forward, paced_feed, timed
 
 import voxtral
 from voxtral import _kernels
 from voxtral.audio import load_audio
-
-from bench_model import full_dir  # noqa: F401  (fixture)
-from livesim import fast_forward, paced_feed, timed
 
 CHUNK_S = 0.08
 WARM_S = 15.04  # fills the encoder window (750 frames at 50/s)

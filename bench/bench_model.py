@@ -23,6 +23,7 @@ import pytest
 import voxtral
 from voxtral import _kernels
 from voxtral.audio import load_audio
+from voxtral.decoder import DecoderRows
 
 from conftest import sgemm_rate
 
@@ -85,10 +86,11 @@ def test_decoder_ms_per_token(benchmark, model, bandwidth):
     cache = model.decoder.new_cache()
     ada = model.decoder.ada_scales(6)
     x = np.random.default_rng(0).standard_normal((39, d.dim), dtype=np.float32)
-    model.decoder.forward(cache, x, ada)
+    model.decoder.forward([DecoderRows(cache, x, ada)])
 
     def step():
-        h = model.decoder.forward(cache, np.random.default_rng(1).standard_normal((1, d.dim), dtype=np.float32), ada)
+        x1 = np.random.default_rng(1).standard_normal((1, d.dim), dtype=np.float32)
+        h = model.decoder.forward([DecoderRows(cache, x1, ada)])
         model.decoder.logits(h)
 
     benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import voxtral  # noqa: E402
 from voxtral import _kernels  # noqa: E402
 from voxtral.audio import load_audio  # noqa: E402
+from voxtral.decoder import DecoderRows  # noqa: E402
 from voxtral.mel import LogMelStream  # noqa: E402
 
 import anchor_llama  # noqa: E402
@@ -95,11 +96,11 @@ def decoder_step_ms(model, contexts: list[int], reps: int = 5) -> dict[int, floa
     ada = dec.ada_scales(6)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, model.config.decoder.dim)).astype(np.float32)
-    dec.forward(cache, x.copy(), ada)  # one real row to repeat
+    dec.forward([DecoderRows(cache, x, ada)])  # one real row to repeat
     out = {}
     for T in contexts:
         fill_cache(cache, T)
-        out[T] = 1000 * best_of(lambda: dec.logits(dec.forward(cache, x.copy(), ada)), reps)
+        out[T] = 1000 * best_of(lambda: dec.logits(dec.forward([DecoderRows(cache, x, ada)])), reps)
     return out
 
 

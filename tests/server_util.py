@@ -73,7 +73,7 @@ def until(ws, kind: str, timeout=120.0) -> tuple[dict, list[dict]]:
 
 
 def transcribe_ws(url: str, audio: bytes, *, chunk_bytes=2560, pace=0.0, model=None, delay_ms=None,
-                  headers=None) -> tuple[dict, list[dict]]:
+                  headers=None, kv_cache=None) -> tuple[dict, list[dict]]:
     """One utterance over /v1/realtime: (the transcription.done event, all events before it)."""
     from websockets.sync.client import connect
 
@@ -85,6 +85,8 @@ def transcribe_ws(url: str, audio: bytes, *, chunk_bytes=2560, pace=0.0, model=N
             update["model"] = model
         if delay_ms is not None:
             update["transcription_delay_ms"] = delay_ms
+        if kv_cache is not None:
+            update["kv_cache"] = kv_cache
         ws.send(json.dumps(update))
         ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         for start in range(0, len(audio), chunk_bytes):

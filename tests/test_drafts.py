@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stream_util import mode_dirs, stream_tokens
 
 import voxtral
 from voxtral.audio import load_audio
 from voxtral.kvcache import KVCache
 from voxtral.linear import linear
-
-from stream_util import mode_dirs, stream_tokens
 
 WAV = "night1968_5s_dont_worry_about_him.wav"
 MODES = [("bf16", "f32"), ("bf16", "int8"), ("q8_0", "bf16"), ("q4_0", "int8"), ("q4_k", "f32")]
@@ -39,8 +38,14 @@ def window_dir(tmp_path_factory):
     the sliding window and the compactions."""
     from voxtral.testing.checkpoint import make_checkpoint
 
-    return make_checkpoint(tmp_path_factory.mktemp("drafts_window"), preset="tiny", layout="native",
-                           sliding_window=48, enc_sliding_window=40, pad_gain=8.0)["native"]
+    return make_checkpoint(
+        tmp_path_factory.mktemp("drafts_window"),
+        preset="tiny",
+        layout="native",
+        sliding_window=48,
+        enc_sliding_window=40,
+        pad_gain=8.0,
+    )["native"]
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +64,13 @@ def test_drafts_give_the_step_by_step_tokens(pad_dirs, audio, weights, kv):
     assert 0.1 < _pad_share(model, exact) < 0.9  # drafts are accepted and rejected
 
     @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(k=st.integers(2, 16), delay=st.sampled_from([80, 480, 960]),
-           sizes=st.lists(st.one_of(st.integers(1, 400), st.integers(401, 4000), st.integers(4001, 40000)),
-                          min_size=1, max_size=5))
+    @given(
+        k=st.integers(2, 16),
+        delay=st.sampled_from([80, 480, 960]),
+        sizes=st.lists(
+            st.one_of(st.integers(1, 400), st.integers(401, 4000), st.integers(4001, 40000)), min_size=1, max_size=5
+        ),
+    )
     def drafted(k, delay, sizes):
         alone = model.transcribe(audio, 16000, delay_ms=delay, draft_steps=1).token_ids
         assert stream_tokens(model, audio, sizes, delay_ms=delay, draft_steps=k) == alone
@@ -113,8 +122,11 @@ def test_rejection_at_every_position_of_the_window(pad_dirs, audio, kv):
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(k=st.integers(2, 12), kv=st.sampled_from(["f32", "bf16", "int8"]),
-       sizes=st.lists(st.integers(160, 3 * 16000), min_size=1, max_size=4))
+@given(
+    k=st.integers(2, 12),
+    kv=st.sampled_from(["f32", "bf16", "int8"]),
+    sizes=st.lists(st.integers(160, 3 * 16000), min_size=1, max_size=4),
+)
 def test_drafts_across_window_slides_and_compaction(window_dir, audio_dir, k, kv, sizes):
     model = voxtral.load(window_dir, kv_cache=kv)
     audio = load_audio(audio_dir / "night1968_15s_there_are_two_of_them_out_there.wav")

@@ -48,9 +48,9 @@ def clip_path(audio_dir):
     return audio_dir / "night1968_5s_dont_worry_about_him.wav"
 
 
-def _reference(model, samples, delay_ms=None):
+def _reference(model, samples, delay_ms=None, kv_cache=None):
     """Text and token count of a single plain stream over the same samples."""
-    s = model.stream(delay_ms) if delay_ms is not None else model.stream()
+    s = model.stream(delay_ms, kv_cache=kv_cache)
     events = s.feed(samples) + s.finish()
     return "".join(e.text for e in events), len(s.tokens)
 
@@ -93,6 +93,16 @@ def test_realtime_delay_from_session_update(server, model, clip_path):
     pcm, samples = _int16_clip(model, clip_path, seconds=2.5)
     done, _ = transcribe_ws(server.ws_url, pcm, delay_ms=160)
     assert done["text"] == _reference(model, samples, delay_ms=160)[0]
+
+
+def test_realtime_kv_cache_and_delay_per_session(server, model, clip_path):
+    """Sessions choose their own KV cache kind (and delay): the engine mixes them."""
+    pcm, samples = _int16_clip(model, clip_path, seconds=2.5)
+    for kind, delay in (("int8", 160), ("bf16", 480)):
+        done, _ = transcribe_ws(server.ws_url, pcm, delay_ms=delay, kv_cache=kind)
+        assert done["text"] == _reference(model, samples, delay_ms=delay, kv_cache=kind)[0]
+    _, events = transcribe_ws(server.ws_url, pcm, kv_cache="fp8")
+    assert any(e["type"] == "error" and "kv_cache" in e["error"] for e in events)
 
 
 def test_realtime_two_utterances_in_one_session(server, model, clip_path):

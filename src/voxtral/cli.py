@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-steps", type=int, default=None, metavar="K",
                    help=f"decoder steps verified in one pass when audio is waiting, 1..{MAX_DRAFT_STEPS} "
                    f"(default {DEFAULT_DRAFT_STEPS}; the tokens are the same for any K, only the speed changes)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="files: cut at silences (voice activity detection, the vad extra) and decode up to N "
+                   "segments together (faster on long recordings; each segment as if transcribed alone)")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="at the end, print the engine's statistics on stderr (decoder passes, steps per pass)")
     p.add_argument("--threads", type=int, default=None,
@@ -133,6 +136,8 @@ def check_args(args: argparse.Namespace) -> None:
         check_num_threads(args.threads, "--threads")
     if args.quant is not None and args.quant not in QTYPES:
         raise UsageError(f"--quant must be one of {', '.join(QTYPES)}, got {args.quant!r}")
+    if args.batch_size is not None and (args.batch_size < 1 or not args.files):
+        raise UsageError("--batch-size must be >= 1 and goes with FILE inputs")
     # --delay-ms, --kv-cache, --draft-steps: the options every transcription of the run uses
     args.options = Options(delay_ms=args.delay_ms, kv_cache=args.kv_cache).replace(draft_steps=args.draft_steps)
     if args.stdin:
@@ -276,8 +281,11 @@ def stdin_chunks(f, target_rate: int, raw_format: str, raw_rate: int) -> Iterato
 
 def _transcribe_file(args, model, path: str, writer, progress: Progress, multiple: bool, label: str = "") -> None:
     name = label + os.path.basename(path)
-    events = model.transcribe_iter(path, options=args.options,
-                                   on_progress=lambda done, total: progress.show(name, done, total))
+    if args.batch_size is not None:  # segments at silences, decoded together (no progress per piece)
+        events = iter(model.transcribe(path, options=args.options, batch_size=args.batch_size).events)
+    else:
+        events = model.transcribe_iter(path, options=args.options,
+                                       on_progress=lambda done, total: progress.show(name, done, total))
     # The audio is read and checked before the first event: a bad file fails
     # here, before its header or anything else is written.
     first = next(events, None)

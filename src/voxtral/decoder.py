@@ -11,8 +11,8 @@ import numpy as np
 from . import _kernels as K
 from .config import ModelConfig
 from .kvcache import KVCache
-from .linear import embedding_rows, linear
 from .layers import Attention, Batch, swiglu
+from .linear import embedding_rows, linear
 from .rope import RotaryTables
 from .weights import Weights
 
@@ -51,8 +51,14 @@ class TextDecoder:
     def new_cache(self, dtype: str = "f32") -> KVCache:
         """A fresh cache stored as ``dtype`` (see kvcache.py)."""
         d = self.cfg.decoder
-        return KVCache(d.n_layers, d.n_kv_heads * d.head_dim, d.sliding_window, initial_rows=128, dtype=dtype,
-                       n_kv_heads=d.n_kv_heads)
+        return KVCache(
+            d.n_layers,
+            d.n_kv_heads * d.head_dim,
+            d.sliding_window,
+            initial_rows=128,
+            dtype=dtype,
+            n_kv_heads=d.n_kv_heads,
+        )
 
     def ada_scales(self, n_delay_tokens: int) -> np.ndarray:
         """Per-layer FFN-norm multipliers 1 + up(gelu(down(t_cond))): [n_layers, dim]."""

@@ -9,6 +9,7 @@ boundary frames, the attention KV cache and the stacking remainder in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +17,8 @@ import numpy as np
 from . import _kernels as K
 from .config import ModelConfig
 from .kvcache import KVCache
-from .linear import linear
 from .layers import Attention, Batch, swiglu
+from .linear import linear
 from .rope import RotaryTables
 from .weights import Weights
 
@@ -31,6 +32,10 @@ class EncoderState:
     conv2_pending: np.ndarray  # conv1 outputs not yet consumed by the stride-2 conv
     cache: KVCache
     stack_pending: np.ndarray  # encoder frames waiting for a full group of `downsample_factor`
+
+    def copy(self) -> "EncoderState":
+        """An independent copy (the arrays other than the cache are replaced, never written in place)."""
+        return dataclasses.replace(self, cache=self.cache.copy())
 
 
 class AudioEncoder:

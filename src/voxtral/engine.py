@@ -37,8 +37,9 @@ class Engine:
         self.stream_steps = 0
         self.tokens = 0
 
-    def step(self, streams: list["Stream"], failed: dict["Stream", Exception] | None = None
-             ) -> dict["Stream", list[TokenEvent]]:
+    def step(
+        self, streams: list["Stream"], failed: dict["Stream", Exception] | None = None
+    ) -> dict["Stream", list[TokenEvent]]:
         """One encoder pass over every stream's waiting audio, then one decoder
         pass over every stream's next step; the new events by stream (a stream
         that is done also gets its closing text, and is then ``completed``).
@@ -48,8 +49,9 @@ class Engine:
         events: dict[Stream, list[TokenEvent]] = {}
         mel = {s: got for s, got in _each(streams, failed, lambda s: s.take_mel()) if got is not None}
         if mel:
-            embeddings = dict(zip(mel, self.encoder.forward([st for st, _ in mel.values()],
-                                                            [m for _, m in mel.values()])))
+            embeddings = dict(
+                zip(mel, self.encoder.forward([st for st, _ in mel.values()], [m for _, m in mel.values()]))
+            )
             _each(list(mel), failed, lambda s: s.add_embeddings(embeddings[s]))
         steps = {s: step for s, step in _each(streams, failed, lambda s: s.next_step()) if step is not None}
         if steps:

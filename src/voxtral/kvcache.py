@@ -18,6 +18,8 @@ stream is chunked.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import _kernels as K
@@ -49,6 +51,12 @@ class KVCache:
         self.length = 0  # valid rows
         self.compactions = 0
         self._resize(max(1, min(initial_rows, window + self.slack)))
+
+    def copy(self) -> "KVCache":
+        """An independent copy (rows, scales and positions)."""
+        new = copy.copy(self)
+        new.k, new.v, new.k_scale, new.v_scale = ([a.copy() for a in arrays] for arrays in self._buffers())
+        return new
 
     @property
     def compact(self) -> bool:

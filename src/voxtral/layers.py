@@ -106,8 +106,7 @@ class Attention:
         q, out = np.ascontiguousarray(q).reshape(n, nh, hd), out.reshape(n, nh, hd)
         if cache.compact:
             k_scale, v_scale = cache.scales(layer, n)
-            K.attention_kv(q, keys, values, k_scale, v_scale, out, cache.next_pos, cache.pos0, self.window,
-                           self.scale)
+            K.attention_kv(q, keys, values, k_scale, v_scale, out, cache.next_pos, cache.pos0, self.window, self.scale)
         else:
             K.attention(q, keys, values, out, cache.next_pos, cache.pos0, self.window, self.scale)
 

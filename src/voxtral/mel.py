@@ -8,6 +8,8 @@ framing. ``LogMelStream`` computes each frame exactly once as samples arrive.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import _kernels
@@ -121,6 +123,12 @@ class LogMelStream:
         self._buf = self._buf[keep_from:].copy()
         self._buf_origin += keep_from
         return out
+
+    def copy(self) -> "LogMelStream":
+        """An independent copy of this framer's state (the front end is shared: it is read-only)."""
+        new = copy.copy(self)
+        new._buf = self._buf.copy()
+        return new
 
     @property
     def buffered_samples(self) -> int:

@@ -16,13 +16,13 @@ from .audio import load_audio
 from .config import DEFAULT_DELAY_MS, ModelConfig
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
-from .errors import ConfigError, TokenizerError, UsageError
 from .engine import Engine
-from .mel import MelFrontEnd
-from .segments import Segment, Word, build_segments
+from .errors import ConfigError, TokenizerError, UsageError
 from .events import TokenEvent
+from .mel import LogMelStream, MelFrontEnd
 from .options import Options
-from .stream import Stream
+from .segments import Segment, Word, build_segments
+from .stream import Stream, StreamStart
 from .threads import check_num_threads
 from .tokenizer import TekkenTokenizer
 from .weights import Weights, load_weights
@@ -66,6 +66,20 @@ class VoxtralModel:
         self.decoder = TextDecoder(config, weights)
         self.engine = Engine(self.encoder, self.decoder)  # what every stream of this model runs on
         self.options = options if options is not None else Options()  # the defaults of stream() and transcribe()
+        self._starts: dict[str, StreamStart] = {}
+
+    def start_state(self, kv_cache: str) -> StreamStart:
+        """The state every stream starts from: its left padding (silence) framed
+        and encoded, computed once per KV cache kind and copied into each new
+        stream (so opening a stream costs no encoder work, live or not)."""
+        got = self._starts.get(kv_cache)
+        if got is None:
+            mel = LogMelStream(self.front)
+            enc = self.encoder.new_state(kv_cache)
+            silence = np.zeros(self.config.n_left_pad_tokens * self.config.audio.samples_per_token, np.float32)
+            got = StreamStart(mel, enc, self.encoder.push(enc, mel.push(silence)))
+            self._starts[kv_cache] = got
+        return got
 
     @property
     def kv_cache(self) -> str:
@@ -109,11 +123,20 @@ class VoxtralModel:
         yield from self._decode_samples(samples, options, on_progress)
 
     def transcribe(self, audio, sample_rate: int | None = None, delay_ms: int | None = None, *,
-                   options: Options | None = None, draft_steps: int | None = None) -> Transcription:
-        """Transcribe a path, WAV bytes, or a numpy array (+ sample_rate)."""
+                   options: Options | None = None, draft_steps: int | None = None,
+                   batch_size: int | None = None) -> Transcription:
+        """Transcribe a path, WAV bytes, or a numpy array (+ sample_rate).
+        ``batch_size=N``: cut the recording at silences (Silero VAD, the ``vad``
+        extra) and decode up to N segments together, one pass over the weights
+        for all of them; each segment's tokens are those of transcribing it
+        alone, its times on the recording's timeline. Without it: the whole
+        recording as one stream (exactly the streaming result)."""
         options = self.stream_options(options, delay_ms=delay_ms, draft_steps=draft_steps)
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
-        events = list(self._decode_samples(samples, options))
+        if batch_size is None:
+            events = list(self._decode_samples(samples, options))
+        else:
+            events = self._decode_segments(samples, dataclasses.replace(options, sample_rate=None), batch_size)
         ids = [e.token_id for e in events if e.token_id >= 0]
         return Transcription(
             text=self.tokenizer.decode(ids),
@@ -123,6 +146,30 @@ class VoxtralModel:
             delay_ms=options.delay_ms,
             duration=samples.shape[0] / self.sample_rate,
         )
+
+    def _decode_segments(self, samples: np.ndarray, options: Options, batch_size: int) -> list[TokenEvent]:
+        """Speech segments decoded as independent streams, up to ``batch_size`` at a time."""
+        from .vad import speech_segments
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        todo = list(enumerate(speech_segments(samples)))
+        found: dict[int, list[TokenEvent]] = {}
+        active: dict[Stream, tuple[int, float]] = {}
+        while todo or active:
+            while todo and len(active) < batch_size:
+                i, seg = todo.pop(0)
+                stream = Stream(self, options)
+                stream.push(samples[seg.start : seg.end])
+                stream.end()
+                active[stream] = (i, seg.start / self.sample_rate)
+                found[i] = []
+            for stream, events in self.engine.step(list(active)).items():
+                i, offset = active[stream]
+                found[i] += [dataclasses.replace(e, start=e.start + offset, end=e.end + offset) for e in events]
+            for stream in [s for s in active if s.completed]:
+                del active[stream]
+        return [e for i in sorted(found) for e in found[i]]
 
 
 def load(model: str | os.PathLike | None = None, *, num_threads: int | None = None, download: bool = True,

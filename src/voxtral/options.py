@@ -1,19 +1,21 @@
 """The options of one transcription, checked once, where they enter (``load``,
 ``model.stream``, ``transcribe``, the CLI, a server session): everything
-past this point takes them as valid."""
+past this point takes them as valid. numpy-free, so that the CLI checks its
+arguments before anything heavy loads."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-from .audio import check_sample_rate
 from .config import DEFAULT_DELAY_MS, DELAY_STEP_MS, MAX_DELAY_MS, MIN_DELAY_MS
 from .errors import UsageError
 from .modes import KV_DTYPES
 
-# Decoder steps verified in one pass (drafted verification, see engine.py):
-# the best of 1/4/8/16 on the benchmark of bench_live.py (see the README).
+# Decoder steps verified in one pass (drafted verification, see stream.py).
+# 8: with the pad draft's adaptive window, passes per second of audio fall
+# ~7x on silence and ~2x on pad-heavy speech against 1 (bench/bench_drafts.py);
+# not yet tuned on a trained model or the full-size one.
 DEFAULT_DRAFT_STEPS = 8
 MAX_DRAFT_STEPS = 64
 
@@ -50,7 +52,9 @@ class Options:
         if not isinstance(self.kv_cache, str) or self.kv_cache not in KV_DTYPES:
             raise UsageError(f"kv_cache must be one of {', '.join(KV_DTYPES)}; got {self.kv_cache!r}")
         if self.sample_rate is not None:
-            check_sample_rate(self.sample_rate, "sample_rate")
+            from .audio import check_sample_rate  # numpy: not needed by the CLI's argument checks
+
+            object.__setattr__(self, "sample_rate", check_sample_rate(self.sample_rate, "sample_rate"))
         if not 1 <= _whole(self.draft_steps, "draft_steps") <= MAX_DRAFT_STEPS:
             raise UsageError(f"draft_steps must be 1..{MAX_DRAFT_STEPS}, got {self.draft_steps}")
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
@@ -52,9 +52,6 @@ from .errors import UsageError
 from .events import TokenEvent
 from .mel import LogMelStream
 from .options import Options
-
-if TYPE_CHECKING:
-    from .model import VoxtralModel
 
 
 class PadDrafts:
@@ -84,6 +81,16 @@ class PadDrafts:
 
 
 @dataclass
+class StreamStart:
+    """Where every stream starts: the left padding (silence) framed and
+    encoded (``VoxtralModel.start_state``); a stream takes copies."""
+
+    mel: LogMelStream
+    encoder: EncoderState
+    embeddings: np.ndarray
+
+
+@dataclass
 class DecodeStep:
     """The decoder work of one stream's step: ``rows`` (inputs and cache),
     the position of the token its first output row yields, and the drafted
@@ -95,9 +102,11 @@ class DecodeStep:
 
 
 class Stream:
-    """One transcription in progress (``VoxtralModel.stream()`` opens one)."""
+    """One transcription in progress (``VoxtralModel.stream()`` opens one).
+    ``model``: the VoxtralModel whose parts it uses (config, front end,
+    tokenizer, encoder, decoder, engine, start state)."""
 
-    def __init__(self, model: "VoxtralModel", options: Options):
+    def __init__(self, model, options: Options):
         cfg = self.config = model.config
         self.options = options
         self.engine = model.engine
@@ -110,15 +119,16 @@ class Stream:
         self.samples_per_token = cfg.audio.samples_per_token
         self.seconds_per_token = self.samples_per_token / cfg.audio.sampling_rate
         self._embed = model.decoder.embed
-        self._mel = LogMelStream(model.front)
+        # the left padding, already framed and encoded; the encoder's attention cache is stored
+        # like the decoder's: with quantized weights it is a third of a live push's memory traffic
+        start = model.start_state(options.kv_cache)
+        self._mel = start.mel.copy()
         self._mel_queue: list[np.ndarray] = []
         self._cache = model.decoder.new_cache(options.kv_cache)
-        # the encoder's attention cache is stored like the decoder's: with
-        # quantized weights it is a third of a live push's memory traffic
-        self._enc = model.encoder.new_state(options.kv_cache)
+        self._enc = start.encoder.copy()
         self._ada = model.decoder.ada_scales(self.n_delay)
         self._text = tok.stream_decoder()
-        self._pending = np.zeros((0, cfg.decoder.dim), dtype=np.float32)
+        self._pending = start.embeddings  # never written in place (replaced as embeddings come and go)
         self._pending_pos = 0  # position of _pending[0]
         self._last_token: int | None = None
         self.drafter = PadDrafts(tok.streaming_pad_id)  # draft source: propose(position, n), update(drafted, accepted)
@@ -131,7 +141,6 @@ class Stream:
         self._limit: int | None = None  # total positions N, known at the end of the audio
         # Tests compare every step's logits with the reference.
         self.logits: list[np.ndarray] | None = [] if options.keep_logits else None
-        self._push_audio(np.zeros(cfg.n_left_pad_tokens * self.samples_per_token, dtype=np.float32))
 
     # ---- audio in ----
     def _push_audio(self, samples: np.ndarray) -> None:

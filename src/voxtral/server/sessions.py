@@ -119,6 +119,7 @@ class SessionManager:
         self.metrics = metrics
         self.engine = model.engine
         self.options = settings.options if settings.options is not None else model.options
+        model.start_state(self.options.kv_cache)  # computed here, not in a session's first step
         self.sessions: dict[str, Session] = {}
         self.streams: list[Stream] = []  # the streams the engine steps
         self.rate = model.sample_rate
