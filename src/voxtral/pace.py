@@ -18,8 +18,13 @@ import re
 
 from .config import ModelConfig
 
-# bits per weight of each format (GGML blocks: fp16 scale(s) included)
-BITS_PER_WEIGHT = {"bf16": 16.0, "q8_0": 8.5, "q4_k": 4.5, "q4_0": 4.5}
+
+def _bits_per_weight(fmt: str) -> float:
+    """bf16 or a GGML block type (from the kernel table: scales included)."""
+    from .qformats import bits_per_weight
+
+    return 16.0 if fmt == "bf16" else bits_per_weight(fmt)
+
 # the formats in order of preference (most exact first)
 PREFERENCE = ("bf16", "q8_0", "q4_k", "q4_0")
 _QUANTIZED = re.compile(r"^(enc|dec)\.\d+\.(wq|wk|wv|wo|w1|w2|w3)$|^adapter[12]$")
@@ -36,9 +41,9 @@ def weight_bytes(cfg: ModelConfig, fmt: str) -> float:
             continue
         n = shape[0] * shape[1]
         if _QUANTIZED.match(key):
-            bits = BITS_PER_WEIGHT[fmt]
+            bits = _bits_per_weight(fmt)
         elif key == "tok_embeddings":
-            bits = BITS_PER_WEIGHT["bf16" if fmt == "bf16" else "q8_0"]
+            bits = _bits_per_weight("bf16" if fmt == "bf16" else "q8_0")
         else:
             bits = 16.0
         total += n * bits / 8
@@ -79,7 +84,7 @@ class RealTimeMonitor:
             if fmt != self.fmt and estimate <= 0.8 * self.threshold:  # keep a margin for the rest of the machine
                 flag = "" if fmt == "bf16" else f"--quant {fmt} "
                 return f"{flag}should keep up on this machine (estimated factor {estimate:.2f})."
-        best = min(BITS_PER_WEIGHT, key=lambda f: weight_bytes(self.cfg, f))
+        best = min(PREFERENCE, key=lambda f: weight_bytes(self.cfg, f))
         estimate = rtf * weight_bytes(self.cfg, best) / here
         return (f"no weight format is expected to keep up here (--quant {best}: estimated factor {estimate:.2f}); "
                 "a longer --delay-ms does not help, fewer other programs or more cores do.")
