@@ -14,8 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c", "vx_kv.c"]
-X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c", "kv_avx2.c", "kv_avx512.c"]
+GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c", "vx_kv.c",
+           "vx_quantize.c"]
+X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c", "kv_avx2.c", "kv_avx512.c",
+            "vx_quantize_avx2.c"]
 
 
 def _compile(cc, src, flags, tmp_path):
@@ -53,6 +55,8 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
     nm = subprocess.run(["nm", str(tmp_path / "quant_avx512.c.o")], capture_output=True, text=True)
     assert "vx_qops_avx512vnni" in nm.stdout
     _compile("gcc", "kv_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
+    _compile("gcc", "vx_quantize_avx2.c", ["-march=x86-64", "-mavx2", "-ffp-contract=off"], tmp_path)
+    _compile("gcc", "vx_quantize.c", ["-march=x86-64", "-DVX_HAVE_QUANTIZE_AVX2", "-ffp-contract=off"], tmp_path)
     _compile("gcc", "kv_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-mavx512f", "-mavx2", "-mfma"], tmp_path)
 
 
