@@ -135,3 +135,34 @@ def test_sdist_carries_the_license(tmp_path):
         assert "Apache License" in tar.extractfile(f"{top}/LICENSE").read().decode()
         pkg_info = tar.extractfile(f"{top}/PKG-INFO").read().decode()
     assert "License-Expression: Apache-2.0" in pkg_info and "License-File: LICENSE" in pkg_info
+
+
+def test_quantizer_writes_the_same_bytes_on_aarch64(tmp_path):
+    """The weight quantizer (csrc/vx_quantize.c, contraction off) built for
+    aarch64 and run under qemu writes the bytes the x86-64 build writes, for
+    every type: a quantized model does not depend on the machine that made it."""
+    import numpy as np
+
+    from voxtral import _kernels
+
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if cc is None or qemu is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    exe = tmp_path / "quantize_check"
+    srcs = [ROOT / "tests" / "c" / "quantize_check.c",
+            *(CSRC / f for f in ("vx_quantize.c", "vx_cpu.c", "isa_scalar.c", "isa_neon.c"))]
+    r = subprocess.run([cc, "-O2", "-static", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror",
+                        f"-I{CSRC}", *map(str, srcs), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rng = np.random.default_rng(17)
+    x = (rng.standard_t(3, (24, 512)) * rng.uniform(1e-3, 10, (24, 1))).astype(np.float32)
+    x[3, :256] = 0
+    x[5, 7] = -x[5].__abs__().max() * 1.5
+    (tmp_path / "in.f32").write_bytes(x.tobytes())
+    for qid, qtype in enumerate(("q8_0", "q4_0", "q4_k")):
+        out = tmp_path / f"{qtype}.bin"
+        run = subprocess.run([qemu, str(exe), str(tmp_path / "in.f32"), str(out), str(qid), "24", "512"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        ours = _kernels.quantize_rows(x, qtype)
+        assert np.frombuffer(out.read_bytes(), np.uint8).tobytes() == ours.tobytes(), qtype
