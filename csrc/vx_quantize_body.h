@@ -120,9 +120,26 @@ static inline int VXQ(q8_0)(const float *x, uint8_t *out) {
     float d = amax / 127.0f, id = VXQ(inverse)(1.0f, d);
     uint16_t h = VXQ(to_f16)(d);
     VXQ(put_f16)(out, h);
+#if defined(__AVX2__)
+    /* round_away in registers: trunc, then +-1 where the exact remainder reaches a half */
+    __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    __m256i q4[4];
+    for (int k = 0; k < 4; k++) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid);
+        __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m256 f = _mm256_sub_ps(v, t);
+        __m256 up = _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one);
+        __m256 down = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_sub_ps(_mm256_setzero_ps(), half), _CMP_LE_OQ), one);
+        q4[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_sub_ps(up, down)));
+    }
+    __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q4[0], q4[1]), _mm256_packs_epi32(q4[2], q4[3]));
+    b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)); /* undo the per-lane packs */
+    _mm256_storeu_si256((__m256i *)(out + 2), b);
+#else
     int32_t q[32];
     for (int i = 0; i < 32; i++) q[i] = (int32_t)VXQ(round_away)(x[i] * id);
     for (int i = 0; i < 32; i++) out[2 + i] = (uint8_t)(int8_t)q[i];
+#endif
     return (h & 0x7c00u) == 0x7c00u ? VXQ_F_OVERFLOW : 0;
 }
 
@@ -138,12 +155,27 @@ static inline int VXQ(q4_0)(const float *x, uint8_t *out) {
     float d = max / -8.0f, id = VXQ(inverse)(1.0f, d);
     uint16_t h = VXQ(to_f16)(d);
     VXQ(put_f16)(out, h);
+#if defined(__AVX2__)
+    /* truncation then clamping in int32 equals truncf then clamping in float (|values| < 2^31) */
+    __m256 vid = _mm256_set1_ps(id), bias = _mm256_set1_ps(8.5f);
+    __m256i zero = _mm256_setzero_si256(), fifteen = _mm256_set1_epi32(15), q4[4];
+    for (int k = 0; k < 4; k++) {
+        __m256i t = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid), bias));
+        q4[k] = _mm256_min_epi32(_mm256_max_epi32(t, zero), fifteen);
+    }
+    /* weights 0..15 low nibbles, 16..31 high: both halves packed in the same (per-lane) order */
+    __m256i lo = _mm256_packs_epi32(q4[0], q4[1]), hi = _mm256_packs_epi32(q4[2], q4[3]);
+    __m256i c = _mm256_permute4x64_epi64(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), 0xD8);
+    _mm_storeu_si128((__m128i *)(out + 2),
+                     _mm_packus_epi16(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1)));
+#else
     uint8_t q[32];
     for (int i = 0; i < 32; i++) {
         float t = truncf(x[i] * id + 8.5f);
         q[i] = (uint8_t)(t < 0.0f ? 0.0f : (t > 15.0f ? 15.0f : t));
     }
     for (int i = 0; i < 16; i++) out[2 + i] = (uint8_t)(q[i] | (q[16 + i] << 4));
+#endif
     return (h & 0x7c00u) == 0x7c00u ? VXQ_F_OVERFLOW : 0;
 }
 

@@ -14,8 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c", "qpack.c", "vx_kv.c"]
-X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c", "qpack_avx2.c", "kv_avx2.c", "kv_avx512.c"]
+GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c", "qpack.c", "vx_kv.c",
+           "vx_quantize.c"]
+X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c", "qpack_avx2.c", "kv_avx2.c",
+            "kv_avx512.c", "vx_quantize_avx2.c"]
 
 
 def _compile(cc, src, flags, tmp_path):
@@ -54,6 +56,8 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
     nm = subprocess.run(["nm", str(tmp_path / "quant_avx512.c.o")], capture_output=True, text=True)
     assert "vx_qops_avx512vnni" in nm.stdout
     _compile("gcc", "kv_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
+    _compile("gcc", "vx_quantize_avx2.c", ["-march=x86-64", "-mavx2", "-ffp-contract=off"], tmp_path)
+    _compile("gcc", "vx_quantize.c", ["-march=x86-64", "-DVX_HAVE_QUANTIZE_AVX2", "-ffp-contract=off"], tmp_path)
     _compile("gcc", "kv_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-mavx512f", "-mavx2", "-mfma"], tmp_path)
 
 
@@ -132,3 +136,34 @@ def test_sdist_carries_the_license(tmp_path):
         assert "Apache License" in tar.extractfile(f"{top}/LICENSE").read().decode()
         pkg_info = tar.extractfile(f"{top}/PKG-INFO").read().decode()
     assert "License-Expression: Apache-2.0" in pkg_info and "License-File: LICENSE" in pkg_info
+
+
+def test_quantizer_writes_the_same_bytes_on_aarch64(tmp_path):
+    """The weight quantizer (csrc/vx_quantize.c, contraction off) built for
+    aarch64 and run under qemu writes the bytes the x86-64 build writes, for
+    every type: a quantized model does not depend on the machine that made it."""
+    import numpy as np
+
+    from voxtral import _kernels
+
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if cc is None or qemu is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    exe = tmp_path / "quantize_check"
+    srcs = [ROOT / "tests" / "c" / "quantize_check.c",
+            *(CSRC / f for f in ("vx_quantize.c", "vx_cpu.c", "isa_scalar.c", "isa_neon.c"))]
+    r = subprocess.run([cc, "-O2", "-static", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror",
+                        f"-I{CSRC}", *map(str, srcs), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rng = np.random.default_rng(17)
+    x = (rng.standard_t(3, (24, 512)) * rng.uniform(1e-3, 10, (24, 1))).astype(np.float32)
+    x[3, :256] = 0
+    x[5, 7] = -x[5].__abs__().max() * 1.5
+    (tmp_path / "in.f32").write_bytes(x.tobytes())
+    for qid, qtype in enumerate(("q8_0", "q4_0", "q4_k")):
+        out = tmp_path / f"{qtype}.bin"
+        run = subprocess.run([qemu, str(exe), str(tmp_path / "in.f32"), str(out), str(qid), "24", "512"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        ours = _kernels.quantize_rows(x, qtype)
+        assert np.frombuffer(out.read_bytes(), np.uint8).tobytes() == ours.tobytes(), qtype
