@@ -86,10 +86,10 @@ def _check_against_reference(model, ref_model, audio, delay_ms, label):
     ref_tokens = list(ref["tokens"])
     assert ours_stream.tokens == ref_tokens, (
         f"{label}: tokens differ at step "
-        f"{next((i for i, (a, b) in enumerate(zip(ours_stream.tokens, ref_tokens)) if a != b), min(len(ours_stream.tokens), len(ref_tokens)))}"
+        f"{next((i for i, (a, b) in enumerate(zip(ours_stream.tokens, ref_tokens, strict=False)) if a != b), min(len(ours_stream.tokens), len(ref_tokens)))}"
     )
     assert len(ours_stream.logits) == len(ref["step_logits"])
-    worst = max(_rel_err(a, b) for a, b in zip(ours_stream.logits, ref["step_logits"]))
+    worst = max(_rel_err(a, b) for a, b in zip(ours_stream.logits, ref["step_logits"], strict=True))
     assert worst <= REL_TOL, f"{label}: logits max error {worst:.2e} of the range"
     # The comparison means something only if the output is not one repeated token.
     assert len(set(ref_tokens)) >= 0.3 * len(ref_tokens), f"{label}: degenerate reference output"

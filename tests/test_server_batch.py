@@ -45,7 +45,7 @@ def test_batched_streams_equal_single_streams(request, audio_dir, window):
     got = {id(s): [] for s in streams}
     offsets = [0] * len(streams)
     max_batch = 0
-    while any(o < len(c) for o, c in zip(offsets, clips)):
+    while any(o < len(c) for o, c in zip(offsets, clips, strict=True)):
         for i, s in enumerate(streams):
             for _ in range(per_step[i]):
                 if offsets[i] < len(clips[i]):
@@ -60,12 +60,12 @@ def test_batched_streams_equal_single_streams(request, audio_dir, window):
     for s, ev in eng.run_until_idle().items():
         got[id(s)].extend(ev)
     assert max_batch > 1  # the streams really were batched
-    for s, clip, delay in zip(streams, clips, delays):
+    for s, clip, delay in zip(streams, clips, delays, strict=True):
         ref, ref_events = _alone(model, clip, delay)
         assert s.completed
         assert s.tokens == ref.tokens
         assert len(s.logits) == len(ref.logits)
-        for a, b in zip(s.logits, ref.logits):
+        for a, b in zip(s.logits, ref.logits, strict=True):
             assert np.array_equal(a, b)  # bit for bit
         assert [(e.token_id, e.text, e.position) for e in got[id(s)]] == \
             [(e.token_id, e.text, e.position) for e in ref_events]

@@ -101,7 +101,7 @@ def _spans(caches: list[KVCache], counts: list[int], rope: RotaryTables):
     """Reserve each cache's rows; the row spans and the RoPE tables of the stacked batch."""
     spans, cos, sin = [], [], []
     start = 0
-    for cache, n in zip(caches, counts):
+    for cache, n in zip(caches, counts, strict=True):
         cache.reserve(n)
         # Per stream, as a single stream computes them (same positions, same rounding).
         c, s = rope(cache.next_pos, n)
@@ -147,7 +147,7 @@ class BatchEngine:
             if not part:
                 break
             out = self._encoder_layers([s._enc.cache for s, _ in part], [p for _, p in part])
-            for (s, p), o in zip(part, out):
+            for (s, p), o in zip(part, out, strict=True):
                 frames[id(s)].append(o)
                 done[id(s)] += p.shape[0]
         for s in streams:
@@ -207,7 +207,7 @@ class BatchEngine:
                 items.append((s, nxt[0], nxt[1]))
         if items:
             self.steps += 1
-            for (s, _, position), logits in zip(items, self._decode(items)):
+            for (s, _, position), logits in zip(items, self._decode(items), strict=True):
                 events.setdefault(s, []).append(s._accept(logits, position))
         for s in self.streams:
             if s.finished and not s.completed and not s.waiting_audio and s._next_input() is None:
