@@ -78,3 +78,13 @@ def test_stub_annotations_match_the_declared_c_types(name):
     for pname, ctype in _pyx_c_types()[name].items():
         assert ctype in C_TO_PY, f"{name}({pname}): unknown C type {ctype} (add it to C_TO_PY)"
         assert annotations.get(pname) == C_TO_PY[ctype], f"{name}({pname}): .pyx declares {ctype}"
+
+
+def test_public_names_resolve_and_are_exported():
+    """``voxtral.__all__`` (spelled out for type checkers) names every lazily
+    imported class and function, and each resolves."""
+    import voxtral
+
+    assert set(voxtral._LAZY) <= set(voxtral.__all__)
+    for name in voxtral.__all__:
+        assert getattr(voxtral, name) is not None, name
