@@ -111,8 +111,10 @@ def plot(results: list[dict], path: Path) -> None:
 
 def markdown(results: list[dict], bw: float, meta: dict) -> str:
     lines = [
-        f"Machine: {meta['cpu']}, {meta['threads']} threads, ISA {meta['isa']}; "
-        f"read bandwidth (roofline) {bw / 1e9:.1f} GB/s.",
+        (
+            f"Machine: {meta['cpu']}, {meta['threads']} threads, ISA {meta['isa']}; "
+            f"read bandwidth (roofline) {bw / 1e9:.1f} GB/s."
+        ),
         "",
         "| mode | weights read per token | " + " | ".join(f"ms/token @ {c}" for c in CONTEXTS)
         + " | weight GB/s @ short | ratio to roofline | encoder live push (ms) | encoder offline (s per audio s) |",
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
     meta = {"cpu": platform.processor() or platform.machine(), "threads": _kernels.get_num_threads(),
             "isa": _kernels.active_isa(), "read_bandwidth": bw}
     try:
-        meta["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        meta["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     (a.out / "report.md").write_text(markdown(results, bw, meta))

@@ -5,7 +5,6 @@ scales; the option is checked (load, stream, CLI)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -121,7 +121,7 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
                            protocol.TOO_MANY_SESSIONS)
         try:
             form = await request.form(max_files=1, max_fields=32)
-        except Exception as exc:  # malformed multipart
+        except Exception as exc:  # noqa: BLE001  malformed multipart (the parser raises many kinds)
             raise ApiError(400, f"cannot parse the multipart form: {exc}", "invalid_request") from None
         upload = form.get("file")
         if upload is None or isinstance(upload, str):

@@ -185,8 +185,10 @@ def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT
 
 def markdown(reports: list[ModeReport]) -> str:
     lines = [
-        "| mode | audio | steps | KL mean | KL max | top-1 (forced) | max logit diff / range | "
-        "free-run tokens equal | first divergence |",
+        (
+            "| mode | audio | steps | KL mean | KL max | top-1 (forced) | max logit diff / range | "
+            "free-run tokens equal | first divergence |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
