@@ -100,6 +100,8 @@ _KNOWN_TAGS = {
 _CONVERT_HINT = "convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 -c:a pcm_s16le out.wav"
 
 PathLike = Union[str, "os.PathLike[str]"]
+# What load_audio (and so transcribe) takes: a path, a file's bytes, or samples.
+AudioSource = Union[PathLike, bytes, bytearray, memoryview, np.ndarray]
 
 
 # ---------------------------------------------------------------------------
@@ -870,7 +872,7 @@ def _whole(f: BinaryIO, target_rate: int, name: str, path: str | None) -> np.nda
 
 
 def load_audio(
-    source: Union[PathLike, bytes, bytearray, memoryview, np.ndarray],
+    source: AudioSource,
     sample_rate: int | None = None,
     target_rate: int = TARGET_SAMPLE_RATE,
 ) -> np.ndarray:

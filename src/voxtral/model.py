@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import _kernels
-from .audio import load_audio
+from .audio import AudioSource, load_audio
 from .config import DEFAULT_DELAY_MS, ModelConfig
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
@@ -27,6 +27,7 @@ from .weights import Weights, load_weights
 
 # Offline input is fed in pieces so that text appears while a long file is read.
 _OFFLINE_CHUNK_SECONDS = 4.0
+_Progress = Callable[[float, float], None]  # on_progress(done_s, total_s)
 
 
 @dataclass
@@ -82,7 +83,8 @@ class VoxtralModel:
         return Stream(self.config, self.front, self.encoder, self.decoder, self.tokenizer, delay_ms,
                       keep_logits=keep_logits, sample_rate=sample_rate, kv_cache=kv_cache)
 
-    def _decode_samples(self, samples: np.ndarray, delay_ms: int, on_progress=None) -> Iterator[TokenEvent]:
+    def _decode_samples(self, samples: np.ndarray, delay_ms: int, on_progress: _Progress | None = None
+                        ) -> Iterator[TokenEvent]:
         stream = self.stream(delay_ms)
         step = int(_OFFLINE_CHUNK_SECONDS * self.sample_rate)
         total = samples.shape[0] / self.sample_rate
@@ -92,14 +94,15 @@ class VoxtralModel:
                 on_progress(min(start + step, samples.shape[0]) / self.sample_rate, total)
         yield from stream.finish()
 
-    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS,
-                        on_progress=None) -> Iterator[TokenEvent]:
+    def transcribe_iter(self, audio: AudioSource, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS,
+                        on_progress: _Progress | None = None) -> Iterator[TokenEvent]:
         """Yield token events as they are decoded; ``on_progress(done_s, total_s)``
         is called after each piece of the input."""
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
         yield from self._decode_samples(samples, delay_ms, on_progress)
 
-    def transcribe(self, audio, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS) -> Transcription:
+    def transcribe(self, audio: AudioSource, sample_rate: int | None = None, delay_ms: int = DEFAULT_DELAY_MS
+                   ) -> Transcription:
         """Transcribe a path, WAV bytes, or a numpy array (+ sample_rate)."""
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
         events = list(self._decode_samples(samples, delay_ms))
@@ -114,7 +117,7 @@ class VoxtralModel:
         )
 
 
-def load(model: str | os.PathLike | None = None, *, num_threads: int | None = None, download: bool = True,
+def load(model: str | os.PathLike[str] | None = None, *, num_threads: int | None = None, download: bool = True,
          quant: str | None = None, kv_cache: str = "f32",
          on_status: Callable[[str], None] | None = None) -> VoxtralModel:
     """Load a model directory (Mistral-native, Hugging Face or quantized layout).
@@ -132,7 +135,7 @@ def load(model: str | os.PathLike | None = None, *, num_threads: int | None = No
     """
     from .hub import resolve_model_dir
     from .layout import detect_layout
-    from .qformats import QTYPES
+    from .modes import QTYPES
 
     check_kv_dtype(kv_cache)
     if quant is not None and quant not in QTYPES:

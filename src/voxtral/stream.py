@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +27,13 @@ from .errors import UsageError
 from .events import TokenEvent
 from .mel import LogMelStream
 
+if TYPE_CHECKING:
+    from .config import ModelConfig
+    from .decoder import TextDecoder
+    from .encoder import AudioEncoder
+    from .mel import MelFrontEnd
+    from .tokenizer import TekkenTokenizer
+
 
 class Stream:
     """One transcription in progress. It is given the model's parts it uses:
@@ -34,7 +41,8 @@ class Stream:
     ``encoder``, the text ``decoder`` and the ``tokenizer`` (prompt ids, EOS,
     text). ``VoxtralModel.stream()`` is the usual way to open one."""
 
-    def __init__(self, config, front, encoder, decoder, tokenizer, delay_ms: int, *,
+    def __init__(self, config: ModelConfig, front: MelFrontEnd, encoder: AudioEncoder, decoder: TextDecoder,
+                 tokenizer: TekkenTokenizer, delay_ms: int, *,
                  keep_logits: bool = False, sample_rate: int | None = None, kv_cache: str | None = None):
         cfg = self.config = config
         self.encoder, self.decoder, self.tokenizer = encoder, decoder, tokenizer
@@ -139,7 +147,7 @@ class Stream:
             self._pending_pos += used
 
     # ---- public API ----
-    def feed(self, samples) -> list[TokenEvent]:
+    def feed(self, samples: np.ndarray) -> list[TokenEvent]:
         """Add mono samples (float32 in [-1, 1] or int16) at the stream's rate;
         returns the tokens they complete."""
         if self.finished:
@@ -164,13 +172,13 @@ class Stream:
         pad = (-self.samples_in) % spt + (self.n_delay + 1) * spt
         return self.feed(np.zeros(pad, dtype=np.float32))
 
-    def transcribe_chunks(self, chunks: Iterable) -> Iterator[TokenEvent]:
+    def transcribe_chunks(self, chunks: Iterable[np.ndarray]) -> Iterator[TokenEvent]:
         """Feed every chunk of an iterable, then finish; yields events as decoded."""
         for chunk in chunks:
             yield from self.feed(chunk)
         yield from self.finish()
 
-    async def atranscribe_chunks(self, chunks: AsyncIterable) -> AsyncIterator[TokenEvent]:
+    async def atranscribe_chunks(self, chunks: AsyncIterable[np.ndarray]) -> AsyncIterator[TokenEvent]:
         """Async version: the model runs in a worker thread so the event loop stays free."""
         async for chunk in chunks:
             for event in await asyncio.to_thread(self.feed, chunk):

@@ -12,6 +12,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -40,7 +41,7 @@ class ApiError(Exception):
         self.status, self.code, self.param = status, code, param
 
 
-def _error_body(message: str, code: str, status: int, param: str | None = None) -> dict:
+def _error_body(message: str, code: str, status: int, param: str | None = None) -> dict[str, Any]:
     # OpenAI's error shape, which its client turns into typed exceptions.
     return {"error": {"message": message, "type": code, "param": param, "code": status}}
 
@@ -55,7 +56,7 @@ def _authorized(cfg: ServerConfig, header: str | None) -> bool:
 
 def create_app(model, cfg: ServerConfig) -> FastAPI:
     metrics = Metrics()
-    state: dict = {}
+    state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -216,7 +217,7 @@ async def _until_done(session) -> str:
         if event is CLOSE:
             raise ApiError(500, "the transcription was stopped", protocol.PROCESSING_ERROR)
         if event["type"] == "transcription.done":
-            return event["text"]
+            return str(event["text"])
         if event["type"] == "error":
             raise ApiError(500, event["error"], event["code"])
 
@@ -313,7 +314,7 @@ class _Connection:
             except protocol.ProtocolError as exc:
                 self._error(str(exc), exc.code)
 
-    def _handle(self, event: dict) -> None:
+    def _handle(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         session = self.session
         if kind == "session.update":
