@@ -101,7 +101,7 @@ _CONVERT_HINT = "convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 -c:a pcm_s16le
 
 PathLike = Union[str, "os.PathLike[str]"]
 # What load_audio (and so transcribe) takes: a path, a file's bytes, or samples.
-AudioSource = Union[PathLike, bytes, bytearray, memoryview, np.ndarray]
+AudioSource = PathLike | bytes | bytearray | memoryview | np.ndarray
 
 
 # ---------------------------------------------------------------------------
@@ -495,7 +495,8 @@ def samples_to_float(a, name: str = "<array>", *, downmix: bool = True) -> np.nd
             raise AudioError(f"{name}: audio array has 0 channels (shape {a.shape})")
         if a.shape[1] > 64 and a.shape[0] < a.shape[1]:
             raise AudioError(
-                f"{name}: array of shape {a.shape} looks like [channels, samples]; pass [samples, channels] (transpose it)"
+                f"{name}: array of shape {a.shape} looks like [channels, samples]; "
+                "pass [samples, channels] (transpose it)"
             )
     dt = a.dtype
     if dt == np.int16:

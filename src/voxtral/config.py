@@ -103,7 +103,8 @@ class ModelConfig:
                     raise ConfigError(f"{self.source}: {name} {field} must be a positive integer, got {value!r}")
             if group.n_heads % group.n_kv_heads:
                 raise ConfigError(
-                    f"{self.source}: {name} n_heads ({group.n_heads}) is not a multiple of n_kv_heads ({group.n_kv_heads})"
+                    f"{self.source}: {name} n_heads ({group.n_heads}) "
+                    f"is not a multiple of n_kv_heads ({group.n_kv_heads})"
                 )
             if group.head_dim % 2:
                 raise ConfigError(f"{self.source}: {name} head_dim must be even for RoPE, got {group.head_dim}")

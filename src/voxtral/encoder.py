@@ -105,7 +105,8 @@ class AudioEncoder:
         return self.embed_frames(st, self.encode_frames(st, mel))
 
     def embed_frames(self, st: EncoderState, frames: np.ndarray) -> np.ndarray:
-        """Final encoder frames -> audio embeddings for every complete group (the stacking remainder waits in ``st``)."""
+        """Final encoder frames -> audio embeddings for every complete group
+        (the stacking remainder waits in ``st``)."""
         group = self.cfg.audio.downsample_factor
         pending = np.concatenate([st.stack_pending, frames]) if st.stack_pending.shape[0] else frames
         n_full = pending.shape[0] // group * group
