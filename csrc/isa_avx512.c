@@ -72,6 +72,8 @@ VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, cons
             store_out(out + i * ldo + j, hsum16(acc[i][j]), bias, n0 + j, accumulate);
 }
 
+/* a table of case labels in a macro, laid out by hand (clang-format breaks it) */
+/* clang-format off */
 #define CASE(a, b) case a * 8 + b: kernel(a, b, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;
 #define KERNEL_CASES(WF32_, XPTR_, WPTR_, WSTRIDE_)                                                         \
     {                                                                                                       \
@@ -87,6 +89,7 @@ VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, cons
             default: kernel(4, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;        \
         }                                                                                                   \
     }
+/* clang-format on */
 
 static void gemm_bf16_avx512(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K,
                              const float *bias, float *out, int64_t ldo, int accumulate, float *scratch) {

@@ -47,7 +47,7 @@ static void attn_kind(int kind, const float *qg, int64_t nkv, int64_t group, con
         double sum = 0.0;
         for (int64_t j = 0; j < n; j++) {
             s[j] = expf(s[j] - mx);
-            sum += s[j];
+            sum += (double)s[j]; /* softmax sum in double: n can be 10^4 terms */
         }
         const float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < n; j++) s[j] *= inv;

@@ -114,7 +114,7 @@ int vx_attention(const float *q, const float *k, const float *v, float *out,
                         double sum = 0.0;
                         for (int64_t j = 0; j < n; j++) {
                             s[j] = expf(s[j] - mx);
-                            sum += s[j];
+                            sum += (double)s[j]; /* in double: n can be 10^4 terms */
                         }
                         const float inv = (float)(1.0 / sum);
                         for (int64_t j = 0; j < n; j++) s[j] *= inv;
@@ -140,7 +140,7 @@ int vx_rms_norm(const float *x, const float *w, float *out, int64_t M, int64_t D
         const float *xr = x + m * D;
         float *orow = out + m * D;
         double ss = 0.0;
-        for (int64_t d = 0; d < D; d++) ss += (double)xr[d] * xr[d];
+        for (int64_t d = 0; d < D; d++) ss += (double)xr[d] * (double)xr[d];
         const float r = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
         for (int64_t d = 0; d < D; d++) orow[d] = w[d] * (xr[d] * r);
     }
@@ -221,7 +221,7 @@ int vx_log_mel(const float *power, const float *filters, float *out,
             double s = 0.0;
             for (int64_t b = 0; b < n_freq; b++) s += (double)p[b] * (double)filters[b * n_mels + m];
             double v = log10(s > 1e-10 ? s : 1e-10);
-            if (v < log_floor) v = log_floor;
+            if (v < (double)log_floor) v = (double)log_floor;
             out[f * n_mels + m] = (float)((v + 4.0) / 4.0);
         }
     }

@@ -88,7 +88,7 @@ int vx_attn_kv_scalar(int kind, const float *qg, int64_t nkv, int64_t group, con
             double sum = 0.0;
             for (int64_t j = 0; j < n; j++) {
                 s[j] = expf(s[j] - mx);
-                sum += s[j];
+                sum += (double)s[j]; /* in double: n can be 10^4 terms */
             }
             const float inv = (float)(1.0 / sum);
             float *o = og + qh * D;

@@ -105,7 +105,7 @@ def run_one(target: Callable[[bytes], None], data: bytes, strict: bool = False) 
         STATS.typed += 1
     except KnownInput as k:
         STATS.known[k.test] = STATS.known.get(k.test, 0) + 1
-    except Exception as exc:  # noqa: BLE001 - the point is to see everything else
+    except Exception as exc:  # the point is to see everything else
         known = None if strict else classify(exc)
         if known is None:
             raise

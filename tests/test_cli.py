@@ -197,7 +197,7 @@ def test_srt_vtt_and_output_file(tiny_ckpt, tiny_model, audio_dir, tmp_path):
     blocks = out.read_text().strip("\n").split("\n\n")
     assert len(blocks) == len(expected.segments)
     last_end = 0.0
-    for n, (block, seg) in enumerate(zip(blocks, expected.segments), 1):
+    for n, (block, seg) in enumerate(zip(blocks, expected.segments, strict=True), 1):
         lines = block.split("\n")
         assert lines[0] == str(n)
         m = re.fullmatch(_SRT_TIME + " --> " + _SRT_TIME, lines[1])

@@ -268,7 +268,7 @@ def test_download_command_follows_installed_hub(monkeypatch):
 
 def test_installed_hub_has_the_named_command():
     """The command named in the message exists in the installed huggingface_hub."""
-    huggingface_hub = pytest.importorskip("huggingface_hub")
+    pytest.importorskip("huggingface_hub")
     import importlib.metadata as md
 
     scripts = {ep.name for ep in md.distribution("huggingface_hub").entry_points if ep.group == "console_scripts"}

@@ -103,7 +103,7 @@ def ref_attention(q, k, v, q_pos0, k_pos0, window, scale):
             s = np.array([q[i, h].astype(np.float64) @ k[j, kh] for j in vis]) * scale
             p = np.exp(s - s.max())
             p /= p.sum()
-            out[i, h] = sum(pj * v[j, kh].astype(np.float64) for pj, j in zip(p, vis))
+            out[i, h] = sum(pj * v[j, kh].astype(np.float64) for pj, j in zip(p, vis, strict=True))
     return out
 
 

@@ -84,12 +84,11 @@ def _check_against_reference(model, ref_model, audio, delay_ms, label):
 
     # Tokens identical at every step, logits within tolerance.
     ref_tokens = list(ref["tokens"])
-    assert ours_stream.tokens == ref_tokens, (
-        f"{label}: tokens differ at step "
-        f"{next((i for i, (a, b) in enumerate(zip(ours_stream.tokens, ref_tokens)) if a != b), min(len(ours_stream.tokens), len(ref_tokens)))}"
-    )
+    pairs = enumerate(zip(ours_stream.tokens, ref_tokens, strict=False))
+    first = next((i for i, (a, b) in pairs if a != b), min(len(ours_stream.tokens), len(ref_tokens)))
+    assert ours_stream.tokens == ref_tokens, f"{label}: tokens differ at step {first}"
     assert len(ours_stream.logits) == len(ref["step_logits"])
-    worst = max(_rel_err(a, b) for a, b in zip(ours_stream.logits, ref["step_logits"]))
+    worst = max(_rel_err(a, b) for a, b in zip(ours_stream.logits, ref["step_logits"], strict=True))
     assert worst <= REL_TOL, f"{label}: logits max error {worst:.2e} of the range"
     # The comparison means something only if the output is not one repeated token.
     assert len(set(ref_tokens)) >= 0.3 * len(ref_tokens), f"{label}: degenerate reference output"

@@ -636,7 +636,7 @@ def _rewrite(src_dir: Path, dst_dir: Path, *, tensors=None, metadata=None):
     for name, (ttype, shape, _) in items.items():
         w.add_tensor(name, shape, ttype)
     w.begin()
-    for name, (_, _, data) in items.items():
+    for _, _, data in items.values():
         w.write(data)
         w.end_tensor()
     w.close()
@@ -671,7 +671,7 @@ def test_mismatched_files_are_checkpoint_errors(quantized, tmp_path):
         "quant type": dict(metadata={gguf_io.KEY_QUANT_TYPE: "q2_k"}),
         "int as string": dict(metadata={gguf_io.KEY_QUANT_TYPE: 4}),
     }
-    for i, (what, edit) in enumerate(cases.items()):
+    for i, (_what, edit) in enumerate(cases.items()):
         d = _rewrite(src, tmp_path / f"case{i}", **edit)
         with pytest.raises(CheckpointError):
             load_weights(d)

@@ -141,7 +141,7 @@ def test_concurrent_sessions_equal_single_streams(server, model, audio_dir):
     batch by the server, each get the single-stream transcript."""
     wavs = sorted(audio_dir.glob("*.wav"))[:3]
     jobs = [(_int16_clip(model, p, seconds=3.0 + i), chunk, pace)
-            for i, (p, chunk, pace) in enumerate(zip(wavs, (2560, 9000, 640), (0.01, 0.0, 0.002)))]
+            for i, (p, chunk, pace) in enumerate(zip(wavs, (2560, 9000, 640), (0.01, 0.0, 0.002), strict=False))]
     results = [None] * len(jobs)
     manager = server.app.state.manager
     steps0, rows0 = manager.metrics.decoder_steps, manager.metrics.batch_rows
@@ -155,7 +155,7 @@ def test_concurrent_sessions_equal_single_streams(server, model, audio_dir):
         t.start()
     for t in threads:
         t.join(timeout=300)
-    for ((_, samples), _, _), done in zip(jobs, results):
+    for ((_, samples), _, _), done in zip(jobs, results, strict=True):
         text, tokens = _reference(model, samples)
         assert done["text"] == text and done["usage"]["completion_tokens"] == tokens
     # some steps really carried more than one stream

@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("fastapi")
 websockets = pytest.importorskip("websockets")
 httpx = pytest.importorskip("httpx")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-
 import voxtral  # noqa: E402
 
 from server_util import append, pcm16, recv_json, running_server, transcribe_ws, until  # noqa: E402

@@ -164,7 +164,7 @@ def test_past_the_attention_windows_matches_reference(small_window_ckpt, audio_d
     assert len(ref["tokens"]) > 3 * 48
     assert ours.tokens == list(ref["tokens"])
     worst = max(
-        float(np.abs(a - b).max()) / float(b.max() - b.min()) for a, b in zip(ours.logits, ref["step_logits"])
+        float(np.abs(a - b).max()) / float(b.max() - b.min()) for a, b in zip(ours.logits, ref["step_logits"], strict=True)
     )
     assert worst <= 1e-3
 

@@ -345,7 +345,7 @@ def test_small_file_ok(tmp_path):
     assert tok.vocab_size == 310 and tok.num_special == 10
     assert tok.decode([1, 10 + 300 - 1, 10 + ord("!"), 2]) == "tok299!"
     with pytest.raises(TokenizerError, match="STREAMING_PAD"):
-        tok.streaming_pad_id
+        _ = tok.streaming_pad_id
 
 
 @pytest.mark.parametrize("mutate,msg", [

@@ -49,7 +49,7 @@ def _a_matrix(header):
 
 def test_weights_are_zero_copy_views(tiny_ckpt):
     t0 = time.perf_counter()
-    cfg, w, layout = load_weights(tiny_ckpt["native"])
+    _, w, layout = load_weights(tiny_ckpt["native"])
     assert layout == "native"
     for mat in (w.tok_embeddings, w.decoder_layers[0].wq, w.encoder_layers[0].w1, w.conv1_w):
         assert mat.dtype == np.uint16

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
     AudioError,
     CheckpointError,
     ConfigError,
@@ -20,6 +22,12 @@ from .errors import (  # noqa: E402
     UsageError,
     VoxtralError,
 )
+
+if TYPE_CHECKING:  # what __getattr__ returns, spelled out for type checkers
+    from .events import TokenEvent
+    from .model import Transcription, VoxtralModel, load
+    from .segments import Segment, Word
+    from .stream import Stream
 
 _LAZY = {
     "load": "model",
@@ -34,7 +42,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'voxtral' has no attribute {name!r}")
@@ -47,7 +55,13 @@ def __getattr__(name: str):
 
 __all__ = [
     "__version__",
-    *_LAZY,
+    "load",
+    "VoxtralModel",
+    "Transcription",
+    "Stream",
+    "TokenEvent",
+    "Segment",
+    "Word",
     "AudioError",
     "CheckpointError",
     "ConfigError",

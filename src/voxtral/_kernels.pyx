@@ -127,7 +127,7 @@ def _isa_id(str name):
     for i in range(VX_ISA_COUNT):
         if vx_isa_name(i).decode() == name:
             return i
-    known = ", ".join(vx_isa_name(i).decode() for i in range(VX_ISA_COUNT))
+    known = ", ".join([vx_isa_name(i).decode() for i in range(VX_ISA_COUNT)])  # a list: Cython -Wextra flags an inlined genexpr
     raise ValueError(f"unknown ISA {name!r} (known: {known})")
 
 
@@ -683,8 +683,12 @@ def attention_kv(q, k, v, k_scales, v_scales, out, int64_t q_pos0, int64_t k_pos
         raise ValueError("a bfloat16 cache has no scales")
     out = _out(out, "out", (M, Hq, D))
     cdef const float *pq = _fp(q)
-    cdef const void *pk = _vp(k) if T else <const void*>pq
-    cdef const void *pv = _vp(v) if T else <const void*>pq
+    # (no conditional expression: Cython types its temporary as non-const void*)
+    cdef const void *pk = pq
+    cdef const void *pv = pq
+    if T:
+        pk = _vp(k)
+        pv = _vp(v)
     cdef const float *pks = pq
     cdef const float *pvs = pq
     if kind == VX_KV_INT8 and T:

@@ -101,7 +101,8 @@ class ModelConfig:
                     raise ConfigError(f"{self.source}: {name} {field} must be a positive integer, got {value!r}")
             if group.n_heads % group.n_kv_heads:
                 raise ConfigError(
-                    f"{self.source}: {name} n_heads ({group.n_heads}) is not a multiple of n_kv_heads ({group.n_kv_heads})"
+                    f"{self.source}: {name} n_heads ({group.n_heads}) "
+                    f"is not a multiple of n_kv_heads ({group.n_kv_heads})"
                 )
             if group.head_dim % 2:
                 raise ConfigError(f"{self.source}: {name} head_dim must be even for RoPE, got {group.head_dim}")
@@ -178,10 +179,10 @@ def from_params_dict(p: dict[str, Any], src: str) -> ModelConfig:
     if not isinstance(p, dict):
         raise ConfigError(f"{src}: expected a JSON object")
 
-    def geti(d, key, where=""):
+    def geti(d: dict[str, Any], key: str, where: str = "") -> int:
         return _as_int(_require(d, key, where, src), where + key, src)
 
-    def getf(d, key, where=""):
+    def getf(d: dict[str, Any], key: str, where: str = "") -> float:
         return _as_float(_require(d, key, where, src), where + key, src)
 
     mm = _require(p, "multimodal", "", src)
@@ -288,13 +289,13 @@ def from_hf_config(path: str | Path, audio_section: dict[str, Any] | None = None
     ac = _require(c, "audio_config", "", src)
     tc = _require(c, "text_config", "", src)
 
-    def geti(d, key, where):
+    def geti(d: dict[str, Any], key: str, where: str) -> int:
         return _as_int(_require(d, key, where, src), where + key, src)
 
-    def getf(d, key, where):
+    def getf(d: dict[str, Any], key: str, where: str) -> float:
         return _as_float(_require(d, key, where, src), where + key, src)
 
-    def theta(d, where):
+    def theta(d: dict[str, Any], where: str) -> float:
         rp = d.get("rope_parameters") or {}
         if not isinstance(rp, dict):
             raise ConfigError(f"{src}: {where}rope_parameters must be an object, got {type(rp).__name__}")

@@ -153,7 +153,7 @@ class GGUFFile:
             reader = gguf.GGUFReader(self.path, "r")
         except FileNotFoundError:
             raise CheckpointError(f"{self.path}: file not found") from None
-        except Exception as exc:  # a third-party parser of untrusted bytes: every failure is a bad file
+        except Exception as exc:  # noqa: BLE001  a third-party parser of untrusted bytes: every failure is a bad file
             raise CheckpointError(f"{self.path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
         self._reader = reader
         self.tensors: dict[str, tuple[str, tuple[int, ...], np.ndarray]] = {}

@@ -145,7 +145,7 @@ def find_in_cache(repo: str = DEFAULT_REPO, cache_dir: PathArg | None = None) ->
                     local_files_only=True,
                     allow_patterns=patterns,
                 )
-            except Exception:  # LocalEntryNotFoundError, IncompleteSnapshotError, bad repo id...
+            except Exception:  # noqa: BLE001  LocalEntryNotFoundError, IncompleteSnapshotError, bad repo id...
                 continue
             if path and layout_or_none(Path(path)) is not None:
                 return Path(path)
@@ -195,7 +195,7 @@ def _download(repo: str, cache: Path, progress: bool) -> Path:
 
             reenable = not are_progress_bars_disabled()
             disable_progress_bars()
-        except Exception:
+        except Exception:  # noqa: BLE001  progress bars are cosmetic: never fail a download over them
             reenable = False
     try:
         try:
@@ -215,7 +215,7 @@ def _download(repo: str, cache: Path, progress: bool) -> Path:
                 from huggingface_hub.utils import enable_progress_bars
 
                 enable_progress_bars()
-            except Exception:
+            except Exception:  # noqa: BLE001  progress bars are cosmetic (as above)
                 pass
     if layout_or_none(path) is None:
         raise ModelNotFoundError(

@@ -82,7 +82,7 @@ class KVCache:
                       for _ in range(2)]
         else:
             fresh += [[], []]
-        for old, new in zip(self._buffers(), fresh):
+        for old, new in zip(self._buffers(), fresh, strict=True):
             for layer in range(len(old)):
                 new[layer][: self.length] = old[layer][: self.length]
         self.k, self.v, self.k_scale, self.v_scale = fresh

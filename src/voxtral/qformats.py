@@ -86,7 +86,7 @@ def _f16(blocks: np.ndarray, offset: int) -> np.ndarray:
 
 def dequantize(data: np.ndarray, qtype: str, cols: int) -> np.ndarray:
     """GGML blocks [rows, row_bytes] -> float32 [rows, cols]."""
-    per, nbytes = BLOCK[qtype]
+    _, nbytes = BLOCK[qtype]
     rows = data.shape[0]
     blocks = np.ascontiguousarray(data).reshape(-1, nbytes)
     if qtype == "q8_0":
@@ -154,7 +154,7 @@ def quantize(arr: np.ndarray, qtype: str) -> np.ndarray:
 def quantize_chunk(chunk: np.ndarray, qtype: str) -> np.ndarray:
     """One chunk of rows, float32 [n, cols] -> uint8 [n, row_bytes] (no chunking)."""
     n, cols = chunk.shape
-    per, nbytes = BLOCK[qtype]
+    per, _ = BLOCK[qtype]
     row_bytes(qtype, cols)  # validates the row length
     if not np.all(np.isfinite(chunk)):
         raise ValueError("cannot quantize NaN or Inf values")

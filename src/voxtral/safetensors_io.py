@@ -130,7 +130,7 @@ class SafetensorsFile:
             self._entries[name] = (dtype, tuple(shape), begin, end, dtype_name)
             spans.append((begin, end, name))
         spans.sort()
-        for (_, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        for (_, e0, n0), (b1, e1, n1) in zip(spans, spans[1:], strict=False):
             if b1 < e0 and e1 > b1:
                 raise CheckpointError(f"{self.path}: tensors {n0} and {n1} overlap in the file")
 

@@ -21,6 +21,7 @@ import binascii
 import json
 import time
 import uuid
+from typing import Any
 
 import numpy as np
 
@@ -58,32 +59,32 @@ class ProtocolError(Exception):
         self.code = code
 
 
-def session_created() -> dict:
+def session_created() -> dict[str, Any]:
     return {"type": "session.created", "id": f"sess-{uuid.uuid4().hex}", "created": int(time.time())}
 
 
-def delta(text: str) -> dict:
+def delta(text: str) -> dict[str, Any]:
     return {"type": "transcription.delta", "delta": text}
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
             "completion_tokens": completion_tokens, "prompt_tokens_details": None}
 
 
-def done(text: str, prompt_tokens: int, completion_tokens: int) -> dict:
+def done(text: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     return {"type": "transcription.done", "text": text, "usage": usage(prompt_tokens, completion_tokens)}
 
 
-def error(message: str, code: str) -> dict:
+def error(message: str, code: str) -> dict[str, Any]:
     return {"type": "error", "error": message, "code": code}
 
 
-def lag(backlog_seconds: float) -> dict:
+def lag(backlog_seconds: float) -> dict[str, Any]:
     return {"type": "transcription.lag", "backlog_seconds": round(backlog_seconds, 3)}
 
 
-def parse(message: str) -> dict:
+def parse(message: str) -> dict[str, Any]:
     """A client message -> its event dict (type checked, fields validated)."""
     try:
         event = json.loads(message)

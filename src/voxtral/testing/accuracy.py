@@ -157,13 +157,13 @@ def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT
     free = _run(approx, samples, delay_ms, None, **kw)
 
     kls, agree, rel_diff = [], [], []
-    for step, (p_logits, q_logits) in enumerate(zip(ref.step_logits, forced.step_logits)):
+    for step, (p_logits, q_logits) in enumerate(zip(ref.step_logits, forced.step_logits, strict=False)):
         rel_diff.append(float(np.abs(q_logits - p_logits).max() / max(np.ptp(p_logits), 1e-30)))
         lp, lq = _log_softmax(p_logits), _log_softmax(q_logits)
         kls.append(float(np.sum(np.exp(lp) * (lp - lq))))
         agree.append(int(np.argmax(q_logits)) == ref.tokens[step])
     n = min(len(ref.tokens), len(free.tokens))
-    same = [a == b for a, b in zip(ref.tokens, free.tokens)]
+    same = [a == b for a, b in zip(ref.tokens, free.tokens, strict=False)]
     first = next((i for i, s in enumerate(same) if not s), None)
     if first is None and len(ref.tokens) != len(free.tokens):
         first = n
@@ -184,8 +184,10 @@ def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT
 
 def markdown(reports: list[ModeReport]) -> str:
     lines = [
-        "| mode | audio | steps | KL mean | KL max | top-1 (forced) | max logit diff / range | "
-        "free-run tokens equal | first divergence |",
+        (
+            "| mode | audio | steps | KL mean | KL max | top-1 (forced) | max logit diff / range | "
+            "free-run tokens equal | first divergence |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:

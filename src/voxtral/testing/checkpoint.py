@@ -720,13 +720,13 @@ def _write_layouts(dirs: dict[str, Path], d: dict[str, Any], specs: list[WeightS
             for k in range(n_shards):
                 shard_specs = [
                     TensorSpec(native_to_hf_name(s.name), "BF16", s.shape)
-                    for s, p in zip(specs, hf_plan) if p == k
+                    for s, p in zip(specs, hf_plan, strict=True) if p == k
                 ]
                 written.append(dirs["hf"] / shard_names[k])
                 hf_writers.append(SafetensorsWriter(written[-1], shard_specs, meta))
             index = {
                 "metadata": {"total_size": sum(s.numel * 2 for s in specs), "total_parameters": sum(s.numel for s in specs)},
-                "weight_map": {native_to_hf_name(s.name): shard_names[p] for s, p in zip(specs, hf_plan)},
+                "weight_map": {native_to_hf_name(s.name): shard_names[p] for s, p in zip(specs, hf_plan, strict=True)},
             }
         t0 = time.perf_counter()
         for i, s in enumerate(specs):
