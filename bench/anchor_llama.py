@@ -67,8 +67,10 @@ def llama_python() -> Path | None:
 
 
 def why_missing() -> str:
-    return (f"llama.cpp not installed: no llama-cpp-python at {os.environ.get('VOXTRAL_LLAMA_PYTHON', '/work/llama-venv/bin/python')} "
-            "(see ../shared/tools/llamacpp-anchor/README.md; VOXTRAL_LLAMA_PYTHON points at another venv)")
+    return (
+        f"llama.cpp not installed: no llama-cpp-python at {os.environ.get('VOXTRAL_LLAMA_PYTHON', '/work/llama-venv/bin/python')} "
+        "(see ../shared/tools/llamacpp-anchor/README.md; VOXTRAL_LLAMA_PYTHON points at another venv)"
+    )
 
 
 def gguf_path(qtype: str) -> Path:
@@ -115,8 +117,12 @@ def llama_quantize(py: Path, src: Path, dst: Path, qtype: str, threads: int = 2)
 
 def llama_decode_ms(py: Path, path: Path, threads: int, ctx: int, steps: int = 8) -> dict:
     """llama.cpp's ms per decoded token at about ``ctx`` cached positions: {"ms": [...], "ctx": n, ...}."""
-    r = subprocess.run([str(py), "-c", _DECODE, str(path), str(threads), str(ctx), str(steps)], check=True,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(py), "-c", _DECODE, str(path), str(threads), str(ctx), str(steps)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1]
     return json.loads(line)
 

@@ -22,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import anchor_llama
 import pytest
+from bench_model import _bench_dir
+from livesim import fill_cache
 
 import voxtral
 from voxtral import _kernels
-
-import anchor_llama
-from bench_model import _bench_dir
-from livesim import fill_cache
 
 SHORT = 64
 
@@ -72,15 +71,22 @@ def our_step_ms(model, ctx: int, reps: int = 5) -> float:
 def test_decoder_vs_llama(benchmark, llama_py, full_dir, qtype):
     path, _ = anchor_llama.ensure_gguf(qtype, llama_py)
     threads = _kernels.get_num_threads()
-    model = voxtral.load(full_dir, quant=None if qtype == "bf16" else qtype,
-                         kv_cache="f32" if qtype == "bf16" else "int8")
+    model = voxtral.load(
+        full_dir, quant=None if qtype == "bf16" else qtype, kv_cache="f32" if qtype == "bf16" else "int8"
+    )
     info = {"isa": _kernels.active_isa(), "threads": threads}
     contexts = [("short", SHORT)] + ([("long", anchor_llama.LONG)] if anchor_llama.LONG else [])
     for label, ctx in contexts:
         ours = our_step_ms(model, ctx)
         theirs = anchor_llama.llama_decode_ms(llama_py, path, threads, ctx)
-        info.update({f"ours_ms_{label}": round(ours, 1), f"llama_ms_{label}": round(min(theirs["ms"]), 1),
-                     f"llama_ctx_{label}": theirs["ctx"], f"ratio_{label}": round(ours / min(theirs["ms"]), 3)})
+        info.update(
+            {
+                f"ours_ms_{label}": round(ours, 1),
+                f"llama_ms_{label}": round(min(theirs["ms"]), 1),
+                f"llama_ctx_{label}": theirs["ctx"],
+                f"ratio_{label}": round(ours / min(theirs["ms"]), 3),
+            }
+        )
     benchmark.pedantic(lambda: our_step_ms(model, SHORT, reps=1), rounds=2, iterations=1)
     benchmark.extra_info.update(info)
     del model
@@ -92,15 +98,23 @@ def test_quantize_vs_llama(benchmark, llama_py, full_dir, qtype):
     src = anchor_llama.ensure_source(llama_py)
     with tempfile.TemporaryDirectory(dir=src.parent) as tmp:
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "voxtral", "quantize", str(full_dir), f"{tmp}/ours", "--type", qtype,
-                        "--quiet"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "voxtral", "quantize", str(full_dir), f"{tmp}/ours", "--type", qtype, "--quiet"],
+            check=True,
+        )
         ours = time.perf_counter() - t
-        theirs = anchor_llama.llama_quantize(llama_py, src, Path(tmp) / "theirs.gguf", qtype,
-                                             threads=_kernels.get_num_threads())
+        theirs = anchor_llama.llama_quantize(
+            llama_py, src, Path(tmp) / "theirs.gguf", qtype, threads=_kernels.get_num_threads()
+        )
     ours_gb = sum(p.stat().st_size for p in full_dir.glob("*.safetensors")) / 1e9
     theirs_gb = src.stat().st_size / 1e9
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    benchmark.extra_info.update({
-        "ours_s": round(ours, 1), "ours_bf16_gb": round(ours_gb, 2), "llama_s": round(theirs, 1),
-        "llama_bf16_gb": round(theirs_gb, 2), "ratio_s_per_gb": round((ours / ours_gb) / (theirs / theirs_gb), 3),
-    })
+    benchmark.extra_info.update(
+        {
+            "ours_s": round(ours, 1),
+            "ours_bf16_gb": round(ours_gb, 2),
+            "llama_s": round(theirs, 1),
+            "llama_bf16_gb": round(theirs_gb, 2),
+            "ratio_s_per_gb": round((ours / ours_gb) / (theirs / theirs_gb), 3),
+        }
+    )

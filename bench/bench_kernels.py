@@ -36,8 +36,11 @@ def _torch_linear_time(x, w_bf16, repeats=3):
     return best
 
 
-@pytest.mark.parametrize("N,K_", [(9216, 3072), (3072, 9216), (4096, 3072), (131072, 3072)],
-                         ids=["w1-9216x3072", "w2-3072x9216", "wq-4096x3072", "lm_head-131072x3072"])
+@pytest.mark.parametrize(
+    "N,K_",
+    [(9216, 3072), (3072, 9216), (4096, 3072), (131072, 3072)],
+    ids=["w1-9216x3072", "w2-3072x9216", "wq-4096x3072", "lm_head-131072x3072"],
+)
 def test_gemv_decoder_shapes(benchmark, bandwidth, N, K_):
     w = _bf16((N, K_))
     x = np.random.default_rng(1).standard_normal((1, K_), dtype=np.float32)
@@ -46,8 +49,10 @@ def test_gemv_decoder_shapes(benchmark, bandwidth, N, K_):
     t = benchmark.stats.stats.min
     ref = _torch_linear_time(x, w)
     benchmark.extra_info.update(
-        isa=K.active_isa(), threads=K.get_num_threads(),
-        weight_gb_s=round(w.nbytes / t / 1e9, 2), bandwidth_gb_s=round(bandwidth / 1e9, 2),
+        isa=K.active_isa(),
+        threads=K.get_num_threads(),
+        weight_gb_s=round(w.nbytes / t / 1e9, 2),
+        bandwidth_gb_s=round(bandwidth / 1e9, 2),
         ratio_to_bandwidth=round(w.nbytes / t / bandwidth, 3),
         speedup_vs_torch_fp32=None if ref is None else round(ref / t, 2),
     )
@@ -65,8 +70,10 @@ def test_gemm_encoder_shapes(benchmark, M, N, K_):
     sgemm = sgemm_rate(M, N, K_)
     ref = _torch_linear_time(x, w)
     benchmark.extra_info.update(
-        isa=K.active_isa(), threads=K.get_num_threads(),
-        gflops=round(flops / t / 1e9, 1), sgemm_gflops=round(sgemm / 1e9, 1),
+        isa=K.active_isa(),
+        threads=K.get_num_threads(),
+        gflops=round(flops / t / 1e9, 1),
+        sgemm_gflops=round(sgemm / 1e9, 1),
         ratio_to_sgemm=round(flops / t / sgemm, 3),
         speedup_vs_torch_fp32=None if ref is None else round(ref / t, 2),
     )

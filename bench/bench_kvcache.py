@@ -40,7 +40,7 @@ def test_decoder_attention_per_token(benchmark, bandwidth, kind, T):
     layers = _layer_caches(kind, T)
     q = np.random.default_rng(1).standard_normal((1, HQ, D), dtype=np.float32)
     out = np.empty_like(q)
-    scale = D ** -0.5
+    scale = D**-0.5
 
     def one_token():
         for k, v, ks, vs in layers:
@@ -53,8 +53,14 @@ def test_decoder_attention_per_token(benchmark, bandwidth, kind, T):
     t = benchmark.stats.stats.min
     read = sum(a.nbytes for layer in layers for a in layer if a is not None)
     benchmark.extra_info.update(
-        isa=K.active_isa(), threads=K.get_num_threads(), kv_cache=kind, positions=T,
-        ms_per_token_26_layers=round(t * 1e3, 2), ms_per_layer=round(t * 1e3 / LAYERS, 3),
-        kv_mb_per_token=round(read / 1e6, 1), kv_gb_s=round(read / t / 1e9, 2),
-        bandwidth_gb_s=round(bandwidth / 1e9, 2), ratio_to_bandwidth=round(read / t / bandwidth, 3),
+        isa=K.active_isa(),
+        threads=K.get_num_threads(),
+        kv_cache=kind,
+        positions=T,
+        ms_per_token_26_layers=round(t * 1e3, 2),
+        ms_per_layer=round(t * 1e3 / LAYERS, 3),
+        kv_mb_per_token=round(read / 1e6, 1),
+        kv_gb_s=round(read / t / 1e9, 2),
+        bandwidth_gb_s=round(bandwidth / 1e9, 2),
+        ratio_to_bandwidth=round(read / t / bandwidth, 3),
     )

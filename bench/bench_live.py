@@ -62,7 +62,7 @@ def test_live_stream(benchmark, full_dir, audio_dir, mode, context):  # noqa: F8
     model = voxtral.load(full_dir, quant=None if weights == "bf16" else weights, kv_cache=kv)
     rate = model.sample_rate
     audio = _speech(audio_dir, WARM_S + MEASURE_S)
-    warm, live = audio[: int(WARM_S * rate)], audio[int(WARM_S * rate):]
+    warm, live = audio[: int(WARM_S * rate)], audio[int(WARM_S * rate) :]
     stream = model.stream(480, draft_steps=DRAFT_STEPS)
     stream.feed(warm)  # prompt + 15 s of context, at offline speed
     if context == "full_window":
@@ -77,9 +77,16 @@ def test_live_stream(benchmark, full_dir, audio_dir, mode, context):  # noqa: F8
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     total = float(np.sum(run.compute))
     benchmark.extra_info.update(
-        isa=_kernels.active_isa(), threads=_kernels.get_num_threads(), weights=weights, kv_cache=kv,
-        context_positions=int(context_rows), chunks=run.chunks, rtf=round(run.rtf, 3), draft_steps=DRAFT_STEPS,
-        decoder_passes=passes, steps_per_pass=round(steps / max(1, passes), 2),
+        isa=_kernels.active_isa(),
+        threads=_kernels.get_num_threads(),
+        weights=weights,
+        kv_cache=kv,
+        context_positions=int(context_rows),
+        chunks=run.chunks,
+        rtf=round(run.rtf, 3),
+        draft_steps=DRAFT_STEPS,
+        decoder_passes=passes,
+        steps_per_pass=round(steps / max(1, passes), 2),
         **{k: round(v, 1) for k, v in run.percentiles().items()},
         ms_per_chunk={name: round(1000 * s / run.chunks, 1) for name, s in stages.seconds.items()},
         ms_per_chunk_total=round(1000 * total / run.chunks, 1),

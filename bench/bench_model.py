@@ -21,12 +21,10 @@ import numpy as np
 import pytest
 
 import voxtral
+from conftest import sgemm_rate
 from voxtral import _kernels
 from voxtral.audio import load_audio
 from voxtral.decoder import DecoderRows
-
-from conftest import sgemm_rate
-
 
 
 def _bench_dir() -> Path:
@@ -71,14 +69,22 @@ def test_encoder_per_audio_second(benchmark, model, audio_dir):
     e = model.config.encoder
     frames = mel.shape[0] // 2
     # FLOPs of the linear layers (attention scores are small at this length)
-    per_frame = 2 * e.n_layers * (e.dim * (e.n_heads * e.head_dim) * 2 + e.dim * e.n_kv_heads * e.head_dim * 2
-                                   + 3 * e.dim * e.hidden_dim)
+    per_frame = (
+        2
+        * e.n_layers
+        * (e.dim * (e.n_heads * e.head_dim) * 2 + e.dim * e.n_kv_heads * e.head_dim * 2 + 3 * e.dim * e.hidden_dim)
+    )
     flops = per_frame * frames
     t = benchmark.stats.stats.min
     sgemm = sgemm_rate(frames, e.hidden_dim, e.dim)
-    _info(benchmark, audio_s=seconds, encoder_s_per_audio_s=round(t / seconds, 3),
-          gflops=round(flops / t / 1e9, 1), sgemm_gflops=round(sgemm / 1e9, 1),
-          ratio_to_sgemm=round(flops / t / sgemm, 3))
+    _info(
+        benchmark,
+        audio_s=seconds,
+        encoder_s_per_audio_s=round(t / seconds, 3),
+        gflops=round(flops / t / 1e9, 1),
+        sgemm_gflops=round(sgemm / 1e9, 1),
+        ratio_to_sgemm=round(flops / t / sgemm, 3),
+    )
 
 
 def test_decoder_ms_per_token(benchmark, model, bandwidth):
@@ -95,10 +101,18 @@ def test_decoder_ms_per_token(benchmark, model, bandwidth):
 
     benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
     t = benchmark.stats.stats.min
-    per_layer = d.dim * (d.n_heads + 2 * d.n_kv_heads) * d.head_dim + d.n_heads * d.head_dim * d.dim + 3 * d.dim * d.hidden_dim
+    per_layer = (
+        d.dim * (d.n_heads + 2 * d.n_kv_heads) * d.head_dim + d.n_heads * d.head_dim * d.dim + 3 * d.dim * d.hidden_dim
+    )
     weight_bytes = 2 * (d.n_layers * per_layer + d.vocab_size * d.dim)
     bw = bandwidth
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    _info(benchmark, ms_per_token=round(t * 1000, 1), weights_gb=round(weight_bytes / 1e9, 2),
-          achieved_gb_s=round(weight_bytes / t / 1e9, 2), memory_bw_gb_s=round(bw / 1e9, 2),
-          ratio_to_bandwidth=round(weight_bytes / t / bw, 3), peak_rss_gb=round(peak_rss / 1e9, 2))
+    _info(
+        benchmark,
+        ms_per_token=round(t * 1000, 1),
+        weights_gb=round(weight_bytes / 1e9, 2),
+        achieved_gb_s=round(weight_bytes / t / 1e9, 2),
+        memory_bw_gb_s=round(bw / 1e9, 2),
+        ratio_to_bandwidth=round(weight_bytes / t / bw, 3),
+        peak_rss_gb=round(peak_rss / 1e9, 2),
+    )

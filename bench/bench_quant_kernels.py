@@ -60,8 +60,9 @@ def cold_copies(make, nbytes_one: int):
 
 
 def _info(benchmark, **kw):
-    benchmark.extra_info.update(isa=K.active_isa(), q_kernels=K.q_kernels(), qp_kernels=K.qp_kernels(),
-                                threads=K.get_num_threads(), **kw)
+    benchmark.extra_info.update(
+        isa=K.active_isa(), q_kernels=K.q_kernels(), qp_kernels=K.qp_kernels(), threads=K.get_num_threads(), **kw
+    )
 
 
 LAYOUTS = ["ggml", "packed"]
@@ -97,9 +98,14 @@ def _gemv(benchmark, read_bandwidth, weights, call):
     nbytes = weights[0].nbytes
     local = same_bytes_read_bandwidth(weights, rounds)
     roof = max(read_bandwidth, local)
-    _info(benchmark, ms=round(t * 1e3, 3), weight_gb_s=round(nbytes / t / 1e9, 2),
-          read_bandwidth_gb_s=round(read_bandwidth / 1e9, 2), same_bytes_read_gb_s=round(local / 1e9, 2),
-          ratio_to_read_bandwidth=round(nbytes / t / roof, 3))
+    _info(
+        benchmark,
+        ms=round(t * 1e3, 3),
+        weight_gb_s=round(nbytes / t / 1e9, 2),
+        read_bandwidth_gb_s=round(read_bandwidth / 1e9, 2),
+        same_bytes_read_gb_s=round(local / 1e9, 2),
+        ratio_to_read_bandwidth=round(nbytes / t / roof, 3),
+    )
 
 
 DECODER_CASES = [(qt, lay, n, k) for qt in QTYPES for lay in layouts_of(qt) for n, k in DECODER] + [
@@ -107,7 +113,9 @@ DECODER_CASES = [(qt, lay, n, k) for qt in QTYPES for lay in layouts_of(qt) for 
 ]
 
 
-@pytest.mark.parametrize("qtype,layout,N,K_", DECODER_CASES, ids=[f"{q}-{lay}-{n}x{k}" for q, lay, n, k in DECODER_CASES])
+@pytest.mark.parametrize(
+    "qtype,layout,N,K_", DECODER_CASES, ids=[f"{q}-{lay}-{n}x{k}" for q, lay, n, k in DECODER_CASES]
+)
 def test_decoder_step_quant(benchmark, read_bandwidth, qtype, layout, N, K_):
     prep, call = product(qtype, layout, N, K_)
     weights = cold_copies(lambda s: prep(quant_weights(qtype, N, K_, s)), N * row_bytes(qtype, K_))
@@ -128,8 +136,13 @@ def test_decoder_layer_small_m(benchmark, read_bandwidth, qtype, layout):
     round over cold copies; the benchmark's own time is M = 1."""
     layer_bytes = sum(N * row_bytes(qtype, K_) for N, K_ in LAYER)
     n_copies = max(1, -(-COLD_BYTES // layer_bytes))
-    layers = [[(product(qtype, layout, N, K_), product(qtype, layout, N, K_)[0](quant_weights(qtype, N, K_, 7 * c + i)))
-               for i, (N, K_) in enumerate(LAYER)] for c in range(n_copies)]
+    layers = [
+        [
+            (product(qtype, layout, N, K_), product(qtype, layout, N, K_)[0](quant_weights(qtype, N, K_, 7 * c + i)))
+            for i, (N, K_) in enumerate(LAYER)
+        ]
+        for c in range(n_copies)
+    ]
     xs = {M: {k: np.random.default_rng(M).standard_normal((M, k), dtype=np.float32) for _, k in LAYER} for M in SMALL_M}
 
     def one_layer(M, layer):
@@ -146,9 +159,15 @@ def test_decoder_layer_small_m(benchmark, read_bandwidth, qtype, layout):
     cycle = itertools.cycle(layers)
     benchmark.pedantic(lambda: one_layer(1, next(cycle)), rounds=2 * len(layers), iterations=1)
     t1 = best[1]
-    _info(benchmark, layout=layout, layer_bytes=layer_bytes, m1_ms=round(t1 * 1e3, 3),
-          m1_weight_gb_s=round(layer_bytes / t1 / 1e9, 2), ratio_to_read_bandwidth=round(layer_bytes / t1 / read_bandwidth, 3),
-          **{f"m{M}_over_m1": round(best[M] / t1, 3) for M in SMALL_M[1:]})
+    _info(
+        benchmark,
+        layout=layout,
+        layer_bytes=layer_bytes,
+        m1_ms=round(t1 * 1e3, 3),
+        m1_weight_gb_s=round(layer_bytes / t1 / 1e9, 2),
+        ratio_to_read_bandwidth=round(layer_bytes / t1 / read_bandwidth, 3),
+        **{f"m{M}_over_m1": round(best[M] / t1, 3) for M in SMALL_M[1:]},
+    )
 
 
 BF16_DECODER = DECODER + [(131072, 3072)]

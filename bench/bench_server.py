@@ -75,8 +75,12 @@ def percentiles(values) -> dict:
     if not values:
         return {"p50": float("nan"), "p95": float("nan"), "max": float("nan"), "n": 0}
     a = np.asarray(values)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "max": float(a.max()),
-            "n": int(a.size)}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
 
 
 # ---- clients ----
@@ -114,19 +118,24 @@ async def live_client(url: str, audio: np.ndarray, delay_tokens: int, start_at: 
                 raise RuntimeError(event)
         await sender
     # token k needs chunks 0 .. delay + k; tokens past the audio (the tail) are not live
-    latencies = [arrivals[k] - sent_at[delay_tokens + k] for k in range(len(arrivals))
-                 if delay_tokens + k < len(sent_at)]
+    latencies = [
+        arrivals[k] - sent_at[delay_tokens + k] for k in range(len(arrivals)) if delay_tokens + k < len(sent_at)
+    ]
     return {"latencies": latencies, "lag_events": lag_events}
 
 
 async def run_clients(url: str, n: int, seconds: float, delay_tokens: int) -> dict:
     start = time.perf_counter() + 0.5
-    results = await asyncio.gather(*[live_client(url, speech(seconds, i), delay_tokens, start + 0.013 * i)
-                                     for i in range(n)])
+    results = await asyncio.gather(
+        *[live_client(url, speech(seconds, i), delay_tokens, start + 0.013 * i) for i in range(n)]
+    )
     per_session = [percentiles(r["latencies"]) for r in results]
-    return {"clients": n, **percentiles([x for r in results for x in r["latencies"]]),
-            "worst_session_p95": max(s["p95"] for s in per_session),
-            "lag_events": sum(r["lag_events"] for r in results)}
+    return {
+        "clients": n,
+        **percentiles([x for r in results for x in r["latencies"]]),
+        "worst_session_p95": max(s["p95"] for s in per_session),
+        "lag_events": sum(r["lag_events"] for r in results),
+    }
 
 
 # ---- plain stream API, same pacing ----
@@ -144,8 +153,9 @@ def plain_stream(model_dir: Path, seconds: float, delay_tokens: int, threads: in
         sent_at.append(time.perf_counter())
         for _ in stream.feed(audio[j * chunk : (j + 1) * chunk]):
             arrivals.append(time.perf_counter())
-    latencies = [arrivals[k] - sent_at[delay_tokens + k] for k in range(len(arrivals))
-                 if delay_tokens + k < len(sent_at)]
+    latencies = [
+        arrivals[k] - sent_at[delay_tokens + k] for k in range(len(arrivals)) if delay_tokens + k < len(sent_at)
+    ]
     return percentiles(latencies)
 
 
@@ -169,9 +179,11 @@ def engine_steps(model_dir: Path, clients: list[int], threads: int | None, steps
                 s.push(a[3 * RATE + j * chunk : 3 * RATE + (j + 1) * chunk])
             model.engine.step(streams)
         out[n] = (time.perf_counter() - t) / steps
-        print(f"engine, N={n:3d}: {out[n] * 1000:7.1f} ms per live step "
-              f"({out[n] / n * 1000:6.1f} ms per stream; real time needs <= {CHUNK_S * 1000:.0f} ms per step)",
-              flush=True)
+        print(
+            f"engine, N={n:3d}: {out[n] * 1000:7.1f} ms per live step "
+            f"({out[n] / n * 1000:6.1f} ms per stream; real time needs <= {CHUNK_S * 1000:.0f} ms per step)",
+            flush=True,
+        )
     return out
 
 
@@ -185,9 +197,23 @@ def free_port() -> int:
 class ServerProcess:
     def __init__(self, model_dir: Path, max_sessions: int, threads: int | None, kv_cache: str = "f32"):
         self.port = free_port()
-        cmd = [sys.executable, "-m", "voxtral", "serve", "--model", str(model_dir), "--no-download",
-               "--port", str(self.port), "--max-sessions", str(max_sessions), "--log-level", "warning",
-               "--kv-cache", kv_cache]
+        cmd = [
+            sys.executable,
+            "-m",
+            "voxtral",
+            "serve",
+            "--model",
+            str(model_dir),
+            "--no-download",
+            "--port",
+            str(self.port),
+            "--max-sessions",
+            str(max_sessions),
+            "--log-level",
+            "warning",
+            "--kv-cache",
+            kv_cache,
+        ]
         if threads:
             cmd += ["--threads", str(threads)]
         self.proc = subprocess.Popen(cmd)
@@ -220,8 +246,15 @@ class ServerProcess:
             self.proc.kill()
 
 
-def sweep(preset: str, clients: list[int], seconds: float, threads: int | None = None,
-          rt_p95: float | None = None, model: Path | None = None, kv_cache: str = "f32") -> dict:
+def sweep(
+    preset: str,
+    clients: list[int],
+    seconds: float,
+    threads: int | None = None,
+    rt_p95: float | None = None,
+    model: Path | None = None,
+    kv_cache: str = "f32",
+) -> dict:
     import voxtral
     from voxtral.config import DEFAULT_DELAY_MS
 
@@ -239,26 +272,40 @@ def sweep(preset: str, clients: list[int], seconds: float, threads: int | None =
             row = asyncio.run(run_clients(server.url, n, seconds, delay_tokens))
             row["real_time"] = row["p95"] <= rt_p95 and row["lag_events"] == 0
             rows.append(row)
-            print(f"N={n:3d}  p50 {row['p50'] * 1000:7.1f} ms  p95 {row['p95'] * 1000:7.1f} ms  "
-                  f"max {row['max'] * 1000:7.1f} ms  lag events {row['lag_events']}  "
-                  f"{'real time' if row['real_time'] else 'BEHIND'}", flush=True)
+            print(
+                f"N={n:3d}  p50 {row['p50'] * 1000:7.1f} ms  p95 {row['p95'] * 1000:7.1f} ms  "
+                f"max {row['max'] * 1000:7.1f} ms  lag events {row['lag_events']}  "
+                f"{'real time' if row['real_time'] else 'BEHIND'}",
+                flush=True,
+            )
         metrics = server.metrics()
     finally:
         server.stop()
     plain = plain_stream(model_dir, seconds, delay_tokens, threads)
     single = next((r for r in rows if r["clients"] == 1), None)
     ok = [r["clients"] for r in rows if r["real_time"]]
-    report = {"preset": preset, "seconds": seconds, "rt_p95_bound_s": rt_p95, "rows": rows,
-              "engine_seconds_per_step": steps,
-              "largest_real_time_n": max(ok) if ok else 0, "plain_stream": plain,
-              "server_overhead_p50_s": (single["p50"] - plain["p50"]) if single else None,
-              "server_overhead_p95_s": (single["p95"] - plain["p95"]) if single else None,
-              "metrics": {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
-                          if line.startswith("voxtral_") and "{" not in line}}
+    report = {
+        "preset": preset,
+        "seconds": seconds,
+        "rt_p95_bound_s": rt_p95,
+        "rows": rows,
+        "engine_seconds_per_step": steps,
+        "largest_real_time_n": max(ok) if ok else 0,
+        "plain_stream": plain,
+        "server_overhead_p50_s": (single["p50"] - plain["p50"]) if single else None,
+        "server_overhead_p95_s": (single["p95"] - plain["p95"]) if single else None,
+        "metrics": {
+            line.split()[0]: float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("voxtral_") and "{" not in line
+        },
+    }
     print(f"plain stream API, 1 stream: p50 {plain['p50'] * 1000:.1f} ms  p95 {plain['p95'] * 1000:.1f} ms")
     if single:
-        print(f"server overhead at N=1: p50 {report['server_overhead_p50_s'] * 1000:+.1f} ms, "
-              f"p95 {report['server_overhead_p95_s'] * 1000:+.1f} ms")
+        print(
+            f"server overhead at N=1: p50 {report['server_overhead_p50_s'] * 1000:+.1f} ms, "
+            f"p95 {report['server_overhead_p95_s'] * 1000:+.1f} ms"
+        )
     print(f"largest N in real time (p95 <= {rt_p95:g} s, no lag event): {report['largest_real_time_n']}")
     return report
 
@@ -282,12 +329,23 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--rt-p95", type=float, default=None, help="p95 bound for 'real time' (s, default 0.5)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    p.add_argument("--model", type=Path, default=None,
-                   help="a model directory instead of --preset's (e.g. a quantized one: voxtral quantize)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a model directory instead of --preset's (e.g. a quantized one: voxtral quantize)",
+    )
     p.add_argument("--kv-cache", default="f32", help="the server's KV cache storage (f32, bf16, int8)")
     args = p.parse_args(argv)
-    report = sweep(args.preset, [int(x) for x in args.clients.split(",")], args.seconds, args.threads, args.rt_p95,
-                   args.model, args.kv_cache)
+    report = sweep(
+        args.preset,
+        [int(x) for x in args.clients.split(",")],
+        args.seconds,
+        args.threads,
+        args.rt_p95,
+        args.model,
+        args.kv_cache,
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

@@ -70,13 +70,20 @@ def test_streaming_overhead_and_latency(benchmark, fullwidth_model, audio_dir):
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     feeds = np.array(results["80ms"][1][8:])  # past the prompt prefill
     benchmark.extra_info.update(
-        isa=_kernels.active_isa(), threads=_kernels.get_num_threads(), audio_s=round(seconds, 2),
+        isa=_kernels.active_isa(),
+        threads=_kernels.get_num_threads(),
+        audio_s=round(seconds, 2),
         offline_s=round(t_offline, 2),
-        stream_1s_s=round(results["1s"][0], 2), overhead_1s=round(results["1s"][0] / t_offline - 1, 3),
-        stream_80ms_s=round(results["80ms"][0], 2), overhead_80ms=round(results["80ms"][0] / t_offline - 1, 3),
+        stream_1s_s=round(results["1s"][0], 2),
+        overhead_1s=round(results["1s"][0] / t_offline - 1, 3),
+        stream_80ms_s=round(results["80ms"][0], 2),
+        overhead_80ms=round(results["80ms"][0] / t_offline - 1, 3),
         # beyond the delay, a sample waits for: 40 samples of STFT/conv look-ahead + one feed() call
-        lookahead_ms=round(1000 * (fullwidth_model.config.audio.window_size // 2 - fullwidth_model.config.audio.hop_length) / 16000, 2),
-        feed_80ms_mean_ms=round(1000 * feeds.mean(), 1), feed_80ms_p95_ms=round(1000 * np.percentile(feeds, 95), 1),
+        lookahead_ms=round(
+            1000 * (fullwidth_model.config.audio.window_size // 2 - fullwidth_model.config.audio.hop_length) / 16000, 2
+        ),
+        feed_80ms_mean_ms=round(1000 * feeds.mean(), 1),
+        feed_80ms_p95_ms=round(1000 * np.percentile(feeds, 95), 1),
         feed_80ms_max_ms=round(1000 * feeds.max(), 1),
         real_time_factor_80ms=round(feeds.mean() / 0.08, 3),
     )
@@ -104,10 +111,14 @@ def test_one_hour_stream_memory(benchmark, audio_dir):
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     rss = {m: r for m, r, _, _ in samples}
     benchmark.extra_info.update(
-        minutes=60, wall_s=round(elapsed, 1), tokens=len(stream.tokens),
-        rss_mb_at_15min=round(rss[15] / 2**20, 1), rss_mb_at_60min=round(rss[60] / 2**20, 1),
+        minutes=60,
+        wall_s=round(elapsed, 1),
+        tokens=len(stream.tokens),
+        rss_mb_at_15min=round(rss[15] / 2**20, 1),
+        rss_mb_at_60min=round(rss[60] / 2**20, 1),
         rss_growth_15_to_60_mb=round((rss[60] - rss[15]) / 2**20, 1),
-        decoder_kv_rows=samples[-1][2], encoder_kv_rows=samples[-1][3],
+        decoder_kv_rows=samples[-1][2],
+        encoder_kv_rows=samples[-1][3],
         decoder_window=model.config.decoder.sliding_window,
     )
     # the decoder window (8192 positions) fills after ~11 min; from then on flat

@@ -6,7 +6,8 @@
  *     offset removed with a per-row sum of k, also by vpdpbusd).
  * Both give the same integer-valued scores here (q holds integers), which
  * the probe checks. Build and run on a CPU with AVX512-VNNI:
- *   gcc -O2 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma bench/kv_vnni_probe.c -o /tmp/kv_vnni_probe && /tmp/kv_vnni_probe
+ *   gcc -O2 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma bench/kv_vnni_probe.c -o /tmp/kv_vnni_probe &&
+ * /tmp/kv_vnni_probe
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -63,7 +64,8 @@ __attribute__((noinline)) static void vnni_scores(const uint8_t *qu, const int8_
         }
         for (int r = 0; r < 4; r++) {
             const int offset = 128 * _mm512_reduce_add_epi32(ksum[r]);
-            for (int g = 0; g < 4; g++) s[j * 4 + r * 4 + g] = (float)(_mm512_reduce_add_epi32(acc[r * 4 + g]) - offset);
+            for (int g = 0; g < 4; g++)
+                s[j * 4 + r * 4 + g] = (float)(_mm512_reduce_add_epi32(acc[r * 4 + g]) - offset);
         }
     }
 }

@@ -99,8 +99,11 @@ class LiveRun:
 
     def percentiles(self) -> dict[str, float]:
         lat = np.array(self.latency) * 1000
-        return {"p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-                "max_ms": float(lat.max())}
+        return {
+            "p50_ms": float(np.percentile(lat, 50)),
+            "p95_ms": float(np.percentile(lat, 95)),
+            "max_ms": float(lat.max()),
+        }
 
 
 def paced_feed(stream, audio: np.ndarray, chunk: int, rate: int) -> LiveRun:

@@ -57,9 +57,24 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}/v1/realtime"
-        self.proc = subprocess.Popen([python, "-m", "voxtral", "serve", "--model", model, "--port", str(self.port),
-                                      "--log-level", "critical", *extra], env={**os.environ, **env},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "voxtral",
+                "serve",
+                "--model",
+                model,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "critical",
+                *extra,
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -111,8 +126,9 @@ def _post_in_background(srv, files, timeout):
 
     def post():
         try:
-            answer["status"] = httpx.post(srv.url + "/v1/audio/transcriptions", files=files,
-                                          timeout=timeout).status_code
+            answer["status"] = httpx.post(
+                srv.url + "/v1/audio/transcriptions", files=files, timeout=timeout
+            ).status_code
         except httpx.HTTPError as exc:
             answer["status"] = type(exc).__name__
 
@@ -129,8 +145,11 @@ def probe_flac_hour(srv) -> dict:
     while thread.is_alive() and time.monotonic() - t0 < 30:
         peak = max(peak, _rss_mb(srv.proc.pid))
         time.sleep(0.05)
-    return {"upload_kb": len(flac) // 1024, "status": answer.get("status", "no answer in 30 s"),
-            "peak_rss_mb": round(peak, 1)}
+    return {
+        "upload_kb": len(flac) // 1024,
+        "status": answer.get("status", "no answer in 30 s"),
+        "peak_rss_mb": round(peak, 1),
+    }
 
 
 def probe_flac_3h(srv) -> dict:
@@ -141,8 +160,12 @@ def probe_flac_3h(srv) -> dict:
     while thread.is_alive() and time.monotonic() - t0 < 30:
         peak = max(peak, _rss_mb(srv.proc.pid))
         time.sleep(0.05)
-    return {"upload_kb": len(flac) // 1024, "status": answer.get("status", "no answer in 30 s"),
-            "seconds": round(time.monotonic() - t0, 2), "peak_rss_mb": round(peak, 1)}
+    return {
+        "upload_kb": len(flac) // 1024,
+        "status": answer.get("status", "no answer in 30 s"),
+        "seconds": round(time.monotonic() - t0, 2),
+        "peak_rss_mb": round(peak, 1),
+    }
 
 
 def probe_cut_uploads(srv) -> dict:
@@ -152,8 +175,11 @@ def probe_cut_uploads(srv) -> dict:
     body = _audio(300, "WAV", noise=True)
     for _ in range(4):
         try:
-            httpx.post(srv.url + "/v1/audio/transcriptions", files={"file": ("a.wav", body)},
-                       timeout=httpx.Timeout(30, read=0.3))
+            httpx.post(
+                srv.url + "/v1/audio/transcriptions",
+                files={"file": ("a.wav", body)},
+                timeout=httpx.Timeout(30, read=0.3),
+            )
         except httpx.ReadTimeout:
             pass
     t0 = time.monotonic()
@@ -196,8 +222,10 @@ def probe_long_model_name(srv) -> dict:
 def probe_content_length(srv) -> dict:
     """Item 5: headers announcing 300 MB, no body; the answer and its delay."""
     with socket.create_connection(("127.0.0.1", srv.port)) as s:
-        s.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                  b"boundary=b\r\nContent-Length: 300000000\r\n\r\n")
+        s.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            b"boundary=b\r\nContent-Length: 300000000\r\n\r\n"
+        )
         s.settimeout(10)
         t0 = time.monotonic()
         try:
@@ -211,8 +239,10 @@ def probe_chunked_upload(srv) -> dict:
     """Item 5: a chunked upload of up to 300 MB; MB sent before the server answered or closed."""
     limit = 300 << 20
     with socket.create_connection(("127.0.0.1", srv.port)) as s:
-        s.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                  b"boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n")
+        s.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            b"boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
         s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
         chunk = b"\0" * (1 << 20)
@@ -242,8 +272,12 @@ def probe_held_backlog(srv) -> dict:
 
     with connect(srv.ws, max_size=None) as ws:
         ws.recv(timeout=10)
-        chunk = json.dumps({"type": "input_audio_buffer.append",
-                            "audio": base64.b64encode(np.zeros(16000 * 10, "<i2").tobytes()).decode()})
+        chunk = json.dumps(
+            {
+                "type": "input_audio_buffer.append",
+                "audio": base64.b64encode(np.zeros(16000 * 10, "<i2").tobytes()).decode(),
+            }
+        )
         ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         ws.send(chunk)
         ws.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
@@ -313,9 +347,13 @@ def probe_idle_connections(srv) -> dict:
         except OSError:
             return False
 
-    result = {"idle_opened": len(socks), "idle_open_after_20s": sum(map(still_open, socks)),
-              "slowloris_open_after_20s": sum(map(still_open, slow)), "fds_with_all_open": fds_during,
-              **srv.stats()}
+    result = {
+        "idle_opened": len(socks),
+        "idle_open_after_20s": sum(map(still_open, socks)),
+        "slowloris_open_after_20s": sum(map(still_open, slow)),
+        "fds_with_all_open": fds_during,
+        **srv.stats(),
+    }
     for s in socks + slow:
         s.close()
     return result
@@ -338,13 +376,26 @@ def probe_404(srv) -> dict:
     """Item 15: the body of a 404."""
     import httpx
 
-    return {"body": httpx.get(srv.url + "/nope").json(),
-            "models": [m["id"] for m in httpx.get(srv.url + "/v1/models").json()["data"]]}
+    return {
+        "body": httpx.get(srv.url + "/nope").json(),
+        "models": [m["id"] for m in httpx.get(srv.url + "/v1/models").json()["data"]],
+    }
 
 
-PROBES = [probe_flac_hour, probe_flac_3h, probe_cut_uploads, probe_sigterm, probe_long_model_name, probe_content_length,
-          probe_chunked_upload, probe_held_backlog, probe_deflate, probe_idle_connections, probe_huge_integer,
-          probe_404]
+PROBES = [
+    probe_flac_hour,
+    probe_flac_3h,
+    probe_cut_uploads,
+    probe_sigterm,
+    probe_long_model_name,
+    probe_content_length,
+    probe_chunked_upload,
+    probe_held_backlog,
+    probe_deflate,
+    probe_idle_connections,
+    probe_huge_integer,
+    probe_404,
+]
 
 
 def main() -> None:
@@ -357,7 +408,7 @@ def main() -> None:
     env = dict(kv.split("=", 1) for kv in args.env)
     only = set(args.only.split(",")) if args.only else None
     for probe in PROBES:
-        name = probe.__name__[len("probe_"):]
+        name = probe.__name__[len("probe_") :]
         if only and name not in only:
             continue
         srv = Server(args.python, args.model, env, [])

@@ -35,15 +35,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import voxtral  # noqa: E402
-from voxtral import _kernels  # noqa: E402
-from voxtral.audio import load_audio  # noqa: E402
-from voxtral.decoder import DecoderRows  # noqa: E402
-from voxtral.mel import LogMelStream  # noqa: E402
+import anchor_llama
+from livesim import fill_cache
 
-import anchor_llama  # noqa: E402
-from conftest import SHARED, measure_read_bandwidth  # noqa: E402
-from livesim import fill_cache  # noqa: E402
+import voxtral
+from conftest import SHARED, measure_read_bandwidth
+from voxtral import _kernels
+from voxtral.audio import load_audio
+from voxtral.decoder import DecoderRows
+from voxtral.mel import LogMelStream
 
 CONTEXTS = [64, 1024, 2048, 4096, 8191]
 
@@ -77,7 +77,9 @@ def load_with_layout(model_dir, fmt: str, kv: str, layout: str):
 
 def decoder_weight_bytes(model) -> int:
     w = model.weights
-    per_layer = sum(getattr(lw, n).nbytes for lw in w.decoder_layers for n in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"))
+    per_layer = sum(
+        getattr(lw, n).nbytes for lw in w.decoder_layers for n in ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+    )
     return int(per_layer + w.tok_embeddings.nbytes)
 
 
@@ -120,8 +122,11 @@ def encoder_times(model, audio: np.ndarray) -> dict[str, float]:
         t = time.perf_counter()
         enc.push(state, frames)
         pushes.append(time.perf_counter() - t)
-    return {"offline_s_per_audio_s": offline_s_per_s, "live_push_ms_median": 1000 * float(np.median(pushes)),
-            "live_push_ms_min": 1000 * float(np.min(pushes))}
+    return {
+        "offline_s_per_audio_s": offline_s_per_s,
+        "live_push_ms_median": 1000 * float(np.median(pushes)),
+        "live_push_ms_min": 1000 * float(np.min(pushes)),
+    }
 
 
 def anchor_times(model, fmt: str, py) -> dict:
@@ -135,8 +140,12 @@ def anchor_times(model, fmt: str, py) -> dict:
             continue
         theirs = anchor_llama.llama_decode_ms(py, path, threads, ctx)
         ours = decoder_step_ms(model, [theirs["ctx"]])[theirs["ctx"]]
-        out[label] = {"ctx": theirs["ctx"], "llama_ms": min(theirs["ms"]), "ours_ms": ours,
-                      "llama_median_ms": float(np.median(theirs["ms"]))}
+        out[label] = {
+            "ctx": theirs["ctx"],
+            "llama_ms": min(theirs["ms"]),
+            "ours_ms": ours,
+            "llama_median_ms": float(np.median(theirs["ms"])),
+        }
         out["llama_version"], out["llama_isa"] = theirs["version"], anchor_llama.cpu_flags_line(theirs["system"])
     return out
 
@@ -163,8 +172,10 @@ def anchor_markdown(results: list[dict], skipped: str | None) -> str:
             if a is None:
                 cells.append("- | - | - | -")
                 continue
-            cells.append(f"{a['ctx']} | {a['ours_ms']:.1f} | {a['llama_ms']:.1f} / {a['llama_median_ms']:.1f} "
-                         f"| {a['ours_ms'] / a['llama_ms']:.2f}")
+            cells.append(
+                f"{a['ctx']} | {a['ours_ms']:.1f} | {a['llama_ms']:.1f} / {a['llama_median_ms']:.1f} "
+                f"| {a['ours_ms'] / a['llama_ms']:.2f}"
+            )
         lines.append(f"| {r['mode']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -197,7 +208,8 @@ def markdown(results: list[dict], bw: float, meta: dict) -> str:
         f"read bandwidth (roofline) {bw / 1e9:.1f} GB/s (before {meta['read_bandwidth_before'] / 1e9:.1f}, "
         f"after {meta['read_bandwidth_after'] / 1e9:.1f}).",
         "",
-        "| mode | kernels | RSS loaded | weights read per token | " + " | ".join(f"ms/token @ {c}" for c in CONTEXTS)
+        "| mode | kernels | RSS loaded | weights read per token | "
+        + " | ".join(f"ms/token @ {c}" for c in CONTEXTS)
         + " | weight GB/s @ short | ratio to roofline | encoder live push (ms) | encoder offline (s per audio s) |",
         "|---|---|---|---|" + "---|" * len(CONTEXTS) + "---|---|---|---|",
     ]
@@ -220,7 +232,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--formats", nargs="*", default=["bf16", "q8_0", "q4_0", "q4_k"])
     ap.add_argument("--kv", nargs="*", default=["f32", "int8"])
-    ap.add_argument("--layouts", nargs="*", default=["packed", "ggml"], help="quantized weights repacked or as in the file")
+    ap.add_argument(
+        "--layouts", nargs="*", default=["packed", "ggml"], help="quantized weights repacked or as in the file"
+    )
     ap.add_argument("--model", type=Path, default=None, help="full-size BF16 checkpoint (default: the bench's)")
     ap.add_argument("--no-anchor", action="store_true", help="skip the llama.cpp side-by-side")
     a = ap.parse_args(argv)
@@ -240,16 +254,26 @@ def main(argv=None) -> int:
             for layout in a.layouts if fmt in _kernels.repacked_qtypes() else a.layouts[:1]:
                 model = load_with_layout(model_dir, fmt, kv, layout)
                 packed = fmt in _kernels.repacked_qtypes() and model.weights.decoder_layers[0].wq.packed is not None
-                kernels = f"{_kernels.qp_kernels()} repacked" if packed else (
-                    _kernels.q_kernels() if fmt != "bf16" else _kernels.active_isa())
+                kernels = (
+                    f"{_kernels.qp_kernels()} repacked"
+                    if packed
+                    else (_kernels.q_kernels() if fmt != "bf16" else _kernels.active_isa())
+                )
                 mode = f"{fmt} weights, {kv} KV" + (", repacked" if packed else "")
                 print(mode, file=sys.stderr, flush=True)
                 decoder_step_ms(model, CONTEXTS[:1], reps=2)  # warm-up: page the weights in
-                results.append({
-                    "mode": mode, "weights": fmt, "kv_cache": kv, "kernels": kernels, "rss_bytes": rss_bytes(),
-                    "weight_bytes": decoder_weight_bytes(model),
-                    "step_ms": decoder_step_ms(model, CONTEXTS), "encoder": encoder_times(model, audio),
-                })
+                results.append(
+                    {
+                        "mode": mode,
+                        "weights": fmt,
+                        "kv_cache": kv,
+                        "kernels": kernels,
+                        "rss_bytes": rss_bytes(),
+                        "weight_bytes": decoder_weight_bytes(model),
+                        "step_ms": decoder_step_ms(model, CONTEXTS),
+                        "encoder": encoder_times(model, audio),
+                    }
+                )
                 if llama_py is not None and kv == a.kv[-1] and layout == a.layouts[0]:  # once per weight type
                     results[-1]["anchor"] = anchor_times(model, fmt, llama_py)
                 del model
@@ -258,9 +282,14 @@ def main(argv=None) -> int:
     bw = max(bw_before, bw_after)
     import platform
 
-    meta = {"cpu": platform.processor() or platform.machine(), "threads": _kernels.get_num_threads(),
-            "isa": _kernels.active_isa(), "read_bandwidth": bw, "read_bandwidth_before": bw_before,
-            "read_bandwidth_after": bw_after}
+    meta = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": _kernels.get_num_threads(),
+        "isa": _kernels.active_isa(),
+        "read_bandwidth": bw,
+        "read_bandwidth_before": bw_before,
+        "read_bandwidth_after": bw_after,
+    }
     try:
         meta["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):

@@ -65,28 +65,27 @@ VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, cons
         }
     }
     for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++)
-            store_out(out + i * ldo + j, hsum8(acc[i][j]), bias, n0 + j, accumulate);
+        for (int j = 0; j < NR; j++) store_out(out + i * ldo + j, hsum8(acc[i][j]), bias, n0 + j, accumulate);
 }
 
-#define KERNEL_CASES(WF32, XPTR, WPTR, WSTRIDE)                                                              \
-    switch (mr * 4 + nr) {                                                                                   \
-    case 1 * 4 + 1: kernel(1, 1, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 1 * 4 + 2: kernel(1, 2, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 1 * 4 + 3: kernel(1, 3, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 1 * 4 + 4: kernel(1, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 2 * 4 + 1: kernel(2, 1, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 2 * 4 + 2: kernel(2, 2, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 2 * 4 + 3: kernel(2, 3, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 2 * 4 + 4: kernel(2, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 3 * 4 + 1: kernel(3, 1, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 3 * 4 + 2: kernel(3, 2, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    case 3 * 4 + 3: kernel(3, 3, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;         \
-    default: kernel(3, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;                \
+#define KERNEL_CASES(WF32, XPTR, WPTR, WSTRIDE)                                                     \
+    switch (mr * 4 + nr) {                                                                          \
+    case 1 * 4 + 1: kernel(1, 1, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 1 * 4 + 2: kernel(1, 2, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 1 * 4 + 3: kernel(1, 3, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 1 * 4 + 4: kernel(1, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 2 * 4 + 1: kernel(2, 1, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 2 * 4 + 2: kernel(2, 2, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 2 * 4 + 3: kernel(2, 3, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 2 * 4 + 4: kernel(2, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 3 * 4 + 1: kernel(3, 1, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 3 * 4 + 2: kernel(3, 2, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    case 3 * 4 + 3: kernel(3, 3, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break; \
+    default: kernel(3, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;        \
     }
 
-static void gemm_bf16_avx2(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K,
-                           const float *bias, float *out, int64_t ldo, int accumulate, float *scratch) {
+static void gemm_bf16_avx2(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K, const float *bias,
+                           float *out, int64_t ldo, int accumulate, float *scratch) {
     const int64_t KP = (K + 7) & ~(int64_t)7; /* panel row stride, zero-padded */
     for (int64_t n = 0; n < N; n += VX_GEMM_ROWS) {
         const int nr = (int)((N - n) < VX_GEMM_ROWS ? (N - n) : VX_GEMM_ROWS);
@@ -143,7 +142,8 @@ static float dot_avx2(const float *a, const float *b, int64_t n) {
 static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
     __m256 av = _mm256_set1_ps(a);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
 
@@ -186,10 +186,15 @@ VX_INLINE void attn_axpy_row(int G, const float *p, int64_t ldp, const float *vj
 
 
 #define VX_GROUP_CASES(CALL1, CALL2, CALL3, CALL4) \
-    switch (G) { case 1: CALL1; break; case 2: CALL2; break; case 3: CALL3; break; default: CALL4; break; }
+    switch (G) {                                   \
+    case 1: CALL1; break;                          \
+    case 2: CALL2; break;                          \
+    case 3: CALL3; break;                          \
+    default: CALL4; break;                         \
+    }
 
-int vx_attn_avx2(const float *qg, int64_t nkv, int64_t group, const float *k, const float *v, int64_t stride,
-                 int64_t n, int64_t D, float scale, float *scores, float *og) {
+int vx_attn_avx2(const float *qg, int64_t nkv, int64_t group, const float *k, const float *v, int64_t stride, int64_t n,
+                 int64_t D, float scale, float *scores, float *og) {
     if (D % 8 || n <= 0) return 0;
     const int64_t heads = nkv * group; /* query heads of this task, D apart in qg/og */
     /* scores[(h * group + g) * n + j]; rows read once, all nkv heads together */

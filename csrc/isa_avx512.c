@@ -68,8 +68,7 @@ VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, cons
         }
     }
     for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++)
-            store_out(out + i * ldo + j, hsum16(acc[i][j]), bias, n0 + j, accumulate);
+        for (int j = 0; j < NR; j++) store_out(out + i * ldo + j, hsum16(acc[i][j]), bias, n0 + j, accumulate);
 }
 
 /* a table of case labels in a macro, laid out by hand (clang-format breaks it) */
@@ -91,8 +90,8 @@ VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, cons
     }
 /* clang-format on */
 
-static void gemm_bf16_avx512(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K,
-                             const float *bias, float *out, int64_t ldo, int accumulate, float *scratch) {
+static void gemm_bf16_avx512(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K, const float *bias,
+                             float *out, int64_t ldo, int accumulate, float *scratch) {
     const int64_t KP = (K + 15) & ~(int64_t)15;
     for (int64_t n = 0; n < N; n += VX_GEMM_ROWS) {
         const int nr = (int)((N - n) < VX_GEMM_ROWS ? (N - n) : VX_GEMM_ROWS);
@@ -138,7 +137,8 @@ static float dot_avx512(const float *a, const float *b, int64_t n) {
 static void axpy_avx512(float *y, float a, const float *x, int64_t n) {
     __m512 av = _mm512_set1_ps(a);
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
 

@@ -6,17 +6,15 @@
 #include <arm_neon.h>
 #include <string.h>
 
-static inline float32x4_t bf16x4(const uint16_t *p) {
-    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
-}
+static inline float32x4_t bf16x4(const uint16_t *p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
 
 static inline float hsum4(float32x4_t v) {
     float32x2_t s = vadd_f32(vget_low_f32(v), vget_high_f32(v));
     return vget_lane_f32(vpadd_f32(s, s), 0);
 }
 
-static void gemm_bf16_neon(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K,
-                           const float *bias, float *out, int64_t ldo, int accumulate, float *scratch) {
+static void gemm_bf16_neon(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K, const float *bias,
+                           float *out, int64_t ldo, int accumulate, float *scratch) {
     (void)scratch;
     const int64_t K4 = K & ~(int64_t)3;
     for (int64_t n = 0; n < N; n += 4) {

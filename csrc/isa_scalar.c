@@ -11,8 +11,8 @@ static inline float bf16_to_f32(uint16_t h) {
     return f;
 }
 
-static void gemm_bf16_scalar(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K,
-                             const float *bias, float *out, int64_t ldo, int accumulate, float *scratch) {
+static void gemm_bf16_scalar(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K, const float *bias,
+                             float *out, int64_t ldo, int accumulate, float *scratch) {
     (void)scratch;
     for (int64_t n = 0; n < N; n++) {
         const uint16_t *wr = w + n * K;

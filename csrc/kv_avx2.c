@@ -38,11 +38,10 @@ VX_INLINE __m256 hsum8x8(const __m256 *a) {
 }
 
 
-
 /* Scores of R rows (R <= 2; row r at element off + r*stride) x G query heads
  * (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r */
-VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, int64_t off, int64_t stride,
-                        int64_t D, const float *mul, float *s, int64_t lds) {
+VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, int64_t off, int64_t stride, int64_t D,
+                        const float *mul, float *s, int64_t lds) {
     __m256 acc[8];
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t d = 0; d < D; d += 8) {
@@ -64,7 +63,7 @@ VX_INLINE void prefetch_bytes(const void *p, int64_t bytes) {
 }
 
 #define KV_PREFETCH_ROWS 8 /* K rows ahead: a few hundred ns of work */
-#define KV_V_BLOCK 64 /* rows whose V stays in L1 while every head/lane chunk passes over them */
+#define KV_V_BLOCK 64      /* rows whose V stays in L1 while every head/lane chunk passes over them */
 
 /* o_g[d0 .. d0 + 8*NC) += sum_j w_g[j] * v_j over rows j < nb (row j at
  * element off + j*stride), G heads; w_g at w + g*ldw. */
@@ -90,10 +89,25 @@ VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, c
 }
 
 
-
-#define G_CASES(EXPR) \
-    switch (G) { case 1: { enum { G_ = 1 }; EXPR; } break; case 2: { enum { G_ = 2 }; EXPR; } break; \
-                 case 3: { enum { G_ = 3 }; EXPR; } break; default: { enum { G_ = 4 }; EXPR; } break; }
+#define G_CASES(EXPR)    \
+    switch (G) {         \
+    case 1: {            \
+        enum { G_ = 1 }; \
+        EXPR;            \
+    } break;             \
+    case 2: {            \
+        enum { G_ = 2 }; \
+        EXPR;            \
+    } break;             \
+    case 3: {            \
+        enum { G_ = 3 }; \
+        EXPR;            \
+    } break;             \
+    default: {           \
+        enum { G_ = 4 }; \
+        EXPR;            \
+    } break;             \
+    }
 
 VX_INLINE void attn_kind(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                          const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
@@ -159,8 +173,7 @@ int vx_attn_kv_avx2(int kind, const float *qg, int64_t nkv, int64_t group, const
     if (D % 8 || n <= 0) return 0;
     if (kind == VX_KV_BF16)
         attn_kind(VX_KV_BF16, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
-    else
-        attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
+    else attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     return 1;
 }
 #endif

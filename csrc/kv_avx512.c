@@ -39,7 +39,8 @@ VX_INLINE __m512 hsum16x16(const __m512 *a) {
         const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
         r[b] = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
     }
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(r[0])), _mm256_castps_pd(r[1]), 1));
+    return _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(r[0])), _mm256_castps_pd(r[1]), 1));
 }
 
 VX_INLINE __m512 exp16(__m512 x) { /* Cephes-style expf, ~1 ulp on [-87, 88] */
@@ -87,8 +88,8 @@ static void softmax16(float *s, int64_t rows, int64_t n) {
 
 /* Scores of R rows (R <= 4; row r at element off + r*stride) x G query heads
  * (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r */
-VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, int64_t off, int64_t stride,
-                        int64_t D, const float *mul, float *s, int64_t lds) {
+VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, int64_t off, int64_t stride, int64_t D,
+                        const float *mul, float *s, int64_t lds) {
     __m512 acc[16];
     for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t d = 0; d < D; d += 16) {
@@ -110,7 +111,7 @@ VX_INLINE void prefetch_bytes(const void *p, int64_t bytes) {
 }
 
 #define KV_PREFETCH_ROWS 16 /* K rows ahead: a few hundred ns of work */
-#define KV_V_BLOCK 64 /* rows whose V stays in L1 while every head/lane chunk passes over them */
+#define KV_V_BLOCK 64       /* rows whose V stays in L1 while every head/lane chunk passes over them */
 
 /* o_g[0 .. 16*NC) += sum_j w_g[j] * v_j over rows j < nb (row j at element
  * off + j*stride), G heads; w_g at w + g*ldw. */
@@ -136,10 +137,25 @@ VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, c
 }
 
 
-
-#define G_CASES(EXPR) \
-    switch (G) { case 1: { enum { G_ = 1 }; EXPR; } break; case 2: { enum { G_ = 2 }; EXPR; } break; \
-                 case 3: { enum { G_ = 3 }; EXPR; } break; default: { enum { G_ = 4 }; EXPR; } break; }
+#define G_CASES(EXPR)    \
+    switch (G) {         \
+    case 1: {            \
+        enum { G_ = 1 }; \
+        EXPR;            \
+    } break;             \
+    case 2: {            \
+        enum { G_ = 2 }; \
+        EXPR;            \
+    } break;             \
+    case 3: {            \
+        enum { G_ = 3 }; \
+        EXPR;            \
+    } break;             \
+    default: {           \
+        enum { G_ = 4 }; \
+        EXPR;            \
+    } break;             \
+    }
 
 VX_INLINE void attn_kind(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                          const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
@@ -208,8 +224,7 @@ int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, con
     if (D % 16) return vx_attn_kv_avx2(kind, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     if (kind == VX_KV_BF16)
         attn_kind(VX_KV_BF16, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
-    else
-        attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
+    else attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     return 1;
 }
 #endif

@@ -26,7 +26,7 @@
 
 int64_t vx_qp_block_bytes(int qtype) {
     const vx_qtype_info *t = vx_qtype(qtype);
-    if (!t || !t->repacked) return -1; /* q4_k keeps the GGML layout */
+    if (!t || !t->repacked) return -1;           /* q4_k keeps the GGML layout */
     return (int64_t)t->block_bytes * VX_QP_ROWS; /* the same bytes, 8 rows interleaved */
 }
 
@@ -65,7 +65,8 @@ int vx_q_unpack(int qtype, const uint8_t *wp, int64_t N, int64_t K, uint8_t *dst
             uint8_t *o = dst + (n * nb + b) * src_bb;
             const int r = (int)(n % VX_QP_ROWS);
             memcpy(o, s + 2 * r, 2);
-            for (int64_t j = 0; j < (src_bb - 2) / 4; j++) memcpy(o + 2 + 4 * j, s + 2 * VX_QP_ROWS + 32 * j + 4 * r, 4);
+            for (int64_t j = 0; j < (src_bb - 2) / 4; j++)
+                memcpy(o + 2 + 4 * j, s + 2 * VX_QP_ROWS + 32 * j + 4 * r, 4);
         }
     return VX_OK;
 }
@@ -105,12 +106,12 @@ static void gemm_qp_scalar(int qtype, const vx_qx *x, int64_t M, const uint8_t *
     }
 }
 
-static void gemm_qp_q8_0_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                                const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_qp_q8_0_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                                float *out, int64_t ldo, int accumulate) {
     gemm_qp_scalar(VX_Q8_0, x, M, w, N, K, bias, out, ldo, accumulate);
 }
-static void gemm_qp_q4_0_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                                const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_qp_q4_0_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                                float *out, int64_t ldo, int accumulate) {
     gemm_qp_scalar(VX_Q4_0, x, M, w, N, K, bias, out, ldo, accumulate);
 }
 

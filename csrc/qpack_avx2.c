@@ -44,7 +44,7 @@ VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
         __m256i s16[VX_QP_MR];
         for (int m = 0; m < mr; m++) s16[m] = _mm256_setzero_si256();
         VX_NO_UNROLL /* unrolled, GCC runs out of registers and spills acc */
-        for (int j = 0; j < 4; j++) {
+            for (int j = 0; j < 4; j++) {
             const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + 2 * VX_QP_ROWS + 32 * j));
             const __m256i lo = _mm256_and_si256(y, low4), hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), low4);
             for (int m = 0; m < mr; m++) {
@@ -56,7 +56,8 @@ VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
         for (int m = 0; m < mr; m++) {
-            const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16[m], ones), _mm256_set1_epi32(8 * x->s[m * nb + b]));
+            const __m256i isum =
+                _mm256_sub_epi32(_mm256_madd_epi16(s16[m], ones), _mm256_set1_epi32(8 * x->s[m * nb + b]));
             const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[m * nb + b]));
             acc[m] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), acc[m]);
         }
@@ -95,34 +96,34 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     for (int m = 0; m < mr; m++) _mm256_storeu_ps(r[m], acc[m]);
 }
 
-#define VX_DEFINE_QP_GEMM(name, tile, block_bytes)                                                          \
-    static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias, \
-                     float *out, int64_t ldo, int accumulate) {                                            \
-        const int64_t nb = K / VX_QBLOCK, gb = nb * (block_bytes);                                         \
-        for (int64_t n0 = 0; n0 < N; n0 += VX_QP_ROWS) {                                                   \
-            const int nr = (N - n0) < VX_QP_ROWS ? (int)(N - n0) : VX_QP_ROWS;                             \
-            const uint8_t *grp = w + (n0 / VX_QP_ROWS) * gb;                                               \
-            for (int64_t m0 = 0; m0 < M; m0 += VX_QP_MR) {                                                 \
-                const int mr = (M - m0) < VX_QP_MR ? (int)(M - m0) : VX_QP_MR;                             \
-                const vx_qx xt = {x->q + m0 * K, x->d + m0 * nb, x->s + m0 * nb};                          \
-                float r[VX_QP_MR][VX_QP_ROWS];                                                             \
-                switch (mr) {                                                                              \
-                case 1: tile(&xt, K, grp, nb, r, 1); break;                                                \
-                case 2: tile(&xt, K, grp, nb, r, 2); break;                                                \
-                case 3: tile(&xt, K, grp, nb, r, 3); break;                                                \
-                default: tile(&xt, K, grp, nb, r, 4); break;                                               \
-                }                                                                                          \
-                for (int m = 0; m < mr; m++) {                                                             \
-                    float *o = out + (m0 + m) * ldo + n0;                                                  \
-                    for (int n = 0; n < nr; n++) {                                                         \
-                        float v = r[m][n];                                                                 \
-                        if (bias) v += bias[n0 + n];                                                       \
-                        if (accumulate) o[n] += v;                                                         \
-                        else o[n] = v;                                                                     \
-                    }                                                                                      \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
+#define VX_DEFINE_QP_GEMM(name, tile, block_bytes)                                                                     \
+    static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias, float *out, \
+                     int64_t ldo, int accumulate) {                                                                    \
+        const int64_t nb = K / VX_QBLOCK, gb = nb * (block_bytes);                                                     \
+        for (int64_t n0 = 0; n0 < N; n0 += VX_QP_ROWS) {                                                               \
+            const int nr = (N - n0) < VX_QP_ROWS ? (int)(N - n0) : VX_QP_ROWS;                                         \
+            const uint8_t *grp = w + (n0 / VX_QP_ROWS) * gb;                                                           \
+            for (int64_t m0 = 0; m0 < M; m0 += VX_QP_MR) {                                                             \
+                const int mr = (M - m0) < VX_QP_MR ? (int)(M - m0) : VX_QP_MR;                                         \
+                const vx_qx xt = {x->q + m0 * K, x->d + m0 * nb, x->s + m0 * nb};                                      \
+                float r[VX_QP_MR][VX_QP_ROWS];                                                                         \
+                switch (mr) {                                                                                          \
+                case 1: tile(&xt, K, grp, nb, r, 1); break;                                                            \
+                case 2: tile(&xt, K, grp, nb, r, 2); break;                                                            \
+                case 3: tile(&xt, K, grp, nb, r, 3); break;                                                            \
+                default: tile(&xt, K, grp, nb, r, 4); break;                                                           \
+                }                                                                                                      \
+                for (int m = 0; m < mr; m++) {                                                                         \
+                    float *o = out + (m0 + m) * ldo + n0;                                                              \
+                    for (int n = 0; n < nr; n++) {                                                                     \
+                        float v = r[m][n];                                                                             \
+                        if (bias) v += bias[n0 + n];                                                                   \
+                        if (accumulate) o[n] += v;                                                                     \
+                        else o[n] = v;                                                                                 \
+                    }                                                                                                  \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
     }
 
 VX_DEFINE_QP_GEMM(gemm_qp_q8_0_avx2, tile_q8_0, 2 * VX_QP_ROWS + 32 * VX_QP_ROWS)

@@ -83,18 +83,17 @@ VX_INLINE void step_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
         }
 }
 
-#define VX_DEFINE_BLOCK_TILE(fmt, VX_GROUP)                                                                       \
-    VX_INLINE void tile_##fmt(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb,       \
-                              float r[4][4], const int mr, const int nr) {                               \
-        __m256 acc[VX_MR][VX_NR];                                                                         \
-        for (int m = 0; m < mr; m++)                                                                      \
-            for (int n = 0; n < nr; n++) acc[m][n] = _mm256_setzero_ps();                                 \
-        int64_t b = 0;                                                                                    \
-        for (; b + VX_GROUP(mr) <= nb; b += VX_GROUP(mr))                                                 \
-            step_##fmt(x, K, w, rb, nb, b, acc, VX_GROUP(mr), mr, nr);                                    \
-        for (; b < nb; b++) step_##fmt(x, K, w, rb, nb, b, acc, 1, mr, nr);                               \
-        for (int m = 0; m < mr; m++)                                                                      \
-            for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);                                      \
+#define VX_DEFINE_BLOCK_TILE(fmt, VX_GROUP)                                                                          \
+    VX_INLINE void tile_##fmt(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb, float r[4][4],    \
+                              const int mr, const int nr) {                                                          \
+        __m256 acc[VX_MR][VX_NR];                                                                                    \
+        for (int m = 0; m < mr; m++)                                                                                 \
+            for (int n = 0; n < nr; n++) acc[m][n] = _mm256_setzero_ps();                                            \
+        int64_t b = 0;                                                                                               \
+        for (; b + VX_GROUP(mr) <= nb; b += VX_GROUP(mr)) step_##fmt(x, K, w, rb, nb, b, acc, VX_GROUP(mr), mr, nr); \
+        for (; b < nb; b++) step_##fmt(x, K, w, rb, nb, b, acc, 1, mr, nr);                                          \
+        for (int m = 0; m < mr; m++)                                                                                 \
+            for (int n = 0; n < nr; n++) r[m][n] = hsum8(acc[m][n]);                                                 \
     }
 
 /* q4_0 (18-byte blocks): 2 blocks per step measured best on cold rows
@@ -121,7 +120,8 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
             uint64_t sc, mn;
             vx_q4k_scales(p + 4, &sc, &mn);
             const __m256 d = f16x1(p), dmin = f16x1(p + 2);
-            _mm256_storeu_ps(dsc[n], _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)))));
+            _mm256_storeu_ps(
+                dsc[n], _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)))));
             dmn[n] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))));
         }
         for (int c = 0; c < 4; c++) { /* 32 bytes: low nibbles = sub-block 2c, high = 2c+1 */
@@ -133,15 +133,17 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
                     const int8_t *xq = x->q + m * K + sb * 256 + 64 * c;
                     const float *dx = x->d + m * xnb + sb * 8 + 2 * c;
                     const __m256i il = dot_u8s8(_mm256_setzero_si256(), wl, _mm256_loadu_si256((const __m256i *)xq));
-                    const __m256i ih = dot_u8s8(_mm256_setzero_si256(), wh, _mm256_loadu_si256((const __m256i *)(xq + 32)));
+                    const __m256i ih =
+                        dot_u8s8(_mm256_setzero_si256(), wh, _mm256_loadu_si256((const __m256i *)(xq + 32)));
                     acc[m][n] = _mm256_fmadd_ps(scaled(il, dx), sl, acc[m][n]);
                     acc[m][n] = _mm256_fmadd_ps(scaled(ih, dx + 1), sh, acc[m][n]);
                 }
             }
         }
         for (int m = 0; m < mr; m++) { /* mins: sum_j (dx_j * sum_j(x)) * (dmin * m_j) */
-            const __m256 fx = _mm256_mul_ps(_mm256_loadu_ps(x->d + m * xnb + sb * 8),
-                                            _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->s + m * xnb + sb * 8))));
+            const __m256 fx =
+                _mm256_mul_ps(_mm256_loadu_ps(x->d + m * xnb + sb * 8),
+                              _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->s + m * xnb + sb * 8))));
             for (int n = 0; n < nr; n++) acc[m][n] = _mm256_fnmadd_ps(fx, dmn[n], acc[m][n]);
         }
     }

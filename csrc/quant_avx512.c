@@ -26,7 +26,8 @@
 #define VX_PREFETCH_HINT _MM_HINT_T0
 
 VX_INLINE float hsum16(__m512 v) {
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m256 s8 =
+        _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
@@ -59,9 +60,10 @@ VX_INLINE void act_pair(const int8_t *xq, const float *xd, const int32_t *xs, in
         d = _mm_castpd_ps(_mm_load_sd((const double *)(xd + b)));
     }
     *dx = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d));
-    *corr = shift ? _mm512_maskz_permutexvar_epi32(0x0101, idx, _mm512_castsi128_si512(
-                                                                   _mm_sub_epi32(_mm_setzero_si128(), _mm_slli_epi32(s, shift))))
-                  : _mm512_setzero_si512();
+    *corr = shift
+                ? _mm512_maskz_permutexvar_epi32(
+                      0x0101, idx, _mm512_castsi128_si512(_mm_sub_epi32(_mm_setzero_si128(), _mm_slli_epi32(s, shift))))
+                : _mm512_setzero_si512();
 }
 
 /* Pairs per step: a lone x row (decoder step) reads each weight row in runs
@@ -79,7 +81,8 @@ VX_INLINE void step_q8_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
     __m512 dx[4][4];
     for (int g = 0; g < G; g++)
         for (int m = 0; m < mr; m++)
-            act_pair(x->q + m * K, x->d + m * nb, x->s + m * nb, b + 2 * g, 7, b + 2 * g + 1 == nb, &xv[g][m], &dx[g][m], &corr[g][m]);
+            act_pair(x->q + m * K, x->d + m * nb, x->s + m * nb, b + 2 * g, 7, b + 2 * g + 1 == nb, &xv[g][m],
+                     &dx[g][m], &corr[g][m]);
     for (int n = 0; n < nr; n++)
         for (int g = 0; g < G; g++) {
             const int single = b + 2 * g + 1 == nb;
@@ -103,7 +106,8 @@ VX_INLINE void step_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
     __m512 dx[4][4];
     for (int g = 0; g < G; g++)
         for (int m = 0; m < mr; m++)
-            act_pair(x->q + m * K, x->d + m * nb, x->s + m * nb, b + 2 * g, 3, b + 2 * g + 1 == nb, &xv[g][m], &dx[g][m], &corr[g][m]);
+            act_pair(x->q + m * K, x->d + m * nb, x->s + m * nb, b + 2 * g, 3, b + 2 * g + 1 == nb, &xv[g][m],
+                     &dx[g][m], &corr[g][m]);
     for (int n = 0; n < nr; n++)
         for (int g = 0; g < G; g++) {
             const int single = b + 2 * g + 1 == nb;
@@ -111,7 +115,8 @@ VX_INLINE void step_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
             if (g % 2 == 0) _mm_prefetch((const char *)(p + VX_PREFETCH_BYTES), VX_PREFETCH_HINT); /* ~ once a line */
             /* [qs_b, qs_b, qs_b1, qs_b1] >> [0, 4, 0, 4] & 15: lanes match x (weights 0..15, 16..31 of each block) */
             __m512i z = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 2)));
-            if (!single) z = _mm512_mask_broadcast_i32x4(z, 0xff00, _mm_loadu_si128((const __m128i *)(p + VX_Q4_0_BYTES + 2)));
+            if (!single)
+                z = _mm512_mask_broadcast_i32x4(z, 0xff00, _mm_loadu_si128((const __m128i *)(p + VX_Q4_0_BYTES + 2)));
             z = _mm512_and_si512(_mm512_mask_srli_epi64(z, 0xcc, z, 4), low4);
             const __m512 dw = f16_pair(p, VX_Q4_0_BYTES, single);
             for (int m = 0; m < mr; m++) {
@@ -121,18 +126,18 @@ VX_INLINE void step_q4_0(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
         }
 }
 
-#define VX_DEFINE_PAIR_TILE(fmt)                                                                          \
-    VX_INLINE void tile_##fmt(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb,       \
-                              float r[4][4], const int mr, const int nr) {                               \
-        __m512 acc[4][4];                                                                                 \
-        for (int m = 0; m < mr; m++)                                                                      \
-            for (int n = 0; n < nr; n++) acc[m][n] = _mm512_setzero_ps();                                 \
-        int64_t b = 0;                                                                                    \
-        for (; b + 2 * VX_PAIRS(mr) <= nb; b += 2 * VX_PAIRS(mr))                                         \
-            step_##fmt(x, K, w, rb, nb, b, acc, VX_PAIRS(mr), mr, nr);                                    \
-        for (; b < nb; b += 2) step_##fmt(x, K, w, rb, nb, b, acc, 1, mr, nr);                            \
-        for (int m = 0; m < mr; m++)                                                                      \
-            for (int n = 0; n < nr; n++) r[m][n] = hsum16(acc[m][n]);                                     \
+#define VX_DEFINE_PAIR_TILE(fmt)                                                                                  \
+    VX_INLINE void tile_##fmt(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb, int64_t nb, float r[4][4], \
+                              const int mr, const int nr) {                                                       \
+        __m512 acc[4][4];                                                                                         \
+        for (int m = 0; m < mr; m++)                                                                              \
+            for (int n = 0; n < nr; n++) acc[m][n] = _mm512_setzero_ps();                                         \
+        int64_t b = 0;                                                                                            \
+        for (; b + 2 * VX_PAIRS(mr) <= nb; b += 2 * VX_PAIRS(mr))                                                 \
+            step_##fmt(x, K, w, rb, nb, b, acc, VX_PAIRS(mr), mr, nr);                                            \
+        for (; b < nb; b += 2) step_##fmt(x, K, w, rb, nb, b, acc, 1, mr, nr);                                    \
+        for (int m = 0; m < mr; m++)                                                                              \
+            for (int n = 0; n < nr; n++) r[m][n] = hsum16(acc[m][n]);                                             \
     }
 
 VX_DEFINE_PAIR_TILE(q8_0)
@@ -151,18 +156,23 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
             const uint8_t *p = w + n * rb + sb * VX_Q4_K_BYTES;
             uint64_t sc, mn;
             vx_q4k_scales(p + 4, &sc, &mn);
-            const __m256 d = _mm256_set1_ps(_cvtsh_ss(vx_load_u16(p))), dmin = _mm256_set1_ps(_cvtsh_ss(vx_load_u16(p + 2)));
-            dsc[n] = _mm512_castps256_ps512(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)))));
-            dmn[n] = _mm512_zextps256_ps512(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)))));
+            const __m256 d = _mm256_set1_ps(_cvtsh_ss(vx_load_u16(p))),
+                         dmin = _mm256_set1_ps(_cvtsh_ss(vx_load_u16(p + 2)));
+            dsc[n] = _mm512_castps256_ps512(
+                _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)))));
+            dmn[n] = _mm512_zextps256_ps512(
+                _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)))));
         }
         for (int c = 0; c < 4; c++) { /* 32 bytes: low nibbles = sub-block 2c, high = 2c+1 */
             const __m512i idx = _mm512_add_epi32(pair_index(), _mm512_set1_epi32(2 * c));
             __m512i xv[4], corr[4];
             __m512 dx[4];
             for (int m = 0; m < mr; m++)
-                act_pair(x->q + m * K + sb * 256, x->d + m * xnb + sb * 8, x->s + m * xnb + sb * 8, 2 * c, 0, 0, &xv[m], &dx[m], &corr[m]);
+                act_pair(x->q + m * K + sb * 256, x->d + m * xnb + sb * 8, x->s + m * xnb + sb * 8, 2 * c, 0, 0, &xv[m],
+                         &dx[m], &corr[m]);
             for (int n = 0; n < nr; n++) {
-                __m512i z = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + n * rb + sb * VX_Q4_K_BYTES + 16 + 32 * c)));
+                __m512i z = _mm512_broadcast_i64x4(
+                    _mm256_loadu_si256((const __m256i *)(w + n * rb + sb * VX_Q4_K_BYTES + 16 + 32 * c)));
                 z = _mm512_and_si512(_mm512_mask_srli_epi64(z, 0xf0, z, 4), low4);
                 const __m512 s = _mm512_permutexvar_ps(idx, dsc[n]);
                 for (int m = 0; m < mr; m++) {
@@ -172,9 +182,9 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *w, int64_t rb
             }
         }
         for (int m = 0; m < mr; m++) { /* mins: lanes 0..7 get (dx_j * sum_j(x)) * (dmin * m_j) */
-            const __m512 fx = _mm512_zextps256_ps512(_mm256_mul_ps(
-                _mm256_loadu_ps(x->d + m * xnb + sb * 8),
-                _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->s + m * xnb + sb * 8)))));
+            const __m512 fx = _mm512_zextps256_ps512(
+                _mm256_mul_ps(_mm256_loadu_ps(x->d + m * xnb + sb * 8),
+                              _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->s + m * xnb + sb * 8)))));
             for (int n = 0; n < nr; n++) acc[m][n] = _mm512_fnmadd_ps(fx, dmn[n], acc[m][n]);
         }
     }

@@ -34,7 +34,8 @@ static float dot_q8_0(const int8_t *xq, const float *xd, const uint8_t *w, int64
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *p = w + b * VX_Q8_0_BYTES;
         const int8_t *xb = xq + b * 32;
-        const int32x4_t isum = dot32(vld1q_s8((const int8_t *)p + 2), vld1q_s8((const int8_t *)p + 18), vld1q_s8(xb), vld1q_s8(xb + 16));
+        const int32x4_t isum =
+            dot32(vld1q_s8((const int8_t *)p + 2), vld1q_s8((const int8_t *)p + 18), vld1q_s8(xb), vld1q_s8(xb + 16));
         acc = vfmaq_n_f32(acc, vmulq_n_f32(vcvtq_f32_s32(isum), xd[b]), f16(p));
     }
     return vaddvq_f32(acc);
@@ -91,8 +92,8 @@ static float dot_q4_k(const int8_t *xq, const float *xd, const int32_t *xs, cons
     return vaddvq_f32(acc);
 }
 
-static void gemm_neon(int qtype, const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                      const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_neon(int qtype, const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                      float *out, int64_t ldo, int accumulate) {
     const int64_t xnb = K / 32;
     const int64_t rb = qtype == 2 ? K / 256 * VX_Q4_K_BYTES : xnb * (qtype == 0 ? VX_Q8_0_BYTES : VX_Q4_0_BYTES);
     for (int64_t n = 0; n < N; n++) {
@@ -110,16 +111,16 @@ static void gemm_neon(int qtype, const vx_qx *x, int64_t M, const uint8_t *w, in
     }
 }
 
-static void gemm_q8_0_neon(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                           const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_q8_0_neon(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                           float *out, int64_t ldo, int accumulate) {
     gemm_neon(0, x, M, w, N, K, bias, out, ldo, accumulate);
 }
-static void gemm_q4_0_neon(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                           const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_q4_0_neon(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                           float *out, int64_t ldo, int accumulate) {
     gemm_neon(1, x, M, w, N, K, bias, out, ldo, accumulate);
 }
-static void gemm_q4_k_neon(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                           const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_q4_k_neon(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                           float *out, int64_t ldo, int accumulate) {
     gemm_neon(2, x, M, w, N, K, bias, out, ldo, accumulate);
 }
 

@@ -60,8 +60,8 @@ static float dot_q4_k(const int8_t *xq, const float *xd, const int32_t *xs, cons
     return acc;
 }
 
-static void gemm_scalar(int qtype, const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                        const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_scalar(int qtype, const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                        float *out, int64_t ldo, int accumulate) {
     const int64_t xnb = K / 32;
     const int64_t rb = qtype == 2 ? K / 256 * VX_Q4_K_BYTES : xnb * (qtype == 0 ? VX_Q8_0_BYTES : VX_Q4_0_BYTES);
     for (int64_t n = 0; n < N; n++) {
@@ -80,16 +80,16 @@ static void gemm_scalar(int qtype, const vx_qx *x, int64_t M, const uint8_t *w, 
     }
 }
 
-static void gemm_q8_0_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                             const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_q8_0_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                             float *out, int64_t ldo, int accumulate) {
     gemm_scalar(0, x, M, w, N, K, bias, out, ldo, accumulate);
 }
-static void gemm_q4_0_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                             const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_q4_0_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                             float *out, int64_t ldo, int accumulate) {
     gemm_scalar(1, x, M, w, N, K, bias, out, ldo, accumulate);
 }
-static void gemm_q4_k_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                             const float *bias, float *out, int64_t ldo, int accumulate) {
+static void gemm_q4_k_scalar(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                             float *out, int64_t ldo, int accumulate) {
     gemm_scalar(2, x, M, w, N, K, bias, out, ldo, accumulate);
 }
 

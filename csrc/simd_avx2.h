@@ -62,7 +62,10 @@ static inline void softmax_rows(float *s, int64_t rows, int64_t n) {
             float e[8];
             for (int i = 0; i < 8; i++) t[i] = (j + i < n) ? s[j + i] - mx : -INFINITY;
             _mm256_storeu_ps(e, exp256(_mm256_loadu_ps(t)));
-            for (int64_t i = j; i < n; i++) { s[i] = e[i - j]; sum += e[i - j]; }
+            for (int64_t i = j; i < n; i++) {
+                s[i] = e[i - j];
+                sum += e[i - j];
+            }
         }
         const float inv = 1.0f / sum;
         const __m256 inv8 = _mm256_set1_ps(inv);

@@ -20,8 +20,8 @@ static int threads_for(int64_t work) {
     return (work < VX_PARALLEL_MIN_WORK) ? 1 : n;
 }
 
-int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
-                   int64_t M, int64_t N, int64_t K, int accumulate) {
+int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out, int64_t M, int64_t N, int64_t K,
+                   int accumulate) {
     if (!x || !w || !out || M <= 0 || N <= 0 || K <= 0) return VX_EINVAL;
     const vx_ops *ops = vx_ops_active();
     /* Tasks of 16 W rows: enough to balance, few enough to keep W panels hot. */
@@ -63,9 +63,8 @@ static inline void prefetch_row(const float *p, int64_t D) {
 #endif
 }
 
-int vx_attention(const float *q, const float *k, const float *v, float *out,
-                 int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D,
-                 int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) {
+int vx_attention(const float *q, const float *k, const float *v, float *out, int64_t M, int64_t Hq, int64_t T,
+                 int64_t Hkv, int64_t D, int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) {
     if (!q || !k || !v || !out || M <= 0 || Hq <= 0 || T < 0 || Hkv <= 0 || D <= 0 || window <= 0 || Hq % Hkv)
         return VX_EINVAL;
     const vx_ops *ops = vx_ops_active();
@@ -110,7 +109,8 @@ int vx_attention(const float *q, const float *k, const float *v, float *out,
                     for (int64_t g = 0; g < group; g++) {
                         float *s = scores + g * n;
                         float mx = -INFINITY;
-                        for (int64_t j = 0; j < n; j++) if (s[j] > mx) mx = s[j];
+                        for (int64_t j = 0; j < n; j++)
+                            if (s[j] > mx) mx = s[j];
                         double sum = 0.0;
                         for (int64_t j = 0; j < n; j++) {
                             s[j] = expf(s[j] - mx);
@@ -191,8 +191,8 @@ int vx_silu_mul(const float *gate, const float *up, float *out, int64_t n) {
     return VX_OK;
 }
 
-int vx_conv1d_bf16(const float *x, const uint16_t *w, const float *bias, float *out,
-                   int64_t T_in, int64_t Cin, int64_t Cout, int64_t Kw, int64_t stride) {
+int vx_conv1d_bf16(const float *x, const uint16_t *w, const float *bias, float *out, int64_t T_in, int64_t Cin,
+                   int64_t Cout, int64_t Kw, int64_t stride) {
     if (!x || !w || !out || T_in < Kw || Cin <= 0 || Cout <= 0 || Kw <= 0 || stride <= 0) return VX_EINVAL;
     const int64_t T_out = (T_in - Kw) / stride + 1;
     const int64_t cols = Cin * Kw;
@@ -210,8 +210,8 @@ int vx_conv1d_bf16(const float *x, const uint16_t *w, const float *bias, float *
     return status;
 }
 
-int vx_log_mel(const float *power, const float *filters, float *out,
-               int64_t F, int64_t n_freq, int64_t n_mels, float log_floor) {
+int vx_log_mel(const float *power, const float *filters, float *out, int64_t F, int64_t n_freq, int64_t n_mels,
+               float log_floor) {
     if (!power || !filters || !out || F < 0 || n_freq <= 0 || n_mels <= 0) return VX_EINVAL;
     const int nthreads = threads_for(F * n_freq * n_mels);
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)

@@ -133,8 +133,8 @@ int vx_isa_available(int isa) {
 #endif
 #if defined(VX_HAVE_AVX512)
     case VX_ISA_AVX512: /* the file is built with -mavx512{f,bw,dq,vl}: ask for all four */
-        return features.avx512f && features.avx512bw && features.avx512dq && features.avx512vl &&
-               features.avx2 && features.fma && features.f16c;
+        return features.avx512f && features.avx512bw && features.avx512dq && features.avx512vl && features.avx2 &&
+               features.fma && features.f16c;
 #if defined(VX_HAVE_AVX512VNNI)
     case VX_ISA_AVX512VNNI: return vx_isa_available(VX_ISA_AVX512) && features.avx512vnni;
 #endif

@@ -11,8 +11,8 @@ typedef struct vx_ops {
      * Row-deterministic: the result for one row of x does not depend on M,
      * so any chunking of a stream gives bit-identical activations.
      * scratch: at least vx_gemm_scratch_floats(K) floats. */
-    void (*gemm_bf16)(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K,
-                      const float *bias, float *out, int64_t ldo, int accumulate, float *scratch);
+    void (*gemm_bf16)(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K, const float *bias, float *out,
+                      int64_t ldo, int accumulate, float *scratch);
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float *y, float a, const float *x, int64_t n); /* y += a * x */
     /* Optional fused attention of one query position x `nkv` consecutive KV
@@ -20,8 +20,8 @@ typedef struct vx_ops {
      * k/v + j*stride + h*D; qg/og hold the nkv*group query heads, D apart;
      * scores: nkv*group*n floats of scratch. Returns 0 if it does not handle
      * the case (NULL: never), and the generic dot/axpy path runs instead. */
-    int (*attn)(const float *qg, int64_t nkv, int64_t group, const float *k, const float *v, int64_t stride,
-                int64_t n, int64_t D, float scale, float *scores, float *og);
+    int (*attn)(const float *qg, int64_t nkv, int64_t group, const float *k, const float *v, int64_t stride, int64_t n,
+                int64_t D, float scale, float *scores, float *og);
 } vx_ops;
 
 /* W rows processed per gemm task; scratch holds their fp32 copy (padded). */
@@ -31,8 +31,8 @@ static inline int64_t vx_gemm_scratch_floats(int64_t K) { return VX_GEMM_ROWS * 
 extern const vx_ops vx_ops_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const vx_ops vx_ops_avx2;
-int vx_attn_avx2(const float *qg, int64_t nkv, int64_t group, const float *k, const float *v, int64_t stride,
-                 int64_t n, int64_t D, float scale, float *scores, float *og);
+int vx_attn_avx2(const float *qg, int64_t nkv, int64_t group, const float *k, const float *v, int64_t stride, int64_t n,
+                 int64_t D, float scale, float *scores, float *og);
 #if defined(VX_HAVE_AVX512)
 extern const vx_ops vx_ops_avx512;
 #endif

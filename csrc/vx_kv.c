@@ -15,7 +15,7 @@ static uint16_t f32_to_bf16(float f) {
     uint32_t b;
     memcpy(&b, &f, sizeof b);
     if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u); /* NaN stays a (quiet) NaN */
-    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);              /* round to nearest even */
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);                 /* round to nearest even */
 }
 
 static void store_int8_head(const float *x, int8_t *q, float *scale, int64_t D) {

@@ -151,15 +151,15 @@ static int matmul_q_driver(const float *x, const uint8_t *w, vx_qgemm_fn gemm, i
     return VX_OK;
 }
 
-int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out,
-                int64_t M, int64_t N, int64_t K, int accumulate) {
+int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out, int64_t M, int64_t N,
+                int64_t K, int accumulate) {
     const int64_t rb = vx_q_row_bytes(qtype, K);
     if (!x || !w || !out || M <= 0 || N <= 0 || rb <= 0) return VX_EINVAL;
     return matmul_q_driver(x, w, vx_qops_active()->gemm[qtype], rb, bias, out, M, N, K, accumulate);
 }
 
-int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out,
-                 int64_t M, int64_t N, int64_t K, int accumulate) {
+int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out, int64_t M, int64_t N,
+                 int64_t K, int accumulate) {
     if (!x || !wp || !out || M <= 0 || N <= 0 || vx_qp_bytes(qtype, N, K) < 0) return VX_EINVAL;
     const int64_t rb = K / VX_QBLOCK * vx_qp_block_bytes(qtype) / VX_QP_ROWS;
     return matmul_q_driver(x, wp, vx_qpops_active()->gemm[qtype], rb, bias, out, M, N, K, accumulate);

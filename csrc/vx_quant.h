@@ -28,8 +28,8 @@ typedef struct vx_qx {
 
 /* out[m*ldo + n] (+)= sum_k x[m,k] w[n,k] (+ bias[n]) for m < M, n < N;
  * w: N rows of GGML blocks, row after row. */
-typedef void (*vx_qgemm_fn)(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                            const float *bias, float *out, int64_t ldo, int accumulate);
+typedef void (*vx_qgemm_fn)(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias,
+                            float *out, int64_t ldo, int accumulate);
 
 typedef struct vx_qops {
     const char *name;
@@ -80,7 +80,10 @@ static inline float vx_f16_to_f32(uint16_t h) {
             bits = sign;
         } else { /* subnormal: normalise */
             int e = -1;
-            do { man <<= 1; e++; } while (!(man & 0x400));
+            do {
+                man <<= 1;
+                e++;
+            } while (!(man & 0x400));
             bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
         }
     } else {
@@ -108,46 +111,48 @@ static inline void vx_q4k_scales(const uint8_t *s12, uint64_t *sc, uint64_t *mn)
 /* Shared tiling: outputs in tiles of up to MR x rows by NR (<= 4) weight rows;
  * the tile function gets mr, nr as compile-time constants (so its
  * accumulators stay in registers) and writes r[m][n] before bias/accumulate. */
-#define VX_TILE_NR(tile, mr, nr, ...)                                            \
-    switch (nr) {                                                                \
-    case 1: tile(__VA_ARGS__, mr, 1); break;                                     \
-    case 2: tile(__VA_ARGS__, mr, 2); break;                                     \
-    case 3: tile(__VA_ARGS__, mr, 3); break;                                     \
-    default: tile(__VA_ARGS__, mr, 4); break;                                    \
+#define VX_TILE_NR(tile, mr, nr, ...)         \
+    switch (nr) {                             \
+    case 1: tile(__VA_ARGS__, mr, 1); break;  \
+    case 2: tile(__VA_ARGS__, mr, 2); break;  \
+    case 3: tile(__VA_ARGS__, mr, 3); break;  \
+    default: tile(__VA_ARGS__, mr, 4); break; \
     }
-#define VX_TILE_CALL_2(tile, mr, nr, ...)                                        \
-    if ((mr) == 1) { VX_TILE_NR(tile, 1, nr, __VA_ARGS__) }                      \
-    else { VX_TILE_NR(tile, 2, nr, __VA_ARGS__) }
-#define VX_TILE_CALL_4(tile, mr, nr, ...)                                        \
-    switch (mr) {                                                                \
-    case 1: VX_TILE_NR(tile, 1, nr, __VA_ARGS__) break;                          \
-    case 2: VX_TILE_NR(tile, 2, nr, __VA_ARGS__) break;                          \
-    case 3: VX_TILE_NR(tile, 3, nr, __VA_ARGS__) break;                          \
-    default: VX_TILE_NR(tile, 4, nr, __VA_ARGS__) break;                         \
+#define VX_TILE_CALL_2(tile, mr, nr, ...)    \
+    if ((mr) == 1) {                         \
+        VX_TILE_NR(tile, 1, nr, __VA_ARGS__) \
+    } else {                                 \
+        VX_TILE_NR(tile, 2, nr, __VA_ARGS__) \
+    }
+#define VX_TILE_CALL_4(tile, mr, nr, ...)                \
+    switch (mr) {                                        \
+    case 1: VX_TILE_NR(tile, 1, nr, __VA_ARGS__) break;  \
+    case 2: VX_TILE_NR(tile, 2, nr, __VA_ARGS__) break;  \
+    case 3: VX_TILE_NR(tile, 3, nr, __VA_ARGS__) break;  \
+    default: VX_TILE_NR(tile, 4, nr, __VA_ARGS__) break; \
     }
 
 /* Defines `name`: loops over tiles (MR is 2 or 4, NR 4), calls `tile`, stores. */
-#define VX_DEFINE_QGEMM(name, tile, block_bytes, block_vals, MR)                                    \
-    static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,             \
-                     const float *bias, float *out, int64_t ldo, int accumulate) {                 \
-        const int64_t nb = K / (block_vals), rb = nb * (block_bytes), xnb = K / VX_QBLOCK;         \
-        for (int64_t n0 = 0; n0 < N; n0 += 4) {                                                   \
-            const int nr = (N - n0) < 4 ? (int)(N - n0) : 4;                                      \
-            for (int64_t m0 = 0; m0 < M; m0 += (MR)) {                                            \
-                const int mr = (M - m0) < (MR) ? (int)(M - m0) : (MR);                            \
-                float r[4][4];                                                                    \
-                const vx_qx xt = {x->q + m0 * K, x->d + m0 * xnb, x->s + m0 * xnb};               \
-                VX_TILE_CALL_##MR(tile, mr, nr, &xt, K, w + n0 * rb, rb, nb, r)                   \
-                for (int m = 0; m < mr; m++)                                                      \
-                    for (int n = 0; n < nr; n++) {                                                \
-                        float v = r[m][n];                                                        \
-                        if (bias) v += bias[n0 + n];                                              \
-                        float *o = out + (m0 + m) * ldo + n0 + n;                                 \
-                        if (accumulate) *o += v;                                                  \
-                        else *o = v;                                                              \
-                    }                                                                             \
-            }                                                                                     \
-        }                                                                                         \
+#define VX_DEFINE_QGEMM(name, tile, block_bytes, block_vals, MR)                                                       \
+    static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias, float *out, \
+                     int64_t ldo, int accumulate) {                                                                    \
+        const int64_t nb = K / (block_vals), rb = nb * (block_bytes), xnb = K / VX_QBLOCK;                             \
+        for (int64_t n0 = 0; n0 < N; n0 += 4) {                                                                        \
+            const int nr = (N - n0) < 4 ? (int)(N - n0) : 4;                                                           \
+            for (int64_t m0 = 0; m0 < M; m0 += (MR)) {                                                                 \
+                const int mr = (M - m0) < (MR) ? (int)(M - m0) : (MR);                                                 \
+                float r[4][4];                                                                                         \
+                const vx_qx xt = {x->q + m0 * K, x->d + m0 * xnb, x->s + m0 * xnb};                                    \
+                VX_TILE_CALL_##MR(tile, mr, nr, &xt, K, w + n0 * rb, rb, nb,                                           \
+                                  r) for (int m = 0; m < mr; m++) for (int n = 0; n < nr; n++) {                       \
+                    float v = r[m][n];                                                                                 \
+                    if (bias) v += bias[n0 + n];                                                                       \
+                    float *o = out + (m0 + m) * ldo + n0 + n;                                                          \
+                    if (accumulate) *o += v;                                                                           \
+                    else *o = v;                                                                                       \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
     }
 
 const vx_qops *vx_qops_active(void);

@@ -28,8 +28,7 @@ int vx_quantize_rows(const void *src, int src_bf16, uint8_t *dst, int qtype, int
 int vx_quantize_rows_scalar(const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t rows, int64_t cols);
 
 /* one build's block loop: blocks [b0, b1) of the flat block array */
-typedef int (*vx_quantize_blocks_fn)(const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t b0,
-                                     int64_t b1);
+typedef int (*vx_quantize_blocks_fn)(const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t b0, int64_t b1);
 int vx_quantize_blocks_scalar(const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t b0, int64_t b1);
 int vx_quantize_blocks_avx2(const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t b0, int64_t b1);
 

@@ -42,9 +42,9 @@ static inline uint16_t VXQ(to_f16)(float f) {
     uint32_t a = x & 0x7fffffffu;
     if (a >= 0x7f800000u) return sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u);
     if (a >= 0x477ff000u) return sign | 0x7c00u; /* >= 65520 rounds to Inf */
-    if (a < 0x38800000u) {                         /* below 2^-14: fp16 subnormal, unit 2^-24 */
-        float v = VXQ(bits_f32)(a) * 0x1p24f;      /* exact: a power-of-two scale into the normal range */
-        return sign | (uint16_t)nearbyintf(v);     /* 1024 is the smallest normal: still right */
+    if (a < 0x38800000u) {                       /* below 2^-14: fp16 subnormal, unit 2^-24 */
+        float v = VXQ(bits_f32)(a) * 0x1p24f;    /* exact: a power-of-two scale into the normal range */
+        return sign | (uint16_t)nearbyintf(v);   /* 1024 is the smallest normal: still right */
     }
     uint32_t h = ((((a >> 23) - 127 + 15) << 10) | ((a & 0x7fffffu) >> 13));
     uint32_t rem = a & 0x1fffu;
@@ -166,8 +166,7 @@ static inline int VXQ(q4_0)(const float *x, uint8_t *out) {
     /* weights 0..15 low nibbles, 16..31 high: both halves packed in the same (per-lane) order */
     __m256i lo = _mm256_packs_epi32(q4[0], q4[1]), hi = _mm256_packs_epi32(q4[2], q4[3]);
     __m256i c = _mm256_permute4x64_epi64(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), 0xD8);
-    _mm_storeu_si128((__m128i *)(out + 2),
-                     _mm_packus_epi16(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1)));
+    _mm_storeu_si128((__m128i *)(out + 2), _mm_packus_epi16(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1)));
 #else
     uint8_t q[32];
     for (int i = 0; i < 32; i++) {
@@ -187,8 +186,8 @@ static inline float VXQ(lanes_sum)(const float *v) {
 
 /* sum w q, sum w q q, sum w q x for the levels q = clip(rint(inv * xc), 0, 15);
  * lane j sums values j, j + 8, j + 16, j + 24 (the AVX2 build: one register per sum) */
-static inline void VXQ(level_sums)(const float *x, const float *xc, const float *w, float inv, double *sl,
-                                   double *sl2, double *sxl) {
+static inline void VXQ(level_sums)(const float *x, const float *xc, const float *w, float inv, double *sl, double *sl2,
+                                   double *sxl) {
     float a[VXQ_LANES] = {0}, b[VXQ_LANES] = {0}, c[VXQ_LANES] = {0};
 #if defined(__AVX2__)
     __m256 va = _mm256_setzero_ps(), vb = va, vc = va, vinv = _mm256_set1_ps(inv);

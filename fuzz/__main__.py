@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     extra: list[str] = []
     if "--" in argv:
         at = argv.index("--")
-        argv, extra = argv[:at], argv[at + 1:]
+        argv, extra = argv[:at], argv[at + 1 :]
     ap = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__.split("\n\n")[0])
     ap.add_argument("target", nargs="?")
     ap.add_argument("--list", action="store_true", help="list the targets and exit")
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = [
         f"-runs={a.runs}",
         f"-max_len={targets.MAX_LEN[a.target]}",
-        "-timeout=20",          # seconds per input: a hang is a bug
-        "-rss_limit_mb=3072",   # memory blow-ups (huge resampled lengths) are bugs too
+        "-timeout=20",  # seconds per input: a hang is a bug
+        "-rss_limit_mb=3072",  # memory blow-ups (huge resampled lengths) are bugs too
         f"-artifact_prefix={a.artifacts}/{a.target}-",
         f"-seed={a.seed}",
         "-print_final_stats=1",

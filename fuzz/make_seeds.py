@@ -49,8 +49,9 @@ def small_tekken() -> dict:
     vocabulary's size)."""
     full = build_tekken(2000)
     n_special, n_base = 40, 100
-    full["config"].update(default_vocab_size=n_special + n_base, default_num_special_tokens=n_special,
-                          num_vocab_tokens=n_base)
+    full["config"].update(
+        default_vocab_size=n_special + n_base, default_num_special_tokens=n_special, num_vocab_tokens=n_base
+    )
     full["vocab"] = full["vocab"][:n_base]
     full["special_tokens"] = [t for t in full["special_tokens"] if t["rank"] < n_special]
     assert {t["rank"] for t in full["special_tokens"]} >= set(k for k in NAMED_SPECIAL_TOKENS if k < n_special)

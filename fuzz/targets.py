@@ -19,9 +19,10 @@ import math
 import os
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import atheris
 
@@ -127,6 +128,7 @@ def _scratch(name: str, data: bytes) -> Path:
 # ---------------------------------------------------------------------------
 # Structure-aware JSON mutation: random values of every type put at random
 # places of a valid document find type confusions that byte flips rarely reach.
+
 
 def _random_value(fdp: atheris.FuzzedDataProvider) -> Any:
     kind = fdp.ConsumeIntInRange(0, 11)
@@ -245,8 +247,8 @@ def target_safetensors(data: bytes) -> None:
     if data[:1] == b"\x01":  # structured: mutate the seed's header, keep its data
         seed = _seed_bytes("safetensors/three_tensors")
         n = int.from_bytes(seed[:8], "little")
-        header = json.dumps(mutate_json(json.loads(seed[8:8 + n]), atheris.FuzzedDataProvider(data[1:]))).encode()
-        data = len(header).to_bytes(8, "little") + header + seed[8 + n:]
+        header = json.dumps(mutate_json(json.loads(seed[8 : 8 + n]), atheris.FuzzedDataProvider(data[1:]))).encode()
+        data = len(header).to_bytes(8, "little") + header + seed[8 + n :]
     f = SafetensorsFile(_scratch("x.safetensors", data))
     for name in f.keys():
         f.tensor(name)
@@ -336,8 +338,19 @@ def target_stream(data: bytes) -> None:
         # runs for minutes: issue 8, the resampler bound in part A.
         known_input("test_fuzz.py::test_stream_absurd_rate_is_refused")
     stream = model.stream(delay, sample_rate=rate)
-    dtypes = [np.float32, np.float64, np.float16, np.int16, np.int32, np.int8, np.uint8, np.bool_,
-              np.complex64, np.int64, np.uint16]
+    dtypes = [
+        np.float32,
+        np.float64,
+        np.float16,
+        np.int16,
+        np.int32,
+        np.int8,
+        np.uint8,
+        np.bool_,
+        np.complex64,
+        np.int64,
+        np.uint16,
+    ]
     total = 0
     for _ in range(fdp.ConsumeIntInRange(0, 6)):
         n = fdp.ConsumeIntInRange(0, 4000)

@@ -80,7 +80,8 @@ int main(void) {
                     int8_t *q = malloc((size_t)(M * K));
                     float *d = malloc((size_t)(M * K / 32) * sizeof(float));
                     int32_t *s = malloc((size_t)(M * K / 32) * sizeof(int32_t));
-                    float *ref = malloc((size_t)(M * N) * sizeof(float)), *got = malloc((size_t)(M * N) * sizeof(float));
+                    float *ref = malloc((size_t)(M * N) * sizeof(float)),
+                          *got = malloc((size_t)(M * N) * sizeof(float));
                     random_blocks(w, qtype, N * rb / BYTES[qtype]);
                     for (int64_t i = 0; i < M * K; i++) x[i] = rndf() * (float)(1 + (i % 7));
                     quantize(x, M, K, q, d, s);
@@ -104,7 +105,8 @@ int main(void) {
                         float row[13];
                         vx_matmul_q(x + m * K, w, qtype, NULL, row, 1, N, K, 0);
                         if (memcmp(row, got + m * N, (size_t)N * sizeof(float))) {
-                            printf("FAIL row determinism qtype %d M=%lld row %lld\n", qtype, (long long)M, (long long)m);
+                            printf("FAIL row determinism qtype %d M=%lld row %lld\n", qtype, (long long)M,
+                                   (long long)m);
                             failures++;
                         }
                     }

@@ -186,7 +186,9 @@ def reference_offline(hf_dir_or_model, audio_16k: np.ndarray, delay_ms: int = 48
             return_dict_in_generate=True,
         )
     tokens = out.sequences[0, prompt.shape[1] :].tolist()
-    step_logits = torch.stack([lg[0] for lg in out.logits]).float().numpy() if out.logits else np.zeros((0, 0), np.float32)
+    step_logits = (
+        torch.stack([lg[0] for lg in out.logits]).float().numpy() if out.logits else np.zeros((0, 0), np.float32)
+    )
     encoder_out, audio_embeds = reference_audio_features(model, feats)
     return {
         "input_ids": inp["input_ids"],

@@ -29,8 +29,9 @@ def running_server(model, *, api_key=None, names=("voxtral-test",), **settings):
     cfg = ServerConfig(model_names=list(names), api_key=api_key, settings=Settings(**settings))
     app = create_app(model, cfg)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            ws_max_size=2 * cfg.settings.max_message_bytes + 4096)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=2 * cfg.settings.max_message_bytes + 4096
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -72,8 +73,9 @@ def until(ws, kind: str, timeout=120.0) -> tuple[dict, list[dict]]:
         seen.append(event)
 
 
-def transcribe_ws(url: str, audio: bytes, *, chunk_bytes=2560, pace=0.0, model=None, delay_ms=None,
-                  headers=None, kv_cache=None) -> tuple[dict, list[dict]]:
+def transcribe_ws(
+    url: str, audio: bytes, *, chunk_bytes=2560, pace=0.0, model=None, delay_ms=None, headers=None, kv_cache=None
+) -> tuple[dict, list[dict]]:
     """One utterance over /v1/realtime: (the transcription.done event, all events before it)."""
     from websockets.sync.client import connect
 

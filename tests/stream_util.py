@@ -26,9 +26,21 @@ def mode_dirs(root: Path, **overrides) -> dict[str, Path]:
     from voxtral import quantize
     from voxtral.testing.checkpoint import make_checkpoint
 
-    src = make_checkpoint(root / "bf16", preset="tiny", layout="native", dim=256, head_dim=64, n_heads=4,
-                          n_kv_heads=2, hidden_dim=512, enc_dim=256, enc_head_dim=64, enc_n_heads=4,
-                          enc_hidden_dim=256, **overrides)["native"]
+    src = make_checkpoint(
+        root / "bf16",
+        preset="tiny",
+        layout="native",
+        dim=256,
+        head_dim=64,
+        n_heads=4,
+        n_kv_heads=2,
+        hidden_dim=512,
+        enc_dim=256,
+        enc_head_dim=64,
+        enc_n_heads=4,
+        enc_hidden_dim=256,
+        **overrides,
+    )["native"]
     dirs = {"bf16": src}
     for qt in ("q8_0", "q4_0", "q4_k"):
         assert quantize.main([str(src), str(root / qt), "--type", qt, "--quiet"]) == 0

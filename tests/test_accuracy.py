@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from trained_util import HELDOUT_DIR, MODEL_DIR, model_copy
 
 # Measured (README, "Accuracy"): exact mode 480 ms on the first 12 held-out
@@ -71,7 +72,7 @@ def test_streaming_equals_offline_with_trained_weights(trained_dir, quant):
     i = 0
     while i < samples.shape[0]:
         n = int(rng.integers(1, 4000))
-        stream.feed(samples[i: i + n])
+        stream.feed(samples[i : i + n])
         i += n
     stream.finish()
     assert stream.tokens == offline.token_ids

@@ -40,21 +40,52 @@ def chunk(cid: bytes, body: bytes) -> bytes:
     return out
 
 
-def fmt_body(tag: int, channels: int, rate: int, bits: int, extensible: bool = False, sub_tag: int | None = None,
-             valid_bits: int | None = None) -> bytes:
+def fmt_body(
+    tag: int,
+    channels: int,
+    rate: int,
+    bits: int,
+    extensible: bool = False,
+    sub_tag: int | None = None,
+    valid_bits: int | None = None,
+) -> bytes:
     block_align = channels * ((bits + 7) // 8)
     byte_rate = rate * block_align
     if not extensible:
         return struct.pack("<HHIIHH", tag, channels, rate, byte_rate, block_align, bits)
     guid = struct.pack("<H", sub_tag) + GUID_SUFFIX
-    return struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, byte_rate, block_align, bits, 22,
-                       valid_bits or bits, (1 << channels) - 1) + guid
+    return (
+        struct.pack(
+            "<HHIIHHHHI",
+            0xFFFE,
+            channels,
+            rate,
+            byte_rate,
+            block_align,
+            bits,
+            22,
+            valid_bits or bits,
+            (1 << channels) - 1,
+        )
+        + guid
+    )
 
 
-def make_wav(data: bytes, *, tag: int = 1, channels: int = 1, rate: int = 16000, bits: int = 16,
-             extensible: bool = False, sub_tag: int | None = None, before: list[bytes] = (),
-             after: list[bytes] = (), data_size: int | None = None, rf64: bool = False,
-             fmt: bytes | None = None) -> bytes:
+def make_wav(
+    data: bytes,
+    *,
+    tag: int = 1,
+    channels: int = 1,
+    rate: int = 16000,
+    bits: int = 16,
+    extensible: bool = False,
+    sub_tag: int | None = None,
+    before: list[bytes] = (),
+    after: list[bytes] = (),
+    data_size: int | None = None,
+    rf64: bool = False,
+    fmt: bytes | None = None,
+) -> bytes:
     fmtc = chunk(b"fmt ", fmt if fmt is not None else fmt_body(tag, channels, rate, bits, extensible, sub_tag))
     size = len(data) if data_size is None else data_size
     datac = b"data" + struct.pack("<I", size) + data + (b"\x00" if len(data) % 2 else b"")
@@ -120,7 +151,7 @@ def test_int_pcm_exact(bits, extensible, tmp_path):
     assert (h.format, h.channels, h.rate, h.bits) == ("pcm", 1, 16000, bits)
     assert h.data_size == len(v) * bits // 8
     assert h.format_tag == (0xFFFE if extensible else 1)
-    assert wav[h.data_offset:h.data_offset + 4] == int_pcm(v, bits)[:4]
+    assert wav[h.data_offset : h.data_offset + 4] == int_pcm(v, bits)[:4]
 
 
 @pytest.mark.parametrize("bits", [32, 64])
@@ -173,8 +204,11 @@ def test_extensible_24_in_32_container():
 
 def test_unknown_and_odd_chunks_skipped():
     v = np.arange(-50, 51, dtype=np.int16)
-    wav = make_wav(v.tobytes(), before=[chunk(b"LIST", b"abc"), chunk(b"junk", b"x" * 7), chunk(b"fact", b"\x01\x02\x03\x04")],
-                   after=[chunk(b"LIST", b"trailing")])
+    wav = make_wav(
+        v.tobytes(),
+        before=[chunk(b"LIST", b"abc"), chunk(b"junk", b"x" * 7), chunk(b"fact", b"\x01\x02\x03\x04")],
+        after=[chunk(b"LIST", b"trailing")],
+    )
     np.testing.assert_array_equal(load_audio(wav), v / np.float32(32768))
     # an odd-sized chunk before fmt
     body = b"WAVE" + chunk(b"bext", b"q" * 5) + chunk(b"fmt ", fmt_body(1, 1, 16000, 16)) + chunk(b"data", v.tobytes())
@@ -414,12 +448,15 @@ def test_truncated_data_chunk(tmp_path):
         load_audio(wav)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 100, "cannot decode this MP3 file"),  # fake mp3
-    (b"hello, this is a text file\n", "this is text, not audio"),
-    (b"RIFF\x10\x00\x00\x00AVI LIST", "ffmpeg"),  # RIFF but not WAVE: only ffmpeg might read it
-    (b"RI", "text"),  # too short to be anything; printable
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 100, "cannot decode this MP3 file"),  # fake mp3
+        (b"hello, this is a text file\n", "this is text, not audio"),
+        (b"RIFF\x10\x00\x00\x00AVI LIST", "ffmpeg"),  # RIFF but not WAVE: only ffmpeg might read it
+        (b"RI", "text"),  # too short to be anything; printable
+    ],
+)
 def test_not_audio(content, message, tmp_path):
     p = tmp_path / "song.mp3"
     p.write_bytes(content)
@@ -453,14 +490,17 @@ def test_missing_fmt_and_data():
         load_audio(make_wav(b"\x00\x00", fmt=b"\x01\x00\x01\x00"))
 
 
-@pytest.mark.parametrize("kw,msg", [
-    (dict(tag=0x55), "MP3"),
-    (dict(tag=6, bits=8), "A-law"),
-    (dict(tag=2, bits=4), "0x0002"),
-    (dict(tag=1, bits=40), "bit depth 40"),
-    (dict(tag=3, bits=16), "float bit depth 16"),
-    (dict(extensible=True, sub_tag=0x55), "MP3"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(tag=0x55), "MP3"),
+        (dict(tag=6, bits=8), "A-law"),
+        (dict(tag=2, bits=4), "0x0002"),
+        (dict(tag=1, bits=40), "bit depth 40"),
+        (dict(tag=3, bits=16), "float bit depth 16"),
+        (dict(extensible=True, sub_tag=0x55), "MP3"),
+    ],
+)
 def test_unsupported_formats(kw, msg):
     with pytest.raises(AudioError, match=msg):
         load_audio(make_wav(b"\x00" * 40, **kw))

@@ -63,6 +63,7 @@ def test_bad_batch_size(model, long_recording):
 
 def test_cli_batch_size(tiny_ckpt, audio_dir, tmp_path):
     import soundfile as sf
+
     from test_cli import run_cli
 
     gap = np.zeros(32000, dtype=np.float32)

@@ -6,23 +6,55 @@ it), the generic files need no ISA flags, and no build file asks for
 from __future__ import annotations
 
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-GENERIC = ["vx_cpu.c", "vx_core.c", "vx_fft.c", "isa_scalar.c", "vx_quant.c", "quant_scalar.c", "qpack.c", "vx_kv.c",
-           "vx_quantize.c"]
-X86_ONLY = ["isa_avx2.c", "quant_avx2.c", "quant_avxvnni.c", "quant_avx512.c", "qpack_avx2.c", "kv_avx2.c",
-            "kv_avx512.c", "vx_quantize_avx2.c"]
+GENERIC = [
+    "vx_cpu.c",
+    "vx_core.c",
+    "vx_fft.c",
+    "isa_scalar.c",
+    "vx_quant.c",
+    "quant_scalar.c",
+    "qpack.c",
+    "vx_kv.c",
+    "vx_quantize.c",
+]
+X86_ONLY = [
+    "isa_avx2.c",
+    "quant_avx2.c",
+    "quant_avxvnni.c",
+    "quant_avx512.c",
+    "qpack_avx2.c",
+    "kv_avx2.c",
+    "kv_avx512.c",
+    "vx_quantize_avx2.c",
+]
 
 
 def _compile(cc, src, flags, tmp_path):
-    r = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-fopenmp", *flags, "-c", str(CSRC / src),
-                        "-o", str(tmp_path / (src + ".o"))], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            cc,
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fopenmp",
+            *flags,
+            "-c",
+            str(CSRC / src),
+            "-o",
+            str(tmp_path / (src + ".o")),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, f"{cc} {src}: {r.stderr}"
 
 
@@ -44,15 +76,39 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
     _compile("gcc", "isa_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-mavx512f", "-mavx2", "-mfma"], tmp_path)
     _compile("gcc", "quant_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
     _compile("gcc", "qpack_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
-    _compile("gcc", "quant_avxvnni.c", ["-march=x86-64", "-DVX_HAVE_AVXVNNI", "-mavxvnni", "-mavx2", "-mfma", "-mf16c"],
-             tmp_path)
-    _compile("gcc", "quant_avx512.c", ["-march=x86-64", "-DVX_HAVE_AVX512VNNI", "-mavx512f", "-mavx512bw", "-mavx512dq",
-                                       "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"], tmp_path)
+    _compile(
+        "gcc",
+        "quant_avxvnni.c",
+        ["-march=x86-64", "-DVX_HAVE_AVXVNNI", "-mavxvnni", "-mavx2", "-mfma", "-mf16c"],
+        tmp_path,
+    )
+    _compile(
+        "gcc",
+        "quant_avx512.c",
+        [
+            "-march=x86-64",
+            "-DVX_HAVE_AVX512VNNI",
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512dq",
+            "-mavx512vl",
+            "-mavx512vnni",
+            "-mavx2",
+            "-mfma",
+            "-mf16c",
+        ],
+        tmp_path,
+    )
     # the generic files with every optional kernel table declared
-    _compile("gcc", "vx_quant.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"],
-             tmp_path)
-    _compile("gcc", "vx_cpu.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"],
-             tmp_path)
+    _compile(
+        "gcc",
+        "vx_quant.c",
+        ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"],
+        tmp_path,
+    )
+    _compile(
+        "gcc", "vx_cpu.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"], tmp_path
+    )
     nm = subprocess.run(["nm", str(tmp_path / "quant_avx512.c.o")], capture_output=True, text=True)
     assert "vx_qops_avx512vnni" in nm.stdout
     _compile("gcc", "kv_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
@@ -65,12 +121,22 @@ def test_neon_path_compiles_for_aarch64(tmp_path):
     cc = shutil.which("aarch64-linux-gnu-gcc")
     if cc is None:
         pytest.skip("no aarch64 cross compiler (apt install gcc-aarch64-linux-gnu; .ci/run does)")
-    for src in [*GENERIC, "isa_neon.c", "quant_neon.c", "kv_neon.c", *X86_ONLY]:  # the x86 files must compile to nothing there
+    for src in [
+        *GENERIC,
+        "isa_neon.c",
+        "quant_neon.c",
+        "kv_neon.c",
+        *X86_ONLY,
+    ]:  # the x86 files must compile to nothing there
         _compile(cc, src, [], tmp_path)
     _compile(cc, "quant_neon_dotprod.c", ["-DVX_HAVE_NEON_DOTPROD", "-march=armv8.2-a+dotprod"], tmp_path)
     _compile(cc, "vx_quant.c", ["-DVX_HAVE_NEON_DOTPROD"], tmp_path)
-    for obj, sym in [("isa_neon.c.o", "vx_ops_neon"), ("quant_neon.c.o", "vx_qops_neon"),
-                     ("quant_neon_dotprod.c.o", "vx_qops_neon_dotprod"), ("kv_neon.c.o", "vx_attn_kv_neon")]:
+    for obj, sym in [
+        ("isa_neon.c.o", "vx_ops_neon"),
+        ("quant_neon.c.o", "vx_qops_neon"),
+        ("quant_neon_dotprod.c.o", "vx_qops_neon_dotprod"),
+        ("kv_neon.c.o", "vx_attn_kv_neon"),
+    ]:
         syms = subprocess.run(["aarch64-linux-gnu-nm", str(tmp_path / obj)], capture_output=True, text=True)
         assert sym in syms.stdout, obj
 
@@ -87,13 +153,30 @@ def test_neon_quant_kernels_run_under_qemu(tmp_path):
         (s, []) for s in [*GENERIC, "isa_neon.c", "quant_neon.c", "kv_neon.c"]
     ]:
         obj = tmp_path / (src + ".o")
-        r = subprocess.run([cc, "-O2", "-DVX_HAVE_NEON_DOTPROD", *flags, "-c", str(CSRC / src), "-o", str(obj)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [cc, "-O2", "-DVX_HAVE_NEON_DOTPROD", *flags, "-c", str(CSRC / src), "-o", str(obj)],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         objs.append(str(obj))
     exe = tmp_path / "neon_quant_check"
-    r = subprocess.run([cc, "-O2", "-static", "-DVX_HAVE_NEON_DOTPROD", f"-I{CSRC}", str(ROOT / "tests" / "neon_quant_check.c"),
-                        *objs, "-lm", "-o", str(exe)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            cc,
+            "-O2",
+            "-static",
+            "-DVX_HAVE_NEON_DOTPROD",
+            f"-I{CSRC}",
+            str(ROOT / "tests" / "neon_quant_check.c"),
+            *objs,
+            "-lm",
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     run = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -107,10 +190,28 @@ def test_neon_kv_attention_runs_under_qemu(tmp_path):
     if cc is None or qemu is None:
         pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
     exe = tmp_path / "kv_check"
-    srcs = [ROOT / "tests" / "c" / "kv_check.c", *(CSRC / f for f in ("vx_kv.c", "kv_neon.c", "vx_cpu.c",
-                                                                        "isa_scalar.c", "isa_neon.c"))]
-    r = subprocess.run([cc, "-O2", "-static", "-fopenmp", "-Wall", "-Wextra", "-Werror", f"-I{CSRC}", *map(str, srcs),
-                        "-lm", "-o", str(exe)], capture_output=True, text=True)
+    srcs = [
+        ROOT / "tests" / "c" / "kv_check.c",
+        *(CSRC / f for f in ("vx_kv.c", "kv_neon.c", "vx_cpu.c", "isa_scalar.c", "isa_neon.c")),
+    ]
+    r = subprocess.run(
+        [
+            cc,
+            "-O2",
+            "-static",
+            "-fopenmp",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{CSRC}",
+            *map(str, srcs),
+            "-lm",
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     r = subprocess.run([qemu, str(exe), "1"], capture_output=True, text=True, timeout=300)  # 1 = VX_ISA_NEON
     assert r.returncode == 0 and r.stdout.strip() == "ok neon", r.stdout + r.stderr
@@ -123,9 +224,16 @@ def test_sdist_carries_the_license(tmp_path):
 
     pytest.importorskip("scikit_build_core")
     r = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from scikit_build_core.build import build_sdist; print(build_sdist(sys.argv[1]))", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from scikit_build_core.build import build_sdist; print(build_sdist(sys.argv[1]))",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     sdist = tmp_path / r.stdout.strip().splitlines()[-1]
@@ -150,10 +258,29 @@ def test_quantizer_writes_the_same_bytes_on_aarch64(tmp_path):
     if cc is None or qemu is None:
         pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
     exe = tmp_path / "quantize_check"
-    srcs = [ROOT / "tests" / "c" / "quantize_check.c",
-            *(CSRC / f for f in ("vx_quantize.c", "vx_cpu.c", "isa_scalar.c", "isa_neon.c"))]
-    r = subprocess.run([cc, "-O2", "-static", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror",
-                        f"-I{CSRC}", *map(str, srcs), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    srcs = [
+        ROOT / "tests" / "c" / "quantize_check.c",
+        *(CSRC / f for f in ("vx_quantize.c", "vx_cpu.c", "isa_scalar.c", "isa_neon.c")),
+    ]
+    r = subprocess.run(
+        [
+            cc,
+            "-O2",
+            "-static",
+            "-fopenmp",
+            "-ffp-contract=off",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{CSRC}",
+            *map(str, srcs),
+            "-lm",
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     rng = np.random.default_rng(17)
     x = (rng.standard_t(3, (24, 512)) * rng.uniform(1e-3, 10, (24, 1))).astype(np.float32)
@@ -162,8 +289,12 @@ def test_quantizer_writes_the_same_bytes_on_aarch64(tmp_path):
     (tmp_path / "in.f32").write_bytes(x.tobytes())
     for qid, qtype in enumerate(("q8_0", "q4_0", "q4_k")):
         out = tmp_path / f"{qtype}.bin"
-        run = subprocess.run([qemu, str(exe), str(tmp_path / "in.f32"), str(out), str(qid), "24", "512"],
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [qemu, str(exe), str(tmp_path / "in.f32"), str(out), str(qid), "24", "512"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         ours = _kernels.quantize_rows(x, qtype)
         assert np.frombuffer(out.read_bytes(), np.uint8).tobytes() == ours.tobytes(), qtype

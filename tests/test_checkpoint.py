@@ -128,8 +128,13 @@ def test_native_files(tiny_ckpt):
     assert e["n_heads"] * e["head_dim"] != e["dim"] and e["use_biases"] is True and e["sliding_window"] == 750
     assert e["rope_theta"] == 1e6 and e["causal"] is True
     assert e["audio_encoding_args"] == {
-        "sampling_rate": 16000, "frame_rate": 12.5, "num_mel_bins": 128, "hop_length": 160,
-        "window_size": 400, "global_log_mel_max": 1.5, "transcription_format": "streaming",
+        "sampling_rate": 16000,
+        "frame_rate": 12.5,
+        "num_mel_bins": 128,
+        "hop_length": 160,
+        "window_size": 400,
+        "global_log_mel_max": 1.5,
+        "transcription_format": "streaming",
     }
     assert w["downsample_args"] == {"downsample_factor": 4}
 
@@ -143,8 +148,9 @@ def test_hf_files(tiny_ckpt):
     bits = _hf_bits(hf)
     assert index["metadata"]["total_size"] == sum(v.nbytes for v in bits.values())
     assert not any(k.startswith("lm_head") for k in bits)
-    assert all(k.startswith(("model.language_model.", "model.audio_tower.", "model.multi_modal_projector."))
-               for k in bits)
+    assert all(
+        k.startswith(("model.language_model.", "model.audio_tower.", "model.multi_modal_projector.")) for k in bits
+    )
     assert (hf / "tekken.json").read_bytes() == (tiny_ckpt["native"] / "tekken.json").read_bytes()
 
 
@@ -240,7 +246,9 @@ def test_permutation_is_models_md_formula():
     want = t.reshape(4, 4, 2, 3).transpose(1, 2).reshape(t.shape).numpy()
     np.testing.assert_array_equal(ck.permute_for_rotate_half(t.numpy(), 4, 8), want)
     b = torch.arange(32)
-    np.testing.assert_array_equal(ck.permute_for_rotate_half(b.numpy(), 4, 8), b.reshape(4, 4, 2).transpose(1, 2).reshape(32).numpy())
+    np.testing.assert_array_equal(
+        ck.permute_for_rotate_half(b.numpy(), 4, 8), b.reshape(4, 4, 2).transpose(1, 2).reshape(32).numpy()
+    )
 
 
 # --------------------------------------------------------------------------
@@ -288,7 +296,10 @@ def test_full_vocab_tekken():
     t = ck.build_tekken(131072)
     assert len(t["vocab"]) == 130072 and t["config"]["default_vocab_size"] == 131072
     assert [s["rank"] for s in t["special_tokens"]] == list(range(1000))
-    assert t["special_tokens"][32]["token_str"] == "[STREAMING_PAD]" and t["special_tokens"][500]["token_str"] == "<SPECIAL_500>"
+    assert (
+        t["special_tokens"][32]["token_str"] == "[STREAMING_PAD]"
+        and t["special_tokens"][500]["token_str"] == "<SPECIAL_500>"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -325,7 +336,9 @@ def test_manual_padding_matches_processor(tiny_ckpt, audio_dir, reference):
     audio = reference.read_wav_16k(audio_dir / "night1968_5s_dont_worry_about_him.wav")
     p = reference.processor_inputs(tiny_ckpt["hf"], audio)
     assert p["input_ids"] == reference.manual_prompt(480) and p["num_delay_tokens"] == 6
-    np.testing.assert_array_equal(p["input_features"], reference.reference_log_mel(reference.manual_padded_audio(audio, 480)))
+    np.testing.assert_array_equal(
+        p["input_features"], reference.reference_log_mel(reference.manual_padded_audio(audio, 480))
+    )
     for delay in (80, 160, 960, 2400):  # mistral-common's padding == model.md's recipe (asserted inside)
         m = reference.mistral_common_inputs(tiny_ckpt["hf"], audio, delay)
         assert len(m["input_ids"]) == 33 + delay // 80 and len(m["padded_audio"]) % 1280 == 0
@@ -365,6 +378,7 @@ def test_fullwidth_reference_tokens_are_varied(fullwidth_ckpt, audio_dir, refere
 
 # ---- the generator as a user runs it: the extra it needs, no debris on failure ----
 
+
 def test_missing_mistral_common_names_the_extra_and_leaves_nothing(tmp_path, monkeypatch):
     from voxtral.testing import checkpoint
 
@@ -378,8 +392,10 @@ def test_missing_mistral_common_names_the_extra_and_leaves_nothing(tmp_path, mon
 
 
 def test_missing_extra_one_line_from_the_command(tmp_path):
-    code = ("import sys; sys.modules['mistral_common'] = None; "
-            "from voxtral.testing.checkpoint import main; sys.exit(main(sys.argv[1:]))")
+    code = (
+        "import sys; sys.modules['mistral_common'] = None; "
+        "from voxtral.testing.checkpoint import main; sys.exit(main(sys.argv[1:]))"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "voxtral[testing]" in r.stderr and "Traceback" not in r.stderr

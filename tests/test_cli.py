@@ -17,7 +17,11 @@ def run_cli(*args, env_extra=None, input=None):
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "voxtral", *map(str, args)],
-        capture_output=True, text=True, env=env, input=input, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        input=input,
+        timeout=600,
     )
 
 
@@ -100,6 +104,7 @@ def test_corrupt_model_dir(tiny_ckpt, audio_dir, tmp_path):
 
 # ---- stdin ---------------------------------------------------------------
 
+
 def _pcm(audio_dir, name="night1968_5s_dont_worry_about_him.wav"):
     import wave
 
@@ -119,14 +124,32 @@ def tiny_model(tiny_ckpt):
 def test_stdin_wav_and_raw(tiny_ckpt, tiny_model, audio_dir):
     wav = audio_dir / "night1968_5s_dont_worry_about_him.wav"
     expected = tiny_model.transcribe(wav)
-    r = subprocess.run([sys.executable, "-m", "voxtral", "--stdin", "--model", str(tiny_ckpt["native"])],
-                       input=wav.read_bytes(), capture_output=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "--stdin", "--model", str(tiny_ckpt["native"])],
+        input=wav.read_bytes(),
+        capture_output=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode() == expected.text + "\n"
     pcm = _pcm(audio_dir)
-    r = subprocess.run([sys.executable, "-m", "voxtral", "--stdin", "--raw-format", "s16le", "--format", "jsonl",
-                        "--model", str(tiny_ckpt["native"])],
-                       input=pcm, capture_output=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxtral",
+            "--stdin",
+            "--raw-format",
+            "s16le",
+            "--format",
+            "jsonl",
+            "--model",
+            str(tiny_ckpt["native"]),
+        ],
+        input=pcm,
+        capture_output=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert _tokens(r.stdout.decode()) == expected.token_ids
     # a WAV header written by a pipe (unknown sizes) is read to the end
@@ -134,8 +157,12 @@ def test_stdin_wav_and_raw(tiny_ckpt, tiny_model, audio_dir):
     data_at = raw.find(b"data")
     raw[4:8] = b"\xff\xff\xff\xff"
     raw[data_at + 4 : data_at + 8] = b"\xff\xff\xff\xff"
-    r = subprocess.run([sys.executable, "-m", "voxtral", "--stdin", "--format", "jsonl", "--model", str(tiny_ckpt["native"])],
-                       input=bytes(raw), capture_output=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "--stdin", "--format", "jsonl", "--model", str(tiny_ckpt["native"])],
+        input=bytes(raw),
+        capture_output=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert _tokens(r.stdout.decode()) == expected.token_ids
 
@@ -149,9 +176,21 @@ def test_stdin_odd_pieces_and_cut_mid_sample(tiny_ckpt, tiny_model, audio_dir):
     pcm = _pcm(audio_dir)
     cut = pcm[: 3 * 16000 * 2 + 1]  # ends inside a sample
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxtral", "--stdin", "--raw-format", "s16le", "--format", "jsonl",
-         "--model", str(tiny_ckpt["native"])],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "voxtral",
+            "--stdin",
+            "--raw-format",
+            "s16le",
+            "--format",
+            "jsonl",
+            "--model",
+            str(tiny_ckpt["native"]),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     rnd = random.Random(7)
     i = 0
@@ -170,8 +209,13 @@ def test_stdin_odd_pieces_and_cut_mid_sample(tiny_ckpt, tiny_model, audio_dir):
 
 def test_stdin_empty_or_garbage(tiny_ckpt):
     for data in (b"", b"\x01"):
-        r = subprocess.run([sys.executable, "-m", "voxtral", "--stdin", "--model", str(tiny_ckpt["native"])],
-                           input=data, capture_output=True, text=False, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "voxtral", "--stdin", "--model", str(tiny_ckpt["native"])],
+            input=data,
+            capture_output=True,
+            text=False,
+            timeout=300,
+        )
         assert r.returncode == voxtral.AudioError.exit_code, r.stderr
         assert r.stderr.decode().count("voxtral: error:") == 1
 
@@ -210,7 +254,7 @@ def test_srt_vtt_and_output_file(tiny_ckpt, tiny_model, audio_dir, tmp_path):
     r = run_cli(wav, "--model", tiny_ckpt["native"], "--format", "vtt")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("WEBVTT\n\n")
-    cues = r.stdout[len("WEBVTT\n\n"):].strip("\n").split("\n\n")
+    cues = r.stdout[len("WEBVTT\n\n") :].strip("\n").split("\n\n")
     assert len(cues) == len(expected.segments)
     for cue in cues:
         assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d", cue.split("\n")[0])
@@ -240,8 +284,9 @@ def test_help_and_version_need_neither_numpy_nor_the_extension(arg):
     # VOXTRAL_ISA (which the extension would reject) does not matter either.
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")}
     env.update(VOXTRAL_ISA="bogus", VOXTRAL_NUM_THREADS="abc")
-    r = subprocess.run([sys.executable, "-c", _BLOCK_HEAVY.format(arg=arg)],
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", _BLOCK_HEAVY.format(arg=arg)], capture_output=True, text=True, env=env, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert "EXIT 0 HEAVY []" in r.stdout, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
@@ -249,34 +294,42 @@ def test_help_and_version_need_neither_numpy_nor_the_extension(arg):
 
 # Every check must happen before the model loads: with a model directory that
 # does not exist, a check made after loading would exit 4 (model not found).
-@pytest.mark.parametrize("args", [
-    ["x.wav", "--threads", "100000"],
-    ["x.wav", "--threads", "0"],
-    ["x.wav", "--delay-ms", "100"],
-    ["x.wav", "--delay-ms", "4000"],
-    ["x.wav", "--delay-ms", "0"],
-    ["--stdin", "--raw-rate", "0"],
-    ["--stdin", "--raw-rate", "-16000"],
-    ["--stdin", "--raw-rate", "1"],
-    ["--stdin", "--raw-rate", "100000000"],
-    ["--stdin", "--raw-format", "mp3"],
-    ["x.wav", "--device", "1"],
-    ["--stdin", "--device", "default"],
-    ["x.wav", "--record", "out.wav"],
-    ["x.wav", "y.wav", "--format", "srt"],
-    ["x.wav", "y.wav", "--format", "vtt", "-o", "subs.vtt"],
-    ["--stdin", "--output-dir", "out"],
-    ["x.wav", "sub/x.wav", "--output-dir", "out"],
-    ["missing.wav"],
-    [],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["x.wav", "--threads", "100000"],
+        ["x.wav", "--threads", "0"],
+        ["x.wav", "--delay-ms", "100"],
+        ["x.wav", "--delay-ms", "4000"],
+        ["x.wav", "--delay-ms", "0"],
+        ["--stdin", "--raw-rate", "0"],
+        ["--stdin", "--raw-rate", "-16000"],
+        ["--stdin", "--raw-rate", "1"],
+        ["--stdin", "--raw-rate", "100000000"],
+        ["--stdin", "--raw-format", "mp3"],
+        ["x.wav", "--device", "1"],
+        ["--stdin", "--device", "default"],
+        ["x.wav", "--record", "out.wav"],
+        ["x.wav", "y.wav", "--format", "srt"],
+        ["x.wav", "y.wav", "--format", "vtt", "-o", "subs.vtt"],
+        ["--stdin", "--output-dir", "out"],
+        ["x.wav", "sub/x.wav", "--output-dir", "out"],
+        ["missing.wav"],
+        [],
+    ],
+)
 def test_argument_checks_before_the_model_loads(args, tmp_path):
     for name in ("x.wav", "y.wav", "sub/x.wav"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"RIFF")
-    r = subprocess.run([sys.executable, "-m", "voxtral", *args, "--model", str(tmp_path / "no-model")],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=60,
-                       env={k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")})
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", *args, "--model", str(tmp_path / "no-model")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")},
+    )
     _one_line_error(r, voxtral.UsageError.exit_code)
 
 
@@ -368,6 +421,7 @@ def test_output_name_like_whisper():
 def test_list_devices_without_portaudio_is_one_line():
     try:
         import sounddevice  # noqa: F401
+
         pytest.skip("PortAudio is installed here")
     except OSError:
         pass
@@ -402,8 +456,10 @@ def test_list_devices_lists_inputs(monkeypatch, capsys):
 def test_first_run_message_names_the_installed_command(audio_dir, tmp_path):
     from voxtral import hub
 
-    r = run_cli(audio_dir / "jfk.wav",
-                env_extra={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path)})
+    r = run_cli(
+        audio_dir / "jfk.wav",
+        env_extra={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path)},
+    )
     _one_line_error(r, voxtral.ModelNotFoundError.exit_code)
     assert hub.download_command() in r.stderr
     assert ("pip install" in r.stderr) == (hub._hub_module() is None)

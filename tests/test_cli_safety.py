@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 import voxtral
-
 from test_cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +46,14 @@ def test_output_that_is_an_input_is_refused(tiny_ckpt, tmp_path):
         assert r.returncode == 2 and "refusing to overwrite" in r.stderr, r.stderr
     assert wav.read_bytes() == before
     with open(wav, "rb") as f:
-        r = subprocess.run([sys.executable, "-m", "voxtral", "--stdin", "-o", str(wav), "--model",
-                            str(tiny_ckpt["native"])], stdin=f, capture_output=True, text=True, env=_env(), timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "voxtral", "--stdin", "-o", str(wav), "--model", str(tiny_ckpt["native"])],
+            stdin=f,
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
     assert r.returncode == 2 and "standard input" in r.stderr, r.stderr
     assert wav.read_bytes() == before
 
@@ -70,8 +75,14 @@ def test_quantize_force_refuses_unrelated_directories(tiny_ckpt, tmp_path):
     quantize_model(tiny_ckpt["native"], out, "q4_0", force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "q"]
     # "." as DST (the EBUSY case): replaced by its absolute name, no "..old-*" left behind
-    r = subprocess.run([sys.executable, "-m", "voxtral", "quantize", str(tiny_ckpt["native"]), ".", "--type", "q8_0",
-                        "--force", "-q"], cwd=out, capture_output=True, text=True, env=_env(), timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "quantize", str(tiny_ckpt["native"]), ".", "--type", "q8_0", "--force", "-q"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "q"]
     assert sorted(p.name for p in out.iterdir()) == ["model.gguf", "tekken.json"]
@@ -79,12 +90,20 @@ def test_quantize_force_refuses_unrelated_directories(tiny_ckpt, tmp_path):
 
 # ---- 3: SIGTERM cleans up as SIGINT does ----
 def _signal_after_start(args, sig, watch: Path, cwd=None, wait_for=".part", min_bytes=0):
-    proc = subprocess.Popen([sys.executable, "-m", "voxtral", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(), cwd=cwd)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=cwd,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if any(wait_for in p.name and (p.is_dir() or p.stat().st_size > min_bytes) for p in watch.iterdir()) \
-                or proc.poll() is not None:
+        if (
+            any(wait_for in p.name and (p.is_dir() or p.stat().st_size > min_bytes) for p in watch.iterdir())
+            or proc.poll() is not None
+        ):
             break
         time.sleep(0.01)
     time.sleep(0.2)
@@ -95,8 +114,9 @@ def _signal_after_start(args, sig, watch: Path, cwd=None, wait_for=".part", min_
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_leaves_no_temporaries_quantize(fullwidth_ckpt, tmp_path, sig):
-    code, _, err = _signal_after_start(["quantize", fullwidth_ckpt["native"], tmp_path / "q", "--type", "q8_0"],
-                                       sig, tmp_path, wait_for=".partial-")
+    code, _, err = _signal_after_start(
+        ["quantize", fullwidth_ckpt["native"], tmp_path / "q", "--type", "q8_0"], sig, tmp_path, wait_for=".partial-"
+    )
     assert code == 128 + sig and "interrupted" in err, (code, err)
     assert list(tmp_path.iterdir()) == []
 
@@ -108,31 +128,39 @@ def test_signal_keeps_partial_transcript_and_no_temporaries(tiny_ckpt, tmp_path,
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "t.jsonl"
-    code, _, err = _signal_after_start([wav, "-o", out, "--format", "jsonl", "--model", tiny_ckpt["native"]], sig,
-                                       out_dir, min_bytes=200)
+    code, _, err = _signal_after_start(
+        [wav, "-o", out, "--format", "jsonl", "--model", tiny_ckpt["native"]], sig, out_dir, min_bytes=200
+    )
     assert code == 128 + sig, (code, err)
     assert [p.name for p in out_dir.iterdir()] == ["t.jsonl"], list(out_dir.iterdir())
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and all(row["source"] == str(wav) for row in rows)
     assert "kept what was transcribed" in err
-    assert any(line == "voxtral: interrupted; kept what was transcribed so far in " + str(out)
-               for line in err.splitlines()), err
+    assert any(
+        line == "voxtral: interrupted; kept what was transcribed so far in " + str(out) for line in err.splitlines()
+    ), err
 
 
 # ---- 5: closed or full stdout, closed stderr ----
 def test_closed_or_full_stdout(tiny_ckpt, tmp_path):
     wav = _wav(tmp_path / "a.wav")
     cmd = [sys.executable, "-m", "voxtral", str(wav), "--model", str(tiny_ckpt["native"])]
-    r = subprocess.run(" ".join(cmd) + " >&-", shell=True, capture_output=False, stderr=subprocess.PIPE,
-                       text=True, env=_env(), timeout=120)
+    r = subprocess.run(
+        " ".join(cmd) + " >&-",
+        shell=True,
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     if os.path.exists("/dev/full"):
         with open("/dev/full", "w") as full:
             r = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, env=_env(), timeout=120)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().splitlines() == ["voxtral: error: cannot write the transcript: No space left on device"]
-    r = subprocess.run(" ".join(cmd) + " 2>&-", shell=True, stdout=subprocess.PIPE, text=True, env=_env(),
-                       timeout=120)
+    r = subprocess.run(" ".join(cmd) + " 2>&-", shell=True, stdout=subprocess.PIPE, text=True, env=_env(), timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == voxtral.load(tiny_ckpt["native"]).transcribe(wav).text.strip()
 
 
@@ -152,8 +180,13 @@ def test_raw_format_with_files_and_odd_raw_input(tiny_ckpt, tmp_path):
     r = run_cli(wav, "--raw-format", "s16le", "--model", tiny_ckpt["native"])
     assert r.returncode == 2 and "--raw-format goes with --stdin" in r.stderr
     raw = (np.zeros(1601, "<i2").tobytes())[:-1]  # 3201 bytes: one byte short of a whole sample
-    r = subprocess.run([sys.executable, "-m", "voxtral", "--stdin", "--raw-format", "s16le", "--model",
-                        str(tiny_ckpt["native"])], input=raw, capture_output=True, env=_env(), timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "--stdin", "--raw-format", "s16le", "--model", str(tiny_ckpt["native"])],
+        input=raw,
+        capture_output=True,
+        env=_env(),
+        timeout=120,
+    )
     err = r.stderr.decode()
     assert r.returncode == 0 and "voxtral: warning: <stdin>: the raw input ends with 1 byte(s)" in err, err
     assert "frozen" not in err and "Warning:" not in err
@@ -208,14 +241,15 @@ def test_quantized_model_message_names_the_option(tiny_ckpt, tmp_path):
 def test_readme_stream_example_uses_flush():
     readme = (REPO / "README.md").read_text()
     start = readme.index("stream = model.stream(")
-    block = readme[start: readme.index("```", start)]
+    block = readme[start : readme.index("```", start)]
     assert "stream.flush()" in block and "for event in stream.flush()" in block
 
 
 # ---- 10: testing.checkpoint OUT and --model OUT ----
 def test_checkpoint_help_and_parent_directory_message(tiny_ckpt, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "voxtral.testing.checkpoint", "--help"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral.testing.checkpoint", "--help"], capture_output=True, text=True, timeout=60
+    )
     text = " ".join(r.stdout.split())
     assert "tiny (default)" in text and "OUT/native and OUT/hf" in text
     parent = tiny_ckpt["native"].parent

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stream_util import mode_dirs, stream_tokens
 
 import voxtral
+from stream_util import mode_dirs, stream_tokens
 from voxtral.audio import load_audio
 from voxtral.kvcache import KVCache
 from voxtral.linear import linear

@@ -51,8 +51,10 @@ def files(audio_dir, tmp_path_factory):
         sf.write(str(paths[ext]), pcm, rate, format=fmt, subtype=subtype)
     if shutil.which("ffmpeg"):
         paths["m4a"] = out / f"{NAME}.m4a"
-        subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(wav), "-c:a", "aac", "-b:a", "96k",
-                        str(paths["m4a"])], check=True)
+        subprocess.run(
+            ["ffmpeg", "-y", "-loglevel", "error", "-i", str(wav), "-c:a", "aac", "-b:a", "96k", str(paths["m4a"])],
+            check=True,
+        )
     return paths
 
 
@@ -145,9 +147,21 @@ def tiny_model(tiny_ckpt):
 
 def _cli_stdin(tiny_ckpt, data: bytes, *extra):
     return subprocess.run(
-        [sys.executable, "-m", "voxtral", "--stdin", "--format", "jsonl", "--quiet", *extra,
-         "--model", str(tiny_ckpt["native"])],
-        input=data, capture_output=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "voxtral",
+            "--stdin",
+            "--format",
+            "jsonl",
+            "--quiet",
+            *extra,
+            "--model",
+            str(tiny_ckpt["native"]),
+        ],
+        input=data,
+        capture_output=True,
+        timeout=600,
     )
 
 
@@ -168,8 +182,11 @@ def test_stdin_reads_each_format_like_the_file(tiny_ckpt, tiny_model, files, ext
 @pytest.mark.parametrize("cut", ["text", "truncated_wav", "fake_mp3"])
 def test_stdin_refuses_what_the_file_path_refuses(tiny_ckpt, files, tmp_path, cut):
     wav = files["wav"].read_bytes()
-    data = {"text": b"this is not audio at all\n" * 10, "truncated_wav": wav[: len(wav) // 2],
-            "fake_mp3": b"ID3\x04\0\0\0\0\0\0" + b"\xff\xfb" * 200}[cut]
+    data = {
+        "text": b"this is not audio at all\n" * 10,
+        "truncated_wav": wav[: len(wav) // 2],
+        "fake_mp3": b"ID3\x04\0\0\0\0\0\0" + b"\xff\xfb" * 200,
+    }[cut]
     r = _cli_stdin(tiny_ckpt, data)
     assert r.returncode == voxtral.AudioError.exit_code, r.stderr
     err = r.stderr.decode()
@@ -216,8 +233,17 @@ def test_mp3_whose_header_lies_about_its_length(audio_dir):
     assert abs(len(got) - 8000) <= 2 * 1152  # at most the codec's padding frames
 
 
-@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"),
-                                          ("OGG", "OPUS"), ("MP3", "MPEG_LAYER_III"), ("AIFF", "PCM_16")])
+@pytest.mark.parametrize(
+    "fmt, subtype",
+    [
+        ("WAV", "PCM_16"),
+        ("FLAC", "PCM_16"),
+        ("OGG", "VORBIS"),
+        ("OGG", "OPUS"),
+        ("MP3", "MPEG_LAYER_III"),
+        ("AIFF", "PCM_16"),
+    ],
+)
 def test_damaged_files_give_audio_errors_only(audio_dir, monkeypatch, capfd, fmt, subtype):
     import voxtral.audio as A
 

@@ -30,9 +30,24 @@ SHORT_RUNS = {"wav": 3000, "stdin": 3000, "safetensors": 3000, "config": 3000, "
 @pytest.mark.parametrize("target", sorted(SHORT_RUNS))
 def test_short_fuzz_run(target, tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "fuzz", target, "--runs", str(SHORT_RUNS[target]), "--seed", "1",
-         "--work", str(tmp_path / "work"), "--artifacts", str(tmp_path / "crashes")],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "fuzz",
+            target,
+            "--runs",
+            str(SHORT_RUNS[target]),
+            "--seed",
+            "1",
+            "--work",
+            str(tmp_path / "work"),
+            "--artifacts",
+            str(tmp_path / "crashes"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")},
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -74,6 +89,7 @@ def test_json_mutation_keeps_the_seed_intact():
 
 
 # ---- reproducers: config.py ---------------------------------------------------
+
 
 def _params(tmp_path, edit) -> Path:
     from voxtral.testing.checkpoint import params_json, resolve_dims
@@ -136,6 +152,7 @@ def test_config_zero_audio_length_is_config_error(tmp_path):
 
 # ---- reproducers: safetensors_io.py ------------------------------------------
 
+
 def _safetensors(tmp_path, header: dict, data: bytes = b"") -> Path:
     raw = json.dumps(header).encode()
     path = tmp_path / "x.safetensors"
@@ -155,10 +172,13 @@ def test_safetensors_huge_shape_is_checkpoint_error(tmp_path):
     from voxtral.safetensors_io import SafetensorsFile
 
     with pytest.raises(CheckpointError):
-        SafetensorsFile(_safetensors(tmp_path, {"t": {"dtype": "BF16", "shape": [2**70], "data_offsets": [0, 2]}}, b"\0\0"))
+        SafetensorsFile(
+            _safetensors(tmp_path, {"t": {"dtype": "BF16", "shape": [2**70], "data_offsets": [0, 2]}}, b"\0\0")
+        )
 
 
 # ---- reproducers: the stream feeder (audio/live resampling) --------------------
+
 
 def test_stream_absurd_rate_is_refused(tiny_ckpt):
     # In a child with 3 GB of address space and a time limit (it once reached 11 GB, then crashed).

@@ -27,8 +27,9 @@ def published(tiny_ckpt, tmp_path_factory):
 
     ref = reference.load_reference(tiny_ckpt["hf"])
     fresh = VoxtralRealtimeForConditionalGeneration(ref.config).to(torch.bfloat16)
-    missing, unexpected = fresh.load_state_dict({k: v.to(torch.bfloat16) for k, v in ref.state_dict().items()},
-                                                strict=False)
+    missing, unexpected = fresh.load_state_dict(
+        {k: v.to(torch.bfloat16) for k, v in ref.state_dict().items()}, strict=False
+    )
     assert not unexpected and all("lm_head" in k for k in missing), (missing, unexpected)
     out = tmp_path_factory.mktemp("published") / "model"
     fresh.save_pretrained(out)

@@ -15,8 +15,12 @@ from voxtral.hub import DEFAULT_REPO, resolve_model_dir
 from voxtral.layout import detect_layout
 
 NATIVE = ["consolidated.safetensors", "params.json", "tekken.json"]
-HF = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-      "model.safetensors.index.json"]
+HF = [
+    "config.json",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+    "model.safetensors.index.json",
+]
 
 
 def write_files(d: Path, names: list[str]) -> Path:
@@ -26,8 +30,15 @@ def write_files(d: Path, names: list[str]) -> Path:
     return d
 
 
-def fake_cache(cache: Path, files: list[str], *, repo: str = DEFAULT_REPO, commit: str = "a" * 40,
-               ref: bool = True, symlinks: bool = True) -> Path:
+def fake_cache(
+    cache: Path,
+    files: list[str],
+    *,
+    repo: str = DEFAULT_REPO,
+    commit: str = "a" * 40,
+    ref: bool = True,
+    symlinks: bool = True,
+) -> Path:
     """models--owner--name/{refs/main, snapshots/<commit>/..., blobs} like huggingface_hub writes."""
     root = cache / ("models--" + repo.replace("/", "--"))
     (root / "blobs").mkdir(parents=True, exist_ok=True)
@@ -298,6 +309,7 @@ def test_download_online_is_called_with_native_patterns(env, monkeypatch, tmp_pa
     assert Path(online[0]["cache_dir"]) == cache
     # progress bars re-enabled afterwards
     from huggingface_hub.utils import are_progress_bars_disabled
+
     assert not are_progress_bars_disabled()
 
 

@@ -15,9 +15,13 @@ from voxtral.inspect import inspect_dir
 
 
 def run_inspect(*args):
-    return subprocess.run([sys.executable, "-m", "voxtral", "inspect", *map(str, args)],
-                          capture_output=True, text=True, timeout=120,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")})
+    return subprocess.run(
+        [sys.executable, "-m", "voxtral", "inspect", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")},
+    )
 
 
 @pytest.mark.parametrize("layout", ["native", "hf"])

@@ -63,8 +63,20 @@ def test_threads():
     K.set_num_threads(before)
 
 
-@pytest.mark.parametrize("M,N,K_", [(1, 1, 1), (1, 17, 130), (1, 300, 1000), (2, 5, 7), (3, 1, 130), (3, 300, 1000), (37, 17, 130), (37, 300, 1000),
-                                   (64, 96, 1283)])
+@pytest.mark.parametrize(
+    "M,N,K_",
+    [
+        (1, 1, 1),
+        (1, 17, 130),
+        (1, 300, 1000),
+        (2, 5, 7),
+        (3, 1, 130),
+        (3, 300, 1000),
+        (37, 17, 130),
+        (37, 300, 1000),
+        (64, 96, 1283),
+    ],
+)
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matmul_bf16(isa, M, N, K_, with_bias):
     x = rng.standard_normal((M, K_), dtype=np.float32)
@@ -109,8 +121,15 @@ def ref_attention(q, k, v, q_pos0, k_pos0, window, scale):
 
 @pytest.mark.parametrize(
     "M,Hq,Hkv,D,T,q_pos0,k_pos0,window",
-    [(1, 4, 2, 32, 20, 19, 0, 8192), (5, 4, 4, 64, 9, 4, 0, 3), (3, 8, 2, 128, 50, 100, 60, 30), (2, 2, 1, 16, 4, 0, 0, 5),
-     (2, 12, 2, 24, 37, 40, 5, 30), (1, 6, 3, 12, 11, 10, 0, 100), (4, 32, 8, 128, 300, 299, 0, 8192)],
+    [
+        (1, 4, 2, 32, 20, 19, 0, 8192),
+        (5, 4, 4, 64, 9, 4, 0, 3),
+        (3, 8, 2, 128, 50, 100, 60, 30),
+        (2, 2, 1, 16, 4, 0, 0, 5),
+        (2, 12, 2, 24, 37, 40, 5, 30),
+        (1, 6, 3, 12, 11, 10, 0, 100),
+        (4, 32, 8, 128, 300, 299, 0, 8192),
+    ],
 )
 def test_attention(isa, M, Hq, Hkv, D, T, q_pos0, k_pos0, window):
     q = rng.standard_normal((M, Hq, D), dtype=np.float32)

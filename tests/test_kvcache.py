@@ -26,6 +26,7 @@ rng = np.random.default_rng(99)
 
 # ---- independent numpy references ----------------------------------------------------
 
+
 def np_bf16(x):
     """Round-to-nearest-even bfloat16 bits of float32 x (finite values)."""
     u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
@@ -87,6 +88,7 @@ def close(ours, ref, rel=REL):
 
 # ---- store -----------------------------------------------------------------------------
 
+
 def test_store_bf16_rounds_to_nearest_even():
     x = rng.standard_normal((7, 3, 40), dtype=np.float32) * 100
     # exact ties and values next to them: ties go to the even mantissa
@@ -124,9 +126,17 @@ def test_store_int8_non_finite_rows_do_not_crash():
 
 # ---- attention -------------------------------------------------------------------------
 
-SHAPES = [(1, 4, 2, 32, 20, 19, 0, 8192), (5, 4, 4, 64, 9, 4, 0, 3), (3, 8, 2, 128, 50, 100, 60, 30),
-          (2, 2, 1, 16, 4, 0, 0, 5), (2, 12, 2, 24, 37, 40, 5, 30), (1, 6, 3, 16, 11, 10, 0, 100),
-          (4, 32, 8, 128, 301, 300, 0, 8192), (2, 32, 8, 128, 70, 69, 0, 4), (3, 4, 1, 8, 1, 0, 0, 1)]
+SHAPES = [
+    (1, 4, 2, 32, 20, 19, 0, 8192),
+    (5, 4, 4, 64, 9, 4, 0, 3),
+    (3, 8, 2, 128, 50, 100, 60, 30),
+    (2, 2, 1, 16, 4, 0, 0, 5),
+    (2, 12, 2, 24, 37, 40, 5, 30),
+    (1, 6, 3, 16, 11, 10, 0, 100),
+    (4, 32, 8, 128, 301, 300, 0, 8192),
+    (2, 32, 8, 128, 70, 69, 0, 4),
+    (3, 4, 1, 8, 1, 0, 0, 1),
+]
 
 
 @pytest.mark.parametrize("kind", ["bf16", "int8"])
@@ -166,8 +176,10 @@ def test_attention_kv_does_not_depend_on_threads_or_batching(isa, kind):
         one = K.attention_kv(q, kc, vc, ks, vs, np.empty_like(q), 298, 0, 250, 0.088)
         K.set_num_threads(2)
         two = K.attention_kv(q, kc, vc, ks, vs, np.empty_like(q), 298, 0, 250, 0.088)
-        rows = [K.attention_kv(q[i : i + 1].copy(), kc, vc, ks, vs, np.empty_like(q[:1]), 298 + i, 0, 250, 0.088)
-                for i in range(3)]
+        rows = [
+            K.attention_kv(q[i : i + 1].copy(), kc, vc, ks, vs, np.empty_like(q[:1]), 298 + i, 0, 250, 0.088)
+            for i in range(3)
+        ]
     finally:
         K.set_num_threads(before)
     np.testing.assert_array_equal(one, two)
@@ -209,8 +221,9 @@ def test_attention_kv_argument_checks():
     with pytest.raises(ValueError):
         K.attention_kv(q, kb[:, :, ::2], kb[:, :, ::2], None, None, out, 4, 0, 8, 1.0)  # not contiguous
     with pytest.raises(ValueError):
-        K.attention_kv(np.zeros((1, 3, 16), np.float32), kb, kb, None, None, np.empty((1, 3, 16), np.float32),
-                       4, 0, 8, 1.0)  # 3 query heads over 2 kv heads
+        K.attention_kv(
+            np.zeros((1, 3, 16), np.float32), kb, kb, None, None, np.empty((1, 3, 16), np.float32), 4, 0, 8, 1.0
+        )  # 3 query heads over 2 kv heads
     with pytest.raises(ValueError):
         K.attention_kv(q, kb, kb, None, None, out, 4, 0, 0, 1.0)  # window 0
     with pytest.raises(ValueError):
@@ -238,6 +251,7 @@ def test_kv_store_argument_checks():
 
 
 # ---- the cache -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["f32", "bf16", "int8"])
 def test_compaction_moves_rows_and_scales(kind):
@@ -279,8 +293,9 @@ def test_compaction_moves_rows_and_scales(kind):
             np.testing.assert_array_equal(k_scale, ref_ks)
             np.testing.assert_array_equal(v_scale, np_int8(keep_v)[1])
         q = rng.standard_normal((1, 4, D), dtype=np.float32)
-        out = K.attention_kv(q, keys, values, k_scale, v_scale, np.empty_like(q), cache.next_pos - 1, cache.pos0,
-                             window, 0.25)
+        out = K.attention_kv(
+            q, keys, values, k_scale, v_scale, np.empty_like(q), cache.next_pos - 1, cache.pos0, window, 0.25
+        )
         ref = ref_attention(q, dequant(kind, all_k), dequant(kind, all_v), cache.next_pos - 1, 0, window, 0.25)
         close(out, ref)
 

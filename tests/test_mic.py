@@ -48,9 +48,19 @@ class PulseRig:
             PULSE_COOKIE=str(self.dir / "cookie"),
         )
         self.daemon = subprocess.Popen(
-            ["pulseaudio", "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1",
-             "--use-pid-file=no", "--realtime=no"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                "pulseaudio",
+                "-n",
+                "-F",
+                str(script),
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+                "--realtime=no",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 10
         while not (self.socket.exists() and self.fifo.exists()):
@@ -138,7 +148,11 @@ def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
     offset = np.flatnonzero(needle)[0]
     for i in np.flatnonzero(haystack == first):
         s = i - offset
-        if s >= 0 and s + needle.shape[0] <= haystack.shape[0] and np.array_equal(haystack[s : s + needle.shape[0]], needle):
+        if (
+            s >= 0
+            and s + needle.shape[0] <= haystack.shape[0]
+            and np.array_equal(haystack[s : s + needle.shape[0]], needle)
+        ):
             return int(s)
     return -1
 
@@ -151,9 +165,22 @@ def test_microphone_capture_end_to_end(pulse, tiny_ckpt, audio_dir, tmp_path):
         known = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     record = tmp_path / "mic.wav"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxtral", "--mic", "--model", str(tiny_ckpt["native"]), "--record", str(record),
-         "--format", "jsonl"],
-        env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "voxtral",
+            "--mic",
+            "--model",
+            str(tiny_ckpt["native"]),
+            "--record",
+            str(record),
+            "--format",
+            "jsonl",
+        ],
+        env=pulse.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         # wait until the CLI is listening
@@ -200,8 +227,13 @@ def test_no_input_device_is_one_line_error(tiny_ckpt, tmp_path):
     # No audio server where the ALSA/PulseAudio default points: no input device.
     env = dict(os.environ, PULSE_SERVER=f"unix:{tmp_path}/nothing", PULSE_RUNTIME_PATH=str(tmp_path))
     for extra in ([], ["--device", "no-such-device"]):
-        r = subprocess.run([sys.executable, "-m", "voxtral", "--mic", "--model", str(tiny_ckpt["native"]), *extra],
-                           env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "voxtral", "--mic", "--model", str(tiny_ckpt["native"]), *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == voxtral.DeviceError.exit_code, r.stderr
         lines = [x for x in r.stderr.strip().splitlines() if x.startswith("voxtral: error")]
         assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr

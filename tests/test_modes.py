@@ -14,10 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import voxtral
+from stream_util import mode_dirs, stream_tokens
 from voxtral.audio import load_audio
 from voxtral.testing.accuracy import compare
-
-from stream_util import mode_dirs, stream_tokens
 
 MODES = [("q8_0", "f32"), ("q4_0", "int8"), ("q4_k", "f32"), ("q4_k", "bf16")]
 WAV = "night1968_5s_dont_worry_about_him.wav"
@@ -46,8 +45,11 @@ def test_any_chunking_gives_offline_tokens(small_dirs, audio, weights, kv):
     assert len(offline) > 20
 
     @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(sizes=st.lists(st.one_of(st.integers(1, 400), st.integers(401, 4000), st.integers(4001, 40000)),
-                          min_size=1, max_size=6))
+    @given(
+        sizes=st.lists(
+            st.one_of(st.integers(1, 400), st.integers(401, 4000), st.integers(4001, 40000)), min_size=1, max_size=6
+        )
+    )
     def chunked(sizes):
         assert stream_tokens(model, audio, sizes, kv_cache=kv) == offline
 

@@ -19,9 +19,8 @@ openai = pytest.importorskip("openai")
 pydantic = pytest.importorskip("pydantic")
 
 import voxtral  # noqa: E402
-from voxtral.audio import Resampler, load_audio  # noqa: E402
-
 from server_util import running_server  # noqa: E402
+from voxtral.audio import Resampler, load_audio  # noqa: E402
 
 NAME = "voxtral-test"
 IN_RATE = 24000  # OpenAI's PCM rate

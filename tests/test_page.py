@@ -22,7 +22,6 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 import voxtral  # noqa: E402
-
 from server_util import running_server  # noqa: E402
 
 NAME = "voxtral-test"

@@ -25,8 +25,11 @@ from voxtral.linear import linear
 from voxtral.qformats import BLOCK, QuantMatrix, row_bytes
 
 ISAS = K.available_isas()
-GT = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
-      "q4_k": gguf.GGMLQuantizationType.Q4_K}
+GT = {
+    "q8_0": gguf.GGMLQuantizationType.Q8_0,
+    "q4_0": gguf.GGMLQuantizationType.Q4_0,
+    "q4_k": gguf.GGMLQuantizationType.Q4_K,
+}
 EPS32 = 2.0**-24
 
 rng = np.random.default_rng(4321)

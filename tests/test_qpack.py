@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_qkernels import check, make_weights
 
+from test_qkernels import check, make_weights
 from voxtral import _kernels as K
 from voxtral.linear import linear
 from voxtral.qformats import BLOCK, QuantMatrix
@@ -42,9 +42,7 @@ def numpy_layout(w: np.ndarray, qtype: str) -> np.ndarray:
     rows[:N] = w.reshape(N, nb, nbytes)
     g = rows.reshape(G, 8, nb, nbytes).transpose(0, 2, 1, 3)  # [G, nb, 8 rows, block]
     scales = g[..., :2].reshape(G, nb, 16)
-    chunks = (
-        g[..., 2:].reshape(G, nb, 8, -1, 4).transpose(0, 1, 3, 2, 4).reshape(G, nb, -1)
-    )
+    chunks = g[..., 2:].reshape(G, nb, 8, -1, 4).transpose(0, 1, 3, 2, 4).reshape(G, nb, -1)
     return np.concatenate([scales, chunks], axis=2).reshape(-1)
 
 
@@ -95,13 +93,9 @@ def test_bit_equal_across_m_chunks_and_threads(isa, qtype, threads):
     threads(2)
     whole = K.matmul_qp(x, wp, qtype, N, K_)
     for i in (0, 9, 69):
-        assert np.array_equal(
-            K.matmul_qp(x[i : i + 1], wp, qtype, N, K_), whole[i : i + 1]
-        )
+        assert np.array_equal(K.matmul_qp(x[i : i + 1], wp, qtype, N, K_), whole[i : i + 1])
     for step in (2, 3, 4, 8):
-        parts = [
-            K.matmul_qp(x[a : a + step], wp, qtype, N, K_) for a in range(0, M, step)
-        ]
+        parts = [K.matmul_qp(x[a : a + step], wp, qtype, N, K_) for a in range(0, M, step)]
         assert np.array_equal(np.concatenate(parts), whole)
     threads(1)
     assert np.array_equal(K.matmul_qp(x, wp, qtype, N, K_), whole)
@@ -163,9 +157,6 @@ def test_drop_file_pages_keeps_contents(tmp_path):
     view = np.memmap(path, dtype=np.uint8, mode="r")
     first = int(view.sum(dtype=np.int64))
     K.drop_file_pages(view[10:])
-    assert (
-        np.array_equal(np.asarray(view), data)
-        and int(view.sum(dtype=np.int64)) == first
-    )
+    assert np.array_equal(np.asarray(view), data) and int(view.sum(dtype=np.int64)) == first
     with pytest.raises(ValueError, match="read-only"):
         K.drop_file_pages(data)  # anonymous memory would lose its contents

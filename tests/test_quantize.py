@@ -92,8 +92,13 @@ def test_q8_0_q4_0_bytes_equal_gguf_reference(qtype):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), log_scale=st.floats(-6, 5), rows=st.integers(1, 6),
-       blocks=st.integers(1, 8), heavy=st.booleans())
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    log_scale=st.floats(-6, 5),
+    rows=st.integers(1, 6),
+    blocks=st.integers(1, 8),
+    heavy=st.booleans(),
+)
 def test_bytes_equal_gguf_reference_at_any_scale(seed, log_scale, rows, blocks, heavy):
     rng = np.random.default_rng(seed)
     x = rng.standard_t(2, (rows, 32 * blocks)) if heavy else rng.standard_normal((rows, 32 * blocks))
@@ -200,8 +205,14 @@ def test_c_q8_0_q4_0_bytes_equal_gguf_reference(qtype, scalar):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), log_scale=st.floats(-6, 5), rows=st.integers(1, 6),
-       blocks=st.integers(1, 8), heavy=st.booleans(), scalar=st.booleans())
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    log_scale=st.floats(-6, 5),
+    rows=st.integers(1, 6),
+    blocks=st.integers(1, 8),
+    heavy=st.booleans(),
+    scalar=st.booleans(),
+)
 def test_c_bytes_equal_gguf_reference_at_any_scale(seed, log_scale, rows, blocks, heavy, scalar):
     rng = np.random.default_rng(seed)
     x = rng.standard_t(2, (rows, 32 * blocks)) if heavy else rng.standard_normal((rows, 32 * blocks))
@@ -252,8 +263,13 @@ def test_c_q4_k_is_the_numpy_search():
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), log_scale=st.floats(-4, 4), rows=st.integers(1, 4),
-       blocks=st.integers(1, 3), heavy=st.booleans())
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    log_scale=st.floats(-4, 4),
+    rows=st.integers(1, 4),
+    blocks=st.integers(1, 3),
+    heavy=st.booleans(),
+)
 def test_c_q4_k_at_any_scale(seed, log_scale, rows, blocks, heavy):
     rng = np.random.default_rng(seed)
     x = rng.standard_t(2, (rows, 256 * blocks)) if heavy else rng.standard_normal((rows, 256 * blocks))
@@ -313,9 +329,12 @@ def test_c_quantize_rejects_bad_input():
             with pytest.raises(ValueError, match="NaN"):
                 _kernels.quantize_rows(x, qtype)
             with pytest.raises(ValueError, match="NaN"):  # the same value as bfloat16 bits
-                _kernels.quantize_rows(to_bf16_bits(np.nan_to_num(x, nan=1.0, posinf=1.0, neginf=1.0))
-                                       | np.where(x == x, 0, 0x7FC0).astype(np.uint16)
-                                       | np.where(np.isinf(x), 0x7F80, 0).astype(np.uint16), qtype)
+                _kernels.quantize_rows(
+                    to_bf16_bits(np.nan_to_num(x, nan=1.0, posinf=1.0, neginf=1.0))
+                    | np.where(x == x, 0, 0x7FC0).astype(np.uint16)
+                    | np.where(np.isinf(x), 0x7F80, 0).astype(np.uint16),
+                    qtype,
+                )
         x = np.full((1, 256), 1e10, np.float32)  # gguf would write an Inf scale
         with pytest.raises(ValueError, match="fp16"):
             _kernels.quantize_rows(x, qtype)
@@ -351,9 +370,20 @@ def tiny256_ckpt(tmp_path_factory):
     """tiny with every row length a multiple of 256 (q4_k's super-block)."""
     from voxtral.testing.checkpoint import make_checkpoint
 
-    return make_checkpoint(tmp_path_factory.mktemp("tiny256"), preset="tiny", layout="both", dim=256, head_dim=64,
-                           n_heads=4, n_kv_heads=2, hidden_dim=512, enc_dim=256, enc_head_dim=64, enc_n_heads=4,
-                           enc_hidden_dim=256)
+    return make_checkpoint(
+        tmp_path_factory.mktemp("tiny256"),
+        preset="tiny",
+        layout="both",
+        dim=256,
+        head_dim=64,
+        n_heads=4,
+        n_kv_heads=2,
+        hidden_dim=512,
+        enc_dim=256,
+        enc_head_dim=64,
+        enc_n_heads=4,
+        enc_hidden_dim=256,
+    )
 
 
 def _check_model_dir(qdir: Path, src_native: Path, qtype: str, embeddings: str = "q8_0"):
@@ -412,7 +442,10 @@ def _check_model_dir(qdir: Path, src_native: Path, qtype: str, embeddings: str =
     assert fields["voxtral.format_version"] == 1
     assert fields["voxtral.quant_type"] == qtype
     params = json.loads(fields["voxtral.params_json"])
-    assert params["dim"] == cfg.decoder.dim and params["multimodal"]["whisper_model_args"]["encoder_args"]["dim"] == cfg.encoder.dim
+    assert (
+        params["dim"] == cfg.decoder.dim
+        and params["multimodal"]["whisper_model_args"]["encoder_args"]["dim"] == cfg.encoder.dim
+    )
     rec = json.loads(fields["voxtral.recipe"])
     assert rec["linear"] == qtype and rec["tok_embeddings"] == embeddings
     assert (qdir / "tekken.json").is_file()
@@ -505,8 +538,9 @@ def test_refuses_existing_dst_and_source_without_force(tiny_ckpt, tmp_path):
 def run_cli(*args, env_extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRAL_")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "voxtral", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "voxtral", *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_command_line(tiny_ckpt, tmp_path):
@@ -620,9 +654,17 @@ def _rewrite(src_dir: Path, dst_dir: Path, *, tensors=None, metadata=None):
     """Copy a quantized model directory, editing its tensors
     ({name: (ttype, shape, bytes-array) or None to drop}) and metadata."""
     f = gguf_io.GGUFFile(src_dir / "model.gguf")
-    meta = {k: f._reader.get_field(k).contents() for k in (
-        gguf_io.KEY_FORMAT_VERSION, gguf_io.KEY_PARAMS_JSON, gguf_io.KEY_SOURCE_SHA256,
-        gguf_io.KEY_SOURCE_FINGERPRINT, gguf_io.KEY_QUANT_TYPE, gguf_io.KEY_RECIPE)}
+    meta = {
+        k: f._reader.get_field(k).contents()
+        for k in (
+            gguf_io.KEY_FORMAT_VERSION,
+            gguf_io.KEY_PARAMS_JSON,
+            gguf_io.KEY_SOURCE_SHA256,
+            gguf_io.KEY_SOURCE_FINGERPRINT,
+            gguf_io.KEY_QUANT_TYPE,
+            gguf_io.KEY_RECIPE,
+        )
+    }
     meta.update(metadata or {})
     items = dict(f.tensors)
     for name, new in (tensors or {}).items():
@@ -655,19 +697,33 @@ def test_mismatched_files_are_checkpoint_errors(quantized, tmp_path):
     wq, conv, norm = names["dec.0.wq"], names["conv1_w"], names["dec.0.attn_norm"]
     rows, cols = expected_shapes(cfg)["dec.0.wq"]
     cases = {
-        "wrong shape": dict(tensors={wq: ("q4_0", (rows, cols - 32), np.zeros((rows, (cols - 32) // 32 * 18), np.uint8))}),
+        "wrong shape": dict(
+            tensors={wq: ("q4_0", (rows, cols - 32), np.zeros((rows, (cols - 32) // 32 * 18), np.uint8))}
+        ),
         "missing": dict(tensors={wq: None}),
         "extra": dict(tensors={"layers.99.attention.wq.weight": ("f32", (4,), np.zeros(4, np.float32))}),
         "quantized conv": dict(tensors={conv: ("q8_0", (1, 32), np.zeros((1, 34), np.uint8))}),
-        "quantized vector": dict(tensors={norm: ("q8_0", (1, 32 * ((cfg.decoder.dim + 31) // 32)),
-                                                 np.zeros((1, 34 * ((cfg.decoder.dim + 31) // 32)), np.uint8))}),
+        "quantized vector": dict(
+            tensors={
+                norm: (
+                    "q8_0",
+                    (1, 32 * ((cfg.decoder.dim + 31) // 32)),
+                    np.zeros((1, 34 * ((cfg.decoder.dim + 31) // 32)), np.uint8),
+                )
+            }
+        ),
         "f32 matrix": dict(tensors={wq: ("f32", (rows, cols), np.zeros((rows, cols), np.float32))}),
         "nan norm": dict(tensors={norm: ("f32", (cfg.decoder.dim,), np.full(cfg.decoder.dim, np.nan, np.float32))}),
         "version": dict(metadata={gguf_io.KEY_FORMAT_VERSION: 2}),
         "no params": dict(metadata={gguf_io.KEY_PARAMS_JSON: None}),
         "bad params": dict(metadata={gguf_io.KEY_PARAMS_JSON: "{not json"}),
-        "params disagree": dict(metadata={gguf_io.KEY_PARAMS_JSON: json.dumps(
-            {**json.loads(gguf_io.GGUFFile(src / "model.gguf").get_str(gguf_io.KEY_PARAMS_JSON)), "n_layers": 3})}),
+        "params disagree": dict(
+            metadata={
+                gguf_io.KEY_PARAMS_JSON: json.dumps(
+                    {**json.loads(gguf_io.GGUFFile(src / "model.gguf").get_str(gguf_io.KEY_PARAMS_JSON)), "n_layers": 3}
+                )
+            }
+        ),
         "quant type": dict(metadata={gguf_io.KEY_QUANT_TYPE: "q2_k"}),
         "int as string": dict(metadata={gguf_io.KEY_QUANT_TYPE: 4}),
     }
@@ -687,8 +743,9 @@ def test_truncated_or_corrupt_gguf_is_a_checkpoint_error(quantized, tmp_path):
     path = d / "model.gguf"
     rng = np.random.default_rng(5)
     data_start = gguf.GGUFReader(src / "model.gguf").data_offset
-    cuts = sorted({0, 3, 4, 8, 23, 24, 100, data_start - 1, data_start, len(raw) - 1,
-                   *rng.integers(1, len(raw), 20).tolist()})
+    cuts = sorted(
+        {0, 3, 4, 8, 23, 24, 100, data_start - 1, data_start, len(raw) - 1, *rng.integers(1, len(raw), 20).tolist()}
+    )
     for cut in cuts:
         path.write_bytes(raw[:cut])
         with pytest.raises(CheckpointError):

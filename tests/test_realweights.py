@@ -37,8 +37,13 @@ def test_wer_helper():
 # Every weight format and KV cache type; the quantized modes are approximations
 # (published: BF16 4.9 % vs third-party Q4_K 5.4 % English FLEURS WER), so
 # they get a little more room. Each run prints its WER (-s shows them).
-MODES = [(None, "f32", 0.10), (None, "int8", 0.12), ("q8_0", "f32", 0.10),
-         ("q4_k", "int8", 0.15), ("q4_0", "int8", 0.15)]
+MODES = [
+    (None, "f32", 0.10),
+    (None, "int8", 0.12),
+    ("q8_0", "f32", 0.10),
+    ("q4_k", "int8", 0.15),
+    ("q4_0", "int8", 0.15),
+]
 
 
 @pytest.mark.skipif(not MODEL_DIR, reason="set VOXTRAL_MODEL_DIR to a real Voxtral Mini 4B Realtime directory")

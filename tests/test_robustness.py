@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import voxtral
+from test_audio import fmt_body, make_wav
 from voxtral import _kernels as K
 from voxtral.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_audio
 from voxtral.errors import AudioError, UsageError
 from voxtral.threads import MAX_THREADS, check_num_threads, thread_cap
-from test_audio import fmt_body, make_wav
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,13 @@ def model(tiny_ckpt):
 
 def _run(code: str, env_extra: dict, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, *args] if not code else [sys.executable, "-c", code],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args] if not code else [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 # ---- sample rates ----------------------------------------------------------
@@ -166,8 +171,10 @@ def test_kernels_clamp_huge_thread_counts_and_stft_still_runs():
     ],
 )
 def test_bad_environment_warns_and_uses_defaults(env, warned):
-    code = ("import voxtral._kernels as K; "
-            "print(K.get_num_threads(), K.physical_cores(), K.active_isa(), K.available_isas()[-1])")
+    code = (
+        "import voxtral._kernels as K; "
+        "print(K.get_num_threads(), K.physical_cores(), K.active_isa(), K.available_isas()[-1])"
+    )
     r = _run(code, env)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert warned in r.stderr and r.stderr.count("Warning") == 1
@@ -176,16 +183,20 @@ def test_bad_environment_warns_and_uses_defaults(env, warned):
 
 
 def test_good_environment_is_applied():
-    r = _run("import voxtral._kernels as K; print(K.get_num_threads(), K.active_isa())",
-             {"VOXTRAL_NUM_THREADS": "1", "VOXTRAL_ISA": "scalar"})
+    r = _run(
+        "import voxtral._kernels as K; print(K.get_num_threads(), K.active_isa())",
+        {"VOXTRAL_NUM_THREADS": "1", "VOXTRAL_ISA": "scalar"},
+    )
     assert r.returncode == 0 and r.stderr == "" and r.stdout.split() == ["1", "scalar"]
 
 
 def test_help_with_bad_environment_needs_no_numpy():
-    code = ("import sys, runpy; sys.argv = ['voxtral', '--help']\n"
-            "try:\n    runpy.run_module('voxtral', run_name='__main__')\n"
-            "except SystemExit as e:\n    assert e.code == 0\n"
-            "print('numpy' in sys.modules, 'voxtral._kernels' in sys.modules)")
+    code = (
+        "import sys, runpy; sys.argv = ['voxtral', '--help']\n"
+        "try:\n    runpy.run_module('voxtral', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0\n"
+        "print('numpy' in sys.modules, 'voxtral._kernels' in sys.modules)"
+    )
     r = _run(code, {"VOXTRAL_NUM_THREADS": "abc", "VOXTRAL_ISA": "bogus"})
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "False False"

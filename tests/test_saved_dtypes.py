@@ -80,8 +80,11 @@ def test_fine_tuned_save_pretrained_is_rounded_once_with_one_warning(tiny_ckpt, 
         model = voxtral.load(out, download=False)
     assert len([w for w in caught if issubclass(w.category, PrecisionWarning)]) == 1
     # each matrix is BF16(round-to-nearest-even of the F16 values), as torch rounds
-    f = next(SafetensorsFile(p) for p in out.glob("*.safetensors")
-             if any("layers.0.self_attn.q_proj" in k for k in SafetensorsFile(p).keys()))
+    f = next(
+        SafetensorsFile(p)
+        for p in out.glob("*.safetensors")
+        if any("layers.0.self_attn.q_proj" in k for k in SafetensorsFile(p).keys())
+    )
     name = next(k for k in f.keys() if "language_model" in k and "layers.0.self_attn.q_proj.weight" in k)
     expected = torch.from_numpy(np.array(f.tensor(name))).to(torch.bfloat16).float().numpy()
     got = bf16_to_float32(np.asarray(model.weights.decoder_layers[0].wq)).reshape(expected.shape)

@@ -24,9 +24,8 @@ websockets = pytest.importorskip("websockets")
 httpx = pytest.importorskip("httpx")
 
 import voxtral  # noqa: E402
-from voxtral.audio import load_audio  # noqa: E402
-
 from server_util import append, pcm16, recv_json, running_server, transcribe_ws, until  # noqa: E402
+from voxtral.audio import load_audio  # noqa: E402
 
 NAME = "voxtral-test"
 VLLM_CLIENT = Path(__file__).parent / "data" / "vllm_client"
@@ -69,8 +68,13 @@ def test_health_models_metrics(server):
     models = httpx.get(server.base_url + "/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["id"] == NAME
     text = httpx.get(server.base_url + "/metrics").text
-    for name in ("voxtral_sessions_active", "voxtral_audio_seconds_in_total", "voxtral_tokens_out_total",
-                 "voxtral_real_time_factor", "voxtral_dropped_audio_seconds_total"):
+    for name in (
+        "voxtral_sessions_active",
+        "voxtral_audio_seconds_in_total",
+        "voxtral_tokens_out_total",
+        "voxtral_real_time_factor",
+        "voxtral_dropped_audio_seconds_total",
+    ):
         assert f"\n{name} " in "\n" + text
 
 
@@ -124,9 +128,21 @@ def test_vllm_example_client_unmodified(server, model, clip_path):
     """vLLM's own example client (tests/data/vllm_client, see its README)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(VLLM_CLIENT / "shims"), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run(
-        [sys.executable, str(VLLM_CLIENT / "openai_realtime_client.py"), "--audio_path", str(clip_path),
-         "--host", "127.0.0.1", "--port", str(server.port)],
-        capture_output=True, text=True, timeout=300, env=env, check=True,
+        [
+            sys.executable,
+            str(VLLM_CLIENT / "openai_realtime_client.py"),
+            "--audio_path",
+            str(clip_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=True,
     ).stdout
     assert "Session created: sess-" in out
     # what the client sends: librosa-style float samples * 32767 -> int16
@@ -140,8 +156,10 @@ def test_concurrent_sessions_equal_single_streams(server, model, audio_dir):
     """Sessions with different audio, chunk sizes and pacing, stepped in one
     batch by the server, each get the single-stream transcript."""
     wavs = sorted(audio_dir.glob("*.wav"))[:3]
-    jobs = [(_int16_clip(model, p, seconds=3.0 + i), chunk, pace)
-            for i, (p, chunk, pace) in enumerate(zip(wavs, (2560, 9000, 640), (0.01, 0.0, 0.002), strict=False))]
+    jobs = [
+        (_int16_clip(model, p, seconds=3.0 + i), chunk, pace)
+        for i, (p, chunk, pace) in enumerate(zip(wavs, (2560, 9000, 640), (0.01, 0.0, 0.002), strict=False))
+    ]
     results = [None] * len(jobs)
     manager = server.app.state.manager
     steps0, rows0 = manager.metrics.decoder_steps, manager.metrics.batch_rows
@@ -204,8 +222,8 @@ def test_bad_messages_get_error_events_and_session_survives(model, clip_path):
 
 
 def test_api_key(model, clip_path):
-    from websockets.sync.client import connect
     from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
 
     with running_server(model, api_key="s3cret", names=(NAME,)) as srv:
         assert httpx.get(srv.base_url + "/health").status_code == 200
@@ -280,12 +298,14 @@ def test_openai_client_formats(openai_client, model, clip_path):
     assert text.strip() == ref.text.strip()
     with open(clip_path, "rb") as f:
         verbose = openai_client.audio.transcriptions.create(
-            model=NAME, file=f, response_format="verbose_json", timestamp_granularities=["word", "segment"])
+            model=NAME, file=f, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+        )
     assert verbose.text == ref.text
     assert abs(verbose.duration - samples.shape[0] / 16000) < 1e-3
     assert [s.text for s in verbose.segments] == [s.text for s in ref.segments]
-    assert [(w.word, w.start, w.end) for w in verbose.words] == \
-        [(w.word.strip(), round(w.start, 3), round(w.end, 3)) for w in ref.words]
+    assert [(w.word, w.start, w.end) for w in verbose.words] == [
+        (w.word.strip(), round(w.start, 3), round(w.end, 3)) for w in ref.words
+    ]
     for fmt, head in (("srt", "1\n00:00:"), ("vtt", "WEBVTT\n\n00:00:")):
         with open(clip_path, "rb") as f:
             subs = openai_client.audio.transcriptions.create(model=NAME, file=f, response_format=fmt)

@@ -69,8 +69,9 @@ def test_batched_streams_equal_single_streams(request, audio_dir, window):
         assert len(s.logits) == len(ref.logits)
         for a, b in zip(s.logits, ref.logits):
             assert np.array_equal(a, b)  # bit for bit
-        assert [(e.token_id, e.text, e.position) for e in got[id(s)]] == \
-            [(e.token_id, e.text, e.position) for e in ref_events]
+        assert [(e.token_id, e.text, e.position) for e in got[id(s)]] == [
+            (e.token_id, e.text, e.position) for e in ref_events
+        ]
 
 
 def test_stream_split_keeps_single_stream_behaviour(model, audio_dir):

@@ -21,7 +21,6 @@ pytest.importorskip("websockets")
 httpx = pytest.importorskip("httpx")
 
 import voxtral  # noqa: E402
-
 from server_util import free_port, pcm16, running_server, transcribe_ws  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
@@ -55,11 +54,16 @@ def test_two_servers_behind_haproxy(model):
     clips = [pcm16((0.1 * rng.standard_normal(16000 + 4000 * i)).astype(np.float32)) for i in range(6)]
     with running_server(model) as one, running_server(model) as two:
         lb_port = free_port()
-        env = dict(os.environ, VOXTRAL_LB_BIND=f"127.0.0.1:{lb_port}",
-                   VOXTRAL_BACKEND1=f"127.0.0.1:{one.port}", VOXTRAL_BACKEND2=f"127.0.0.1:{two.port}")
+        env = dict(
+            os.environ,
+            VOXTRAL_LB_BIND=f"127.0.0.1:{lb_port}",
+            VOXTRAL_BACKEND1=f"127.0.0.1:{one.port}",
+            VOXTRAL_BACKEND2=f"127.0.0.1:{two.port}",
+        )
         subprocess.run([haproxy, "-c", "-f", str(CONFIG)], env=env, check=True, capture_output=True)
-        proc = subprocess.Popen([haproxy, "-db", "-f", str(CONFIG)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [haproxy, "-db", "-f", str(CONFIG)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             _wait_port(lb_port)
             time.sleep(1.0)  # first health checks
@@ -78,8 +82,11 @@ def test_two_servers_behind_haproxy(model):
             served = [srv.app.state.manager.metrics.sessions_total for srv in (one, two)]
             assert sum(served) == len(clips) and min(served) >= 1, served  # both took sessions
             # the OpenAI endpoint goes through too
-            r = httpx.post(f"http://127.0.0.1:{lb_port}/v1/audio/transcriptions",
-                           files={"file": ("a.wav", _wav(clips[0]))}, data={"response_format": "text"})
+            r = httpx.post(
+                f"http://127.0.0.1:{lb_port}/v1/audio/transcriptions",
+                files={"file": ("a.wav", _wav(clips[0]))},
+                data={"response_format": "text"},
+            )
             assert r.status_code == 200 and r.text == _reference(model, clips[0])
 
             # one server goes away: new sessions still get served

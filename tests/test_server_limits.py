@@ -23,7 +23,6 @@ websockets = pytest.importorskip("websockets")
 httpx = pytest.importorskip("httpx")
 
 import voxtral  # noqa: E402
-
 from server_util import append, free_port, pcm16, recv_json, until  # noqa: E402
 
 
@@ -33,19 +32,31 @@ def model(tiny_ckpt):
 
 
 @contextmanager
-def limited_server(model, *, http=None, api_key=None, names=("voxtral-test",), max_audio_seconds=3600.0,
-                   allow_origins=(), **settings):
+def limited_server(
+    model, *, http=None, api_key=None, names=("voxtral-test",), max_audio_seconds=3600.0, allow_origins=(), **settings
+):
     """The server as ``serve`` builds it (transport.build_server), on a free loopback port."""
     from voxtral.server.app import ServerConfig, create_app
     from voxtral.server.sessions import Settings
     from voxtral.server.transport import HttpLimits, build_server
 
-    cfg = ServerConfig(model_names=list(names), api_key=api_key, settings=Settings(**settings),
-                       max_audio_seconds=max_audio_seconds, allow_origins=tuple(allow_origins))
+    cfg = ServerConfig(
+        model_names=list(names),
+        api_key=api_key,
+        settings=Settings(**settings),
+        max_audio_seconds=max_audio_seconds,
+        allow_origins=tuple(allow_origins),
+    )
     app = create_app(model, cfg)
     port = free_port()
-    server = build_server(app, host="127.0.0.1", port=port, limits=http or HttpLimits(),
-                          max_message_bytes=cfg.settings.max_message_bytes, log_level="warning")
+    server = build_server(
+        app,
+        host="127.0.0.1",
+        port=port,
+        limits=http or HttpLimits(),
+        max_message_bytes=cfg.settings.max_message_bytes,
+        log_level="warning",
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -93,7 +104,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
             data = sock.recv(65536)
             if not data:
                 return True
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return False
     except OSError:
         return True
@@ -107,8 +118,9 @@ def test_upload_decoded_length_is_bounded(model):
         r = httpx.post(srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.flac", flac)}, timeout=60)
         assert r.status_code == 413, r.text
         assert "30 s" in r.json()["error"]["message"] and "--max-audio-seconds" in r.json()["error"]["message"]
-        ok = httpx.post(srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.flac", _flac_silence(2.0))},
-                        timeout=60)
+        ok = httpx.post(
+            srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.flac", _flac_silence(2.0))}, timeout=60
+        )
         assert ok.status_code == 200, ok.text
 
 
@@ -133,8 +145,11 @@ def test_upload_cancelled_when_client_disconnects(model):
     with limited_server(model, max_audio_seconds=3600.0) as srv:
         manager = srv.app.state.manager
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.wav", body)},
-                       timeout=httpx.Timeout(60, read=1.5))
+            httpx.post(
+                srv.base_url + "/v1/audio/transcriptions",
+                files={"file": ("a.wav", body)},
+                timeout=httpx.Timeout(60, read=1.5),
+            )
         # the transcription of 400 s would take much longer: the session must go when the client does
         deadline = time.monotonic() + 5
         while manager.sessions and time.monotonic() < deadline:
@@ -144,8 +159,10 @@ def test_upload_cancelled_when_client_disconnects(model):
 
 def test_upload_being_received_counts_against_max_sessions(model):
     with limited_server(model, max_sessions=1) as srv, socket.create_connection(("127.0.0.1", srv.port)) as s:
-        s.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                  b"boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
+        s.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            b"boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n"
+        )
         time.sleep(0.5)  # the first upload is being received
         r = httpx.post(srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.wav", _wav(1.0))}, timeout=30)
         assert r.status_code == 429, r.text
@@ -212,8 +229,10 @@ def test_pending_output_bounded_in_bytes(model):
 # ---- 5: upload bytes refused on Content-Length and while received ----
 def test_upload_refused_on_content_length(model):
     with limited_server(model, max_upload_bytes=1 << 20) as srv, socket.create_connection(("127.0.0.1", srv.port)) as s:
-        s.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                  b"boundary=b\r\nContent-Length: 300000000\r\n\r\n")
+        s.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            b"boundary=b\r\nContent-Length: 300000000\r\n\r\n"
+        )
         s.settimeout(5)
         head = s.recv(4096)
         assert head.startswith(b"HTTP/1.1 413"), head
@@ -222,8 +241,10 @@ def test_upload_refused_on_content_length(model):
 def test_chunked_upload_stopped_at_the_limit(model):
     limit = 1 << 20
     with limited_server(model, max_upload_bytes=limit) as srv, socket.create_connection(("127.0.0.1", srv.port)) as s:
-        s.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                  b"boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n")
+        s.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            b"boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
         s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
         chunk = b"\0" * 65536
@@ -235,7 +256,7 @@ def test_chunked_upload_stopped_at_the_limit(model):
                 sent += len(chunk)
                 try:
                     answer = s.recv(4096)
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     pass
         except OSError:
             pass  # the server closed the connection
@@ -281,8 +302,10 @@ def test_slow_and_idle_connections_are_closed(model):
         handshake = socket.create_connection(("127.0.0.1", srv.port))
         handshake.sendall(b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
         slow_body = socket.create_connection(("127.0.0.1", srv.port))
-        slow_body.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
-                          b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+        slow_body.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        )
         trickle = socket.create_connection(("127.0.0.1", srv.port))
         t0 = time.monotonic()
         for i in range(8):  # one header line every 0.4 s
@@ -353,8 +376,12 @@ def test_cross_origin_refused_unless_allowed(model):
 
     files = {"file": ("a.wav", _wav(0.5))}
     with limited_server(model) as srv:
-        r = httpx.post(srv.base_url + "/v1/audio/transcriptions", files=files,
-                       headers={"Origin": "https://evil.example"}, timeout=30)
+        r = httpx.post(
+            srv.base_url + "/v1/audio/transcriptions",
+            files=files,
+            headers={"Origin": "https://evil.example"},
+            timeout=30,
+        )
         assert r.status_code == 403 and r.json()["error"]["type"] == "forbidden_origin"
         with pytest.raises(InvalidStatus):
             with _connect(srv, origin="https://evil.example"):
@@ -362,8 +389,12 @@ def test_cross_origin_refused_unless_allowed(model):
         same = httpx.get(srv.base_url + "/health", headers={"Origin": srv.base_url}, timeout=10)
         assert same.status_code == 200
     with limited_server(model, allow_origins=("https://app.example",)) as srv:
-        r = httpx.post(srv.base_url + "/v1/audio/transcriptions", files=files,
-                       headers={"Origin": "https://app.example"}, timeout=30)
+        r = httpx.post(
+            srv.base_url + "/v1/audio/transcriptions",
+            files=files,
+            headers={"Origin": "https://app.example"},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         with _connect(srv, origin="https://app.example") as ws:
             assert recv_json(ws)["type"] == "session.created"
@@ -379,8 +410,12 @@ def test_bearer_scheme_case_insensitive(model):
 @pytest.mark.parametrize("value", ["4_8_0", " 480 ", "\u0664\u0668\u0660", "480.0"])
 def test_delay_field_accepts_integers_only(model, value):
     with limited_server(model) as srv:
-        r = httpx.post(srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.wav", _wav(0.5))},
-                       data={"transcription_delay_ms": value}, timeout=30)
+        r = httpx.post(
+            srv.base_url + "/v1/audio/transcriptions",
+            files={"file": ("a.wav", _wav(0.5))},
+            data={"transcription_delay_ms": value},
+            timeout=30,
+        )
         assert r.status_code == 400 and r.json()["error"]["param"] == "transcription_delay_ms", r.text
 
 
@@ -410,15 +445,28 @@ def test_api_key_sources(tmp_path, monkeypatch):
         api_key_from(build_parser().parse_args([]))
     help_text = " ".join(build_parser().format_help().split())
     assert "process list" in help_text
-    for flag in ("--max-audio-seconds", "--max-upload-bytes", "--max-pending-bytes", "--header-timeout",
-                 "--max-connections", "--shutdown-grace", "--allow-origin", "--decode-threads"):
+    for flag in (
+        "--max-audio-seconds",
+        "--max-upload-bytes",
+        "--max-pending-bytes",
+        "--header-timeout",
+        "--max-connections",
+        "--shutdown-grace",
+        "--allow-origin",
+        "--decode-threads",
+    ):
         assert flag in help_text
 
 
 # ---- 13: port errors before the model loads, their own exit code ----
 def _serve(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "voxtral", "serve", *args], capture_output=True, text=True,
-                          timeout=timeout, env={"PATH": "/usr/bin:/bin", "VOXTRAL_MODEL_DIR": "/nonexistent"})
+    return subprocess.run(
+        [sys.executable, "-m", "voxtral", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": "/usr/bin:/bin", "VOXTRAL_MODEL_DIR": "/nonexistent"},
+    )
 
 
 def test_serve_port_errors():
@@ -442,8 +490,9 @@ def test_serve_warns_without_key_off_loopback():
 # ---- 14: m4a uploads (ffmpeg from a temporary file), formats named in the 400 ----
 def test_bad_upload_names_accepted_formats(model):
     with limited_server(model) as srv:
-        r = httpx.post(srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.bin", b"\x01\x02" * 500)},
-                       timeout=30)
+        r = httpx.post(
+            srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.bin", b"\x01\x02" * 500)}, timeout=30
+        )
         assert r.status_code == 400 and "FLAC" in r.json()["error"]["message"], r.text
 
 
@@ -460,8 +509,9 @@ def test_m4a_upload_and_stdin(model, tmp_path):
         piped = np.concatenate(list(read_audio_stream(_Unseekable(f))))
     np.testing.assert_array_equal(piped, by_path)
     with limited_server(model) as srv:
-        r = httpx.post(srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.m4a", m4a.read_bytes())},
-                       timeout=60)
+        r = httpx.post(
+            srv.base_url + "/v1/audio/transcriptions", files={"file": ("a.m4a", m4a.read_bytes())}, timeout=60
+        )
         assert r.status_code == 200, r.text
 
 
@@ -481,8 +531,10 @@ class _Unseekable(io.RawIOBase):
 # ---- 15: OpenAI error shape everywhere; every served name listed ----
 def test_error_shape_and_models(model):
     with limited_server(model, names=("a-model", "b-model")) as srv:
-        for r, status in ((httpx.get(srv.base_url + "/nope"), 404),
-                          (httpx.get(srv.base_url + "/v1/audio/transcriptions"), 405)):
+        for r, status in (
+            (httpx.get(srv.base_url + "/nope"), 404),
+            (httpx.get(srv.base_url + "/v1/audio/transcriptions"), 405),
+        ):
             assert r.status_code == status
             body = r.json()
             assert set(body) == {"error"} and {"message", "type", "code"} <= set(body["error"]), body

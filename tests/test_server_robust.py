@@ -20,7 +20,6 @@ pytest.importorskip("fastapi")
 websockets = pytest.importorskip("websockets")
 httpx = pytest.importorskip("httpx")
 import voxtral  # noqa: E402
-
 from server_util import append, pcm16, recv_json, running_server, transcribe_ws, until  # noqa: E402
 
 SENTINEL = json.dumps({"type": "fuzz.sentinel"})
@@ -41,8 +40,17 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-event_types = st.sampled_from(["session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
-                               "session.created", "transcription.done", "", "INPUT_AUDIO_BUFFER.APPEND"])
+event_types = st.sampled_from(
+    [
+        "session.update",
+        "input_audio_buffer.append",
+        "input_audio_buffer.commit",
+        "session.created",
+        "transcription.done",
+        "",
+        "INPUT_AUDIO_BUFFER.APPEND",
+    ]
+)
 audio_fields = st.one_of(
     st.binary(max_size=600).map(_b64),  # odd and even byte counts, empty
     st.text(max_size=40),  # mostly not base64
@@ -50,11 +58,19 @@ audio_fields = st.one_of(
 )
 structured = st.fixed_dictionaries(
     {"type": event_types},
-    optional={"audio": audio_fields, "final": json_values, "model": json_values,
-              "transcription_delay_ms": st.one_of(st.integers(-10**6, 10**6), json_values)},
+    optional={
+        "audio": audio_fields,
+        "final": json_values,
+        "model": json_values,
+        "transcription_delay_ms": st.one_of(st.integers(-(10**6), 10**6), json_values),
+    },
 ).map(json.dumps)
-messages = st.one_of(structured, json_values.map(json.dumps), st.text(max_size=200),
-                     st.binary(max_size=100).map(lambda b: b.decode("latin-1")))
+messages = st.one_of(
+    structured,
+    json_values.map(json.dumps),
+    st.text(max_size=200),
+    st.binary(max_size=100).map(lambda b: b.decode("latin-1")),
+)
 
 
 def test_fuzz_realtime_messages(model):
@@ -62,8 +78,10 @@ def test_fuzz_realtime_messages(model):
     nothing), keeps the session alive, and still transcribes afterwards."""
     from websockets.sync.client import connect
 
-    with running_server(model, names=("voxtral-test",), max_backlog_seconds=5.0) as srv, \
-            connect(srv.ws_url, max_size=None) as ws:
+    with (
+        running_server(model, names=("voxtral-test",), max_backlog_seconds=5.0) as srv,
+        connect(srv.ws_url, max_size=None) as ws,
+    ):
         assert recv_json(ws)["type"] == "session.created"
 
         @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))

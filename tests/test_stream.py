@@ -31,7 +31,6 @@ def offline_tokens(model, recordings):
     return {name: model.transcribe(audio, 16000).token_ids for name, audio in recordings.items()}
 
 
-
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     name=st.sampled_from(["jfk", "night1968_5s_dont_worry_about_him", "night1968_15s_there_are_two_of_them_out_there"]),
@@ -164,7 +163,8 @@ def test_past_the_attention_windows_matches_reference(small_window_ckpt, audio_d
     assert len(ref["tokens"]) > 3 * 48
     assert ours.tokens == list(ref["tokens"])
     worst = max(
-        float(np.abs(a - b).max()) / float(b.max() - b.min()) for a, b in zip(ours.logits, ref["step_logits"], strict=True)
+        float(np.abs(a - b).max()) / float(b.max() - b.min())
+        for a, b in zip(ours.logits, ref["step_logits"], strict=True)
     )
     assert worst <= 1e-3
 

@@ -31,7 +31,6 @@ def offline_tokens(model, recordings):
     return {name: model.transcribe(audio, 16000).token_ids for name, audio in recordings.items()}
 
 
-
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     name=st.sampled_from(["jfk", "night1968_5s_dont_worry_about_him"]),
@@ -119,8 +118,11 @@ def test_accuracy_against_the_f32_cache(fullwidth_ckpt, audio_dir):
     from voxtral.testing.accuracy import compare, markdown
 
     model = voxtral.load(fullwidth_ckpt["native"])
-    reports = [compare(model, model, wav, f"kv {kv}", approx_stream_kw={"kv_cache": kv})
-               for kv in ("bf16", "int8") for wav in sorted(audio_dir.glob("*.wav"))]
+    reports = [
+        compare(model, model, wav, f"kv {kv}", approx_stream_kw={"kv_cache": kv})
+        for kv in ("bf16", "int8")
+        for wav in sorted(audio_dir.glob("*.wav"))
+    ]
     print("\n" + markdown(reports))
     for r in reports:
         kv = r.mode.split()[1]

@@ -26,12 +26,33 @@ TRANSCRIPTS = sorted(AUDIO_DIR.glob("*.txt"))
 NUM_SPECIAL = 1000
 VOCAB_SIZE = 131072
 NAMED_SPECIALS = {
-    0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]",
-    6: "[/AVAILABLE_TOOLS]", 7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]",
-    10: "[IMG]", 11: "<pad>", 12: "[IMG_BREAK]", 13: "[IMG_END]", 14: "[PREFIX]", 15: "[MIDDLE]",
-    16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]", 19: "[TOOL_CONTENT]",
-    20: "[ARGS]", 21: "[CALL_ID]", 24: "[AUDIO]", 25: "[BEGIN_AUDIO]", 26: "[TRANSCRIBE]",
-    32: "[STREAMING_PAD]", 33: "[STREAMING_WORD]",
+    0: "<unk>",
+    1: "<s>",
+    2: "</s>",
+    3: "[INST]",
+    4: "[/INST]",
+    5: "[AVAILABLE_TOOLS]",
+    6: "[/AVAILABLE_TOOLS]",
+    7: "[TOOL_RESULTS]",
+    8: "[/TOOL_RESULTS]",
+    9: "[TOOL_CALLS]",
+    10: "[IMG]",
+    11: "<pad>",
+    12: "[IMG_BREAK]",
+    13: "[IMG_END]",
+    14: "[PREFIX]",
+    15: "[MIDDLE]",
+    16: "[SUFFIX]",
+    17: "[SYSTEM_PROMPT]",
+    18: "[/SYSTEM_PROMPT]",
+    19: "[TOOL_CONTENT]",
+    20: "[ARGS]",
+    21: "[CALL_ID]",
+    24: "[AUDIO]",
+    25: "[BEGIN_AUDIO]",
+    26: "[TRANSCRIBE]",
+    32: "[STREAMING_PAD]",
+    33: "[STREAMING_WORD]",
 }
 AUDIO_SECTION = {
     "sampling_rate": 16000,
@@ -201,9 +222,17 @@ def test_random_decode_parity(ours, ref, id_pools):
 
 
 def test_decode_edge_cases(ours, ref):
-    for ids in ([], [1], [1, 2, 32], [1000], [1000 + 0xC3], [1000 + 0xC3, 1000 + 0xA9],
-                [1000 + 0xC3, 32, 1000 + 0xA9], [1000 + 0xF0, 1000 + 0x9F, 1000 + 0x98],
-                [1000 + 0xE2, 1000 + 0x82, 1000 + 0xAC, 1000 + 0x80]):
+    for ids in (
+        [],
+        [1],
+        [1, 2, 32],
+        [1000],
+        [1000 + 0xC3],
+        [1000 + 0xC3, 1000 + 0xA9],
+        [1000 + 0xC3, 32, 1000 + 0xA9],
+        [1000 + 0xF0, 1000 + 0x9F, 1000 + 0x98],
+        [1000 + 0xE2, 1000 + 0x82, 1000 + 0xAC, 1000 + 0x80],
+    ):
         assert ours.decode(ids) == mc_decode(ref, ids), ids
     assert ours.decode([1000 + 0xC3, 1000 + 0xA9]) == "é"
     assert ours.decode(np.array([1, 1000 + 0x41, 2])) == "A"
@@ -228,8 +257,15 @@ def test_transcripts_round_trip(ours, ref, path):
 
 
 def test_multilingual_round_trip(ours, ref):
-    texts = ["Ça va très bien, merci ! Größe", "日本語のテキスト、そして中文。", "Привет, как дела?",
-             "emoji 🎉🚀 and ☃ snowman", "عربي مكتوب", "ελληνικά", "   spaces\n\tand tabs  "]
+    texts = [
+        "Ça va très bien, merci ! Größe",
+        "日本語のテキスト、そして中文。",
+        "Привет, как дела?",
+        "emoji 🎉🚀 and ☃ snowman",
+        "عربي مكتوب",
+        "ελληνικά",
+        "   spaces\n\tand tabs  ",
+    ]
     for text in texts:
         ids = ref.encode(text, bos=False, eos=False)
         assert ours.decode(ids) == text
@@ -255,7 +291,7 @@ def test_stream_never_emits_replacement_midway(ours, ref):
     assert "".join(out) == text
     # the multi-byte characters appear exactly when their last byte is pushed
     sd = ours.stream_decoder()
-    emoji = "🎉".encode("utf-8")
+    emoji = "🎉".encode()
     assert [sd.push(NUM_SPECIAL + b) for b in emoji] == ["", "", "", "🎉"]
     assert not sd.pending
     assert sd.push(NUM_SPECIAL + 0xE6) == "" and sd.pending
@@ -275,8 +311,13 @@ def test_stream_with_hypothesis(ours, ref, id_pools):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    pool = (id_pools["control"][:40] + id_pools["byte"] + id_pools["fragment"][:2000]
-            + id_pools["multibyte"][:2000] + id_pools["ascii"][:500])
+    pool = (
+        id_pools["control"][:40]
+        + id_pools["byte"]
+        + id_pools["fragment"][:2000]
+        + id_pools["multibyte"][:2000]
+        + id_pools["ascii"][:500]
+    )
     ids_strategy = st.lists(st.one_of(st.sampled_from(pool), st.integers(0, VOCAB_SIZE - 1)), min_size=0, max_size=60)
 
     @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -325,12 +366,18 @@ def small_dict(n_inner: int = 300, num_special: int = 10) -> dict:
     for i in range(256, n_inner):
         vocab.append({"rank": i, "token_bytes": base64.b64encode(f"tok{i}".encode()).decode(), "token_str": None})
     return {
-        "config": {"default_vocab_size": n_inner + num_special, "default_num_special_tokens": num_special,
-                   "version": "v7", "pattern": "x"},
+        "config": {
+            "default_vocab_size": n_inner + num_special,
+            "default_num_special_tokens": num_special,
+            "version": "v7",
+            "pattern": "x",
+        },
         "vocab": vocab,
-        "special_tokens": [{"rank": 0, "token_str": "<unk>", "is_control": True},
-                           {"rank": 1, "token_str": "<s>", "is_control": True},
-                           {"rank": 2, "token_str": "</s>", "is_control": True}],
+        "special_tokens": [
+            {"rank": 0, "token_str": "<unk>", "is_control": True},
+            {"rank": 1, "token_str": "<s>", "is_control": True},
+            {"rank": 2, "token_str": "</s>", "is_control": True},
+        ],
     }
 
 
@@ -348,24 +395,30 @@ def test_small_file_ok(tmp_path):
         _ = tok.streaming_pad_id
 
 
-@pytest.mark.parametrize("mutate,msg", [
-    (lambda d: d.pop("vocab"), "'vocab' section is missing"),
-    (lambda d: d.pop("config"), "'config' section is missing"),
-    (lambda d: d["config"].pop("default_vocab_size"), "default_vocab_size is missing"),
-    (lambda d: d["config"].update(default_num_special_tokens="10"), "positive integer"),
-    (lambda d: d["config"].update(default_vocab_size=5), "must be below"),
-    (lambda d: d["config"].update(default_vocab_size=400), "fewer than"),
-    (lambda d: d["vocab"][260].update(token_bytes="!!!not base64"), "entry 260: token_bytes is not valid base64"),
-    (lambda d: d["vocab"][261].pop("token_bytes"), "entry 261 has no 'token_bytes'"),
-    (lambda d: d["vocab"][262].update(rank=5), "rank 5, expected 262"),
-    (lambda d: d["vocab"][3].update(token_bytes=base64.b64encode(b"zz").decode()), "single byte 0x03"),
-    (lambda d: d["vocab"][270].update(token_bytes=d["vocab"][271]["token_bytes"]), "duplicate"),
-    (lambda d: d["special_tokens"].append({"rank": 10, "token_str": "[X]", "is_control": True}), "outside 0..9"),
-    (lambda d: d["special_tokens"].append({"rank": 1, "token_str": "[X]", "is_control": True}), "two special tokens have rank 1"),
-    (lambda d: d["special_tokens"].append({"rank": 5, "token_str": "<s>", "is_control": True}), "defined twice"),
-    (lambda d: d["special_tokens"].append({"token_str": "[X]"}), "needs 'rank'"),
-    (lambda d: d.update(audio=[1]), "'audio' section"),
-])
+@pytest.mark.parametrize(
+    "mutate,msg",
+    [
+        (lambda d: d.pop("vocab"), "'vocab' section is missing"),
+        (lambda d: d.pop("config"), "'config' section is missing"),
+        (lambda d: d["config"].pop("default_vocab_size"), "default_vocab_size is missing"),
+        (lambda d: d["config"].update(default_num_special_tokens="10"), "positive integer"),
+        (lambda d: d["config"].update(default_vocab_size=5), "must be below"),
+        (lambda d: d["config"].update(default_vocab_size=400), "fewer than"),
+        (lambda d: d["vocab"][260].update(token_bytes="!!!not base64"), "entry 260: token_bytes is not valid base64"),
+        (lambda d: d["vocab"][261].pop("token_bytes"), "entry 261 has no 'token_bytes'"),
+        (lambda d: d["vocab"][262].update(rank=5), "rank 5, expected 262"),
+        (lambda d: d["vocab"][3].update(token_bytes=base64.b64encode(b"zz").decode()), "single byte 0x03"),
+        (lambda d: d["vocab"][270].update(token_bytes=d["vocab"][271]["token_bytes"]), "duplicate"),
+        (lambda d: d["special_tokens"].append({"rank": 10, "token_str": "[X]", "is_control": True}), "outside 0..9"),
+        (
+            lambda d: d["special_tokens"].append({"rank": 1, "token_str": "[X]", "is_control": True}),
+            "two special tokens have rank 1",
+        ),
+        (lambda d: d["special_tokens"].append({"rank": 5, "token_str": "<s>", "is_control": True}), "defined twice"),
+        (lambda d: d["special_tokens"].append({"token_str": "[X]"}), "needs 'rank'"),
+        (lambda d: d.update(audio=[1]), "'audio' section"),
+    ],
+)
 def test_malformed_files(tmp_path, mutate, msg):
     d = small_dict()
     mutate(d)

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+
 from trained_util import EXACT_UTTERANCES, HELDOUT_DIR, entry, model_copy
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -50,7 +51,7 @@ def test_stream_api_says_the_synthesized_words(trained):
     stream = trained.stream(480)
     events = []
     for i in range(0, samples.shape[0], 1234):  # odd chunk size: no alignment with the 1280-sample slots
-        events += stream.feed(samples[i: i + 1234])
+        events += stream.feed(samples[i : i + 1234])
     events += stream.finish()
     assert _words("".join(e.text for e in events)) == entry(name)["words"]
 
@@ -59,8 +60,13 @@ def test_cli_prints_the_synthesized_words(trained_dir, tmp_path):
     name = EXACT_UTTERANCES[2]
     wav = tmp_path / "speech.wav"
     sf.write(wav, _samples(name), 16000, subtype="PCM_16")
-    r = subprocess.run([sys.executable, "-m", "voxtral", str(wav), "--model", str(trained_dir), "--quiet"],
-                       check=False, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", str(wav), "--model", str(trained_dir), "--quiet"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert _words(r.stdout) == entry(name)["words"]
 

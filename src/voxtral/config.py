@@ -143,8 +143,12 @@ def _require(mapping: dict[str, Any], key: str, where: str, source: str) -> Any:
 
 def _as_int(value: Any, key: str, source: str) -> int:
     # NaN and inf are floats that int() refuses: check finiteness first
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+        or int(value) != value
+    ):
         raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
     return int(value)
 
@@ -249,22 +253,42 @@ def to_params_dict(cfg: ModelConfig) -> dict[str, Any]:
     :func:`from_params_dict`); describes a model in the native q/k row order."""
     e, d, a = cfg.encoder, cfg.decoder, cfg.audio
     return {
-        "dim": d.dim, "n_layers": d.n_layers, "head_dim": d.head_dim, "hidden_dim": d.hidden_dim,
-        "n_heads": d.n_heads, "n_kv_heads": d.n_kv_heads, "use_biases": False, "causal": True,
-        "rope_theta": d.rope_theta, "norm_eps": d.norm_eps, "vocab_size": d.vocab_size,
-        "tied_embeddings": d.tied_embeddings, "sliding_window": d.sliding_window,
-        "ada_rms_norm_t_cond": True, "ada_rms_norm_t_cond_dim": d.ada_cond_dim,
+        "dim": d.dim,
+        "n_layers": d.n_layers,
+        "head_dim": d.head_dim,
+        "hidden_dim": d.hidden_dim,
+        "n_heads": d.n_heads,
+        "n_kv_heads": d.n_kv_heads,
+        "use_biases": False,
+        "causal": True,
+        "rope_theta": d.rope_theta,
+        "norm_eps": d.norm_eps,
+        "vocab_size": d.vocab_size,
+        "tied_embeddings": d.tied_embeddings,
+        "sliding_window": d.sliding_window,
+        "ada_rms_norm_t_cond": True,
+        "ada_rms_norm_t_cond_dim": d.ada_cond_dim,
         "multimodal": {
             "whisper_model_args": {
                 "encoder_args": {
-                    "dim": e.dim, "n_layers": e.n_layers, "head_dim": e.head_dim, "hidden_dim": e.hidden_dim,
-                    "n_heads": e.n_heads, "n_kv_heads": e.n_kv_heads, "use_biases": True,
-                    "rope_theta": e.rope_theta, "causal": True, "norm_eps": e.norm_eps,
+                    "dim": e.dim,
+                    "n_layers": e.n_layers,
+                    "head_dim": e.head_dim,
+                    "hidden_dim": e.hidden_dim,
+                    "n_heads": e.n_heads,
+                    "n_kv_heads": e.n_kv_heads,
+                    "use_biases": True,
+                    "rope_theta": e.rope_theta,
+                    "causal": True,
+                    "norm_eps": e.norm_eps,
                     "sliding_window": e.sliding_window,
                     "audio_encoding_args": {
-                        "sampling_rate": a.sampling_rate, "frame_rate": a.frame_rate,
-                        "num_mel_bins": a.num_mel_bins, "hop_length": a.hop_length,
-                        "window_size": a.window_size, "global_log_mel_max": a.global_log_mel_max,
+                        "sampling_rate": a.sampling_rate,
+                        "frame_rate": a.frame_rate,
+                        "num_mel_bins": a.num_mel_bins,
+                        "hop_length": a.hop_length,
+                        "window_size": a.window_size,
+                        "global_log_mel_max": a.global_log_mel_max,
                         "transcription_format": "streaming",
                     },
                 },

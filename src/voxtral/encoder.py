@@ -33,7 +33,7 @@ class EncoderState:
     cache: KVCache
     stack_pending: np.ndarray  # encoder frames waiting for a full group of `downsample_factor`
 
-    def copy(self) -> "EncoderState":
+    def copy(self) -> EncoderState:
         """An independent copy (the arrays other than the cache are replaced, never written in place)."""
         return dataclasses.replace(self, cache=self.cache.copy())
 
@@ -54,8 +54,9 @@ class AudioEncoder:
             conv1_tail=np.zeros((_KERNEL - 1, a.num_mel_bins), dtype=np.float32),
             # causal padding of the stride-2 conv: kernel - stride zero frames
             conv2_pending=np.zeros((_KERNEL - a.conv_stride, e.dim), dtype=np.float32),
-            cache=KVCache(e.n_layers, e.n_kv_heads * e.head_dim, e.sliding_window, dtype=kv_cache,
-                          n_kv_heads=e.n_kv_heads),
+            cache=KVCache(
+                e.n_layers, e.n_kv_heads * e.head_dim, e.sliding_window, dtype=kv_cache, n_kv_heads=e.n_kv_heads
+            ),
             stack_pending=np.zeros((0, e.dim), dtype=np.float32),
         )
 
@@ -65,11 +66,11 @@ class AudioEncoder:
         if mel.shape[0] == 0:
             return np.zeros((0, self.cfg.encoder.dim), dtype=np.float32)
         x = np.concatenate([st.conv1_tail, np.asarray(mel, dtype=np.float32)])
-        st.conv1_tail = x[-(_KERNEL - 1):].copy()
+        st.conv1_tail = x[-(_KERNEL - 1) :].copy()
         y1 = K.gelu(K.conv1d_bf16(x, self.w.conv1_w, self.w.conv1_b, 1))
         buf = np.concatenate([st.conv2_pending, y1])
         n_out = (buf.shape[0] - _KERNEL) // stride + 1 if buf.shape[0] >= _KERNEL else 0
-        st.conv2_pending = buf[n_out * stride:].copy()
+        st.conv2_pending = buf[n_out * stride :].copy()
         if n_out == 0:
             return np.zeros((0, self.cfg.encoder.dim), dtype=np.float32)
         used = buf[: (n_out - 1) * stride + _KERNEL]

@@ -29,7 +29,7 @@ class Engine:
     part in one pass) and ``tokens`` accepted: tokens / stream_steps are the
     steps a stream gains per pass from drafts."""
 
-    def __init__(self, encoder: "AudioEncoder", decoder: "TextDecoder"):
+    def __init__(self, encoder: AudioEncoder, decoder: TextDecoder):
         self.encoder = encoder
         self.decoder = decoder
         self.passes = 0
@@ -38,8 +38,8 @@ class Engine:
         self.tokens = 0
 
     def step(
-        self, streams: list["Stream"], failed: dict["Stream", Exception] | None = None
-    ) -> dict["Stream", list[TokenEvent]]:
+        self, streams: list[Stream], failed: dict[Stream, Exception] | None = None
+    ) -> dict[Stream, list[TokenEvent]]:
         """One encoder pass over every stream's waiting audio, then one decoder
         pass over every stream's next step; the new events by stream (a stream
         that is done also gets its closing text, and is then ``completed``).
@@ -71,7 +71,7 @@ class Engine:
                 events[s] = s.close(events.get(s, []))
         return events
 
-    def run(self, stream: "Stream") -> list[TokenEvent]:
+    def run(self, stream: Stream) -> list[TokenEvent]:
         """Step one stream until it has to wait for audio (or is done)."""
         out: list[TokenEvent] = []
         while True:
@@ -83,7 +83,7 @@ class Engine:
                 return out
 
 
-def _each(streams: list["Stream"], failed: dict["Stream", Exception] | None, call) -> list[tuple["Stream", object]]:
+def _each(streams: list[Stream], failed: dict[Stream, Exception] | None, call) -> list[tuple[Stream, object]]:
     """(stream, call(stream)) for each stream not yet failed; with ``failed``,
     a stream whose call raises is recorded there and left out."""
     out = []

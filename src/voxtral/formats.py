@@ -11,8 +11,8 @@ import json
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from .segments import Segment
     from .events import TokenEvent
+    from .segments import Segment
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -72,8 +72,14 @@ class JsonlWriter(Writer):
     def event(self, e):
         if e.token_id < 0 and not e.text:
             return
-        row = {"source": self.source, "token": e.token_id, "text": e.text, "control": e.control,
-               "start": round(e.start, 3), "end": round(e.end, 3)}
+        row = {
+            "source": self.source,
+            "token": e.token_id,
+            "text": e.text,
+            "control": e.control,
+            "start": round(e.start, 3),
+            "end": round(e.end, 3),
+        }
         self._write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

@@ -209,7 +209,9 @@ class GGUFFile:
     def get_int(self, key: str) -> int:
         gguf = _gguf()
         field = self._field(key)
-        ints = {gguf.GGUFValueType[n] for n in ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64")}
+        ints = {
+            gguf.GGUFValueType[n] for n in ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64")
+        }
         if len(field.types) != 1 or field.types[0] not in ints:
             raise CheckpointError(f"{self.path}: metadata {key} must be an integer")
         return int(field.contents())

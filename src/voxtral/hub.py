@@ -240,8 +240,7 @@ def _from_repo(repo: str, *, download: bool, progress: bool, origin: str) -> Pat
     else:
         why = "huggingface_hub is not installed"
     raise ModelNotFoundError(
-        f"Voxtral model not found: {origin}{repo} is not in the Hugging Face cache ({cache}) "
-        f"and {why}; {_howto(repo)}"
+        f"Voxtral model not found: {origin}{repo} is not in the Hugging Face cache ({cache}) and {why}; {_howto(repo)}"
     )
 
 

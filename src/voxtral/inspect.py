@@ -18,9 +18,9 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .errors import ConfigError, ModelFileError, VoxtralError
 
@@ -58,8 +58,13 @@ class Report:
         return "\n".join(out)
 
     def as_dict(self) -> dict:
-        return {"model_dir": self.model_dir, "layout": self.layout, "loadable": self.loadable,
-                "sections": self.sections, "problems": self.problems}
+        return {
+            "model_dir": self.model_dir,
+            "layout": self.layout,
+            "loadable": self.loadable,
+            "sections": self.sections,
+            "problems": self.problems,
+        }
 
 
 def _mb(nbytes: int) -> str:
@@ -69,13 +74,22 @@ def _mb(nbytes: int) -> str:
 def _describe_config(report: Report, cfg) -> None:
     e, d, a = cfg.encoder, cfg.decoder, cfg.audio
     report.add("config", f"source: {Path(cfg.source).name}")
-    report.add("config", f"encoder: {e.n_layers} layers, dim {e.dim}, {e.n_heads} heads x {e.head_dim} "
-                         f"(kv {e.n_kv_heads}), hidden {e.hidden_dim}, window {e.sliding_window}")
-    report.add("config", f"decoder: {d.n_layers} layers, dim {d.dim}, {d.n_heads} heads x {d.head_dim} "
-                         f"(kv {d.n_kv_heads}), hidden {d.hidden_dim}, vocab {d.vocab_size}, "
-                         f"window {d.sliding_window}")
-    report.add("config", f"audio: {a.sampling_rate} Hz, {a.num_mel_bins} mel bins, hop {a.hop_length}, "
-                         f"window {a.window_size}, {a.frame_rate:g} tokens/s, downsample {a.downsample_factor}")
+    report.add(
+        "config",
+        f"encoder: {e.n_layers} layers, dim {e.dim}, {e.n_heads} heads x {e.head_dim} "
+        f"(kv {e.n_kv_heads}), hidden {e.hidden_dim}, window {e.sliding_window}",
+    )
+    report.add(
+        "config",
+        f"decoder: {d.n_layers} layers, dim {d.dim}, {d.n_heads} heads x {d.head_dim} "
+        f"(kv {d.n_kv_heads}), hidden {d.hidden_dim}, vocab {d.vocab_size}, "
+        f"window {d.sliding_window}",
+    )
+    report.add(
+        "config",
+        f"audio: {a.sampling_rate} Hz, {a.num_mel_bins} mel bins, hop {a.hop_length}, "
+        f"window {a.window_size}, {a.frame_rate:g} tokens/s, downsample {a.downsample_factor}",
+    )
 
 
 def _describe_files(report: Report, files) -> None:
@@ -96,8 +110,11 @@ def _describe_files(report: Report, files) -> None:
         total += f.size
         report.add("tensors", f"{f.path.name}: {n} tensors, {_mb(f.size)}")
     summary = ", ".join(f"{k} x {v}" for k, v in sorted(dtypes.items()))
-    report.add("tensors", f"total: {len(files)} file(s), {sum(dtypes.values())} tensors, {_mb(total)}, "
-                          f"{params / 1e6:.1f} M parameters; dtypes: {summary or 'none'}")
+    report.add(
+        "tensors",
+        f"total: {len(files)} file(s), {sum(dtypes.values())} tensors, {_mb(total)}, "
+        f"{params / 1e6:.1f} M parameters; dtypes: {summary or 'none'}",
+    )
 
 
 def _describe_gguf(report: Report, d: Path) -> None:
@@ -122,8 +139,11 @@ def _describe_gguf(report: Report, d: Path) -> None:
         params += count
     summary = ", ".join(f"{k} x {v}" for k, v in sorted(types.items()))
     size = (d / GGUF_FILE).stat().st_size
-    report.add("tensors", f"{GGUF_FILE}: {len(f.tensors)} tensors, {_mb(size)}, {params / 1e6:.1f} M parameters, "
-                          f"quantized to {quant}; types: {summary}")
+    report.add(
+        "tensors",
+        f"{GGUF_FILE}: {len(f.tensors)} tensors, {_mb(size)}, {params / 1e6:.1f} M parameters, "
+        f"quantized to {quant}; types: {summary}",
+    )
 
 
 def _open_all(report: Report, paths: list[Path]) -> list:
@@ -176,8 +196,11 @@ def inspect_dir(model_dir: str | Path) -> Report:
         from .tokenizer import TEKKEN_FILENAME, TekkenTokenizer
 
         tokenizer = TekkenTokenizer.from_file(d / TEKKEN_FILENAME)
-        report.add("tokenizer", f"{TEKKEN_FILENAME}: vocab {tokenizer.vocab_size} ({tokenizer.num_special} special), "
-                                f"version {tokenizer.version or '?'}")
+        report.add(
+            "tokenizer",
+            f"{TEKKEN_FILENAME}: vocab {tokenizer.vocab_size} ({tokenizer.num_special} special), "
+            f"version {tokenizer.version or '?'}",
+        )
     except VoxtralError as exc:
         report.fail(exc)
 
@@ -196,9 +219,12 @@ def inspect_dir(model_dir: str | Path) -> Report:
         cfg, _weights, _ = load_weights(d, audio_section=audio)
         _describe_config(report, cfg)
         if tokenizer is not None and tokenizer.vocab_size != cfg.decoder.vocab_size:
-            report.fail(ConfigError(
-                f"{d}: tekken.json vocabulary ({tokenizer.vocab_size}) does not match the model's "
-                f"vocab_size ({cfg.decoder.vocab_size})"))
+            report.fail(
+                ConfigError(
+                    f"{d}: tekken.json vocabulary ({tokenizer.vocab_size}) does not match the model's "
+                    f"vocab_size ({cfg.decoder.vocab_size})"
+                )
+            )
     except VoxtralError as exc:
         if str(exc) not in report.problems:  # a shard already reported when opened
             report.fail(exc)
@@ -212,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "header, the index and offsets) without reading the weights, and summarise it. "
         "Exit status 0 when it loads, 4 otherwise.",
     )
-    ap.add_argument("model_dir", metavar="DIR", help="model directory (Mistral-native, Hugging Face or quantized layout)")
+    ap.add_argument(
+        "model_dir", metavar="DIR", help="model directory (Mistral-native, Hugging Face or quantized layout)"
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     a = ap.parse_args(argv)
     report = inspect_dir(a.model_dir)

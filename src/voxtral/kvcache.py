@@ -30,8 +30,16 @@ _STORAGE = {"f32": np.float32, "bf16": np.uint16, "int8": np.int8}
 
 
 class KVCache:
-    def __init__(self, n_layers: int, row_dim: int, window: int, initial_rows: int = 256, *,
-                 dtype: str = "f32", n_kv_heads: int = 1):
+    def __init__(
+        self,
+        n_layers: int,
+        row_dim: int,
+        window: int,
+        initial_rows: int = 256,
+        *,
+        dtype: str = "f32",
+        n_kv_heads: int = 1,
+    ):
         self.dtype = dtype
         if n_kv_heads < 1 or row_dim % n_kv_heads:
             raise UsageError(f"row_dim {row_dim} is not a multiple of n_kv_heads {n_kv_heads}")
@@ -52,7 +60,7 @@ class KVCache:
         self.compactions = 0
         self._resize(max(1, min(initial_rows, window + self.slack)))
 
-    def copy(self) -> "KVCache":
+    def copy(self) -> KVCache:
         """An independent copy (rows, scales and positions)."""
         new = copy.copy(self)
         new.k, new.v, new.k_scale, new.v_scale = ([a.copy() for a in arrays] for arrays in self._buffers())
@@ -78,8 +86,10 @@ class KVCache:
         rows = np.dtype(_STORAGE[self.dtype])
         fresh = [[np.empty((capacity, self.row_dim), dtype=rows) for _ in range(self.n_layers)] for _ in range(2)]
         if self.dtype == "int8":
-            fresh += [[np.empty((capacity, self.n_kv_heads), dtype=np.float32) for _ in range(self.n_layers)]
-                      for _ in range(2)]
+            fresh += [
+                [np.empty((capacity, self.n_kv_heads), dtype=np.float32) for _ in range(self.n_layers)]
+                for _ in range(2)
+            ]
         else:
             fresh += [[], []]
         for old, new in zip(self._buffers(), fresh, strict=True):
@@ -135,8 +145,11 @@ class KVCache:
             return
         shape = (n, self.n_kv_heads, self.head_dim)
         for src, dst, scale in ((k_new, self.k, self.k_scale), (v_new, self.v, self.v_scale)):
-            K.kv_store(src.reshape(shape), dst[layer][self.length : end].reshape(shape),
-                       scale[layer][self.length : end] if scale else None)
+            K.kv_store(
+                src.reshape(shape),
+                dst[layer][self.length : end].reshape(shape),
+                scale[layer][self.length : end] if scale else None,
+            )
 
     def keys_values(self, layer: int, n_new: int) -> tuple[np.ndarray, np.ndarray]:
         """All rows including the ``n_new`` just written."""

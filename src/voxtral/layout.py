@@ -77,10 +77,20 @@ def detect_layout(model_dir: PathArg) -> str:
     gguf_missing = _gguf_missing(d)
     if not gguf_missing:
         return "gguf"
-    inside = [sub.name for sub in sorted(d.iterdir()) if sub.is_dir() and not _native_missing(sub)
-              or sub.is_dir() and not _hf_missing(sub) or sub.is_dir() and not _gguf_missing(sub)]
+    inside = [
+        sub.name
+        for sub in sorted(d.iterdir())
+        if sub.is_dir()
+        and not _native_missing(sub)
+        or sub.is_dir()
+        and not _hf_missing(sub)
+        or sub.is_dir()
+        and not _gguf_missing(sub)
+    ]
     if inside:  # e.g. python -m voxtral.testing.checkpoint OUT writes OUT/native and OUT/hf
-        raise ModelNotFoundError(f"{d} holds model directories, not a model: use {' or '.join(str(d / n) for n in inside)}")
+        raise ModelNotFoundError(
+            f"{d} holds model directories, not a model: use {' or '.join(str(d / n) for n in inside)}"
+        )
     raise ModelNotFoundError(
         f"{d} is not a Voxtral model directory: the Mistral layout lacks {', '.join(native_missing)}, "
         f"the Hugging Face layout lacks {', '.join(hf_missing)} "

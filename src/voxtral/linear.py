@@ -12,7 +12,6 @@ from . import _kernels as K
 from .qformats import QuantMatrix
 from .safetensors_io import bf16_to_float32
 
-
 # Accuracy measurements (voxtral.testing.accuracy) watch the inputs of every
 # product; None in normal use, so the hot path pays one global lookup.
 observer = None

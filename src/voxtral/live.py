@@ -64,8 +64,13 @@ class Microphone:
     """Capture from an input device in PortAudio's callback thread, through a
     ``DropOldestQueue`` (``dropped_seconds`` says how much was lost)."""
 
-    def __init__(self, sample_rate: int, device: str | int | None = None, block_seconds: float = 0.08,
-                 max_queue_seconds: float = 10.0):
+    def __init__(
+        self,
+        sample_rate: int,
+        device: str | int | None = None,
+        block_seconds: float = 0.08,
+        max_queue_seconds: float = 10.0,
+    ):
         try:
             import sounddevice as sd
         except OSError as exc:  # the wheel is there, the PortAudio library is not
@@ -73,15 +78,21 @@ class Microphone:
                 f"PortAudio is not installed ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)"
             ) from None
         except ImportError:
-            raise DeviceError("microphone input needs sounddevice (a dependency of voxtral): pip install sounddevice") from None
+            raise DeviceError(
+                "microphone input needs sounddevice (a dependency of voxtral): pip install sounddevice"
+            ) from None
         self._sd = sd
         self.sample_rate = sample_rate
         self.queue = DropOldestQueue(int(max_queue_seconds * sample_rate))
         self._closed = False
         try:
             self._stream = sd.InputStream(
-                samplerate=sample_rate, channels=1, dtype="float32", device=device,
-                blocksize=max(1, int(block_seconds * sample_rate)), callback=self._callback,
+                samplerate=sample_rate,
+                channels=1,
+                dtype="float32",
+                device=device,
+                blocksize=max(1, int(block_seconds * sample_rate)),
+                callback=self._callback,
             )
         except (sd.PortAudioError, ValueError) as exc:
             what = f"input device {device!r}" if device is not None else "the default input device"
@@ -102,7 +113,7 @@ class Microphone:
     def _callback(self, indata, frames, time_info, status) -> None:
         self.queue.put(indata[:, 0].copy())
 
-    def __enter__(self) -> "Microphone":
+    def __enter__(self) -> Microphone:
         try:
             self._stream.start()
         except self._sd.PortAudioError as exc:
@@ -144,8 +155,16 @@ class WavRecorder:
         data = frames * 4
         fmt = (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + self.sample_rate.to_bytes(4, "little")
         fmt += (self.sample_rate * 4).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
-        return (b"RIFF" + (36 + data).to_bytes(4, "little") + b"WAVE" + b"fmt " + (16).to_bytes(4, "little") + fmt
-                + b"data" + data.to_bytes(4, "little"))
+        return (
+            b"RIFF"
+            + (36 + data).to_bytes(4, "little")
+            + b"WAVE"
+            + b"fmt "
+            + (16).to_bytes(4, "little")
+            + fmt
+            + b"data"
+            + data.to_bytes(4, "little")
+        )
 
     def write(self, samples: np.ndarray) -> None:
         self._f.write(np.ascontiguousarray(samples, dtype="<f4").tobytes())

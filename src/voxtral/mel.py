@@ -16,7 +16,6 @@ from . import _kernels
 from .config import AudioConfig
 
 
-
 def _hz_to_mel_slaney(freq: np.ndarray) -> np.ndarray:
     freq = np.asarray(freq, dtype=np.float64)
     f_sp = 200.0 / 3.0
@@ -36,7 +35,9 @@ def _mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
 
 
-def mel_filters(n_freq: int, n_mels: int, sampling_rate: int, f_min: float = 0.0, f_max: float | None = None) -> np.ndarray:
+def mel_filters(
+    n_freq: int, n_mels: int, sampling_rate: int, f_min: float = 0.0, f_max: float | None = None
+) -> np.ndarray:
     """Slaney-scale, area-normalised triangular filters, float64 [n_freq, n_mels]."""
     if f_max is None:
         f_max = sampling_rate / 2
@@ -124,7 +125,7 @@ class LogMelStream:
         self._buf_origin += keep_from
         return out
 
-    def copy(self) -> "LogMelStream":
+    def copy(self) -> LogMelStream:
         """An independent copy of this framer's state (the front end is shared: it is read-only)."""
         new = copy.copy(self)
         new._buf = self._buf.copy()

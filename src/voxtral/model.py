@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -49,8 +49,15 @@ class Transcription:
 
 
 class VoxtralModel:
-    def __init__(self, config: ModelConfig, weights: Weights, tokenizer: TekkenTokenizer, model_dir: Path, layout: str,
-                 options: Options | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        weights: Weights,
+        tokenizer: TekkenTokenizer,
+        model_dir: Path,
+        layout: str,
+        options: Options | None = None,
+    ):
         self.config = config
         self.weights = weights
         self.tokenizer = tokenizer
@@ -94,14 +101,30 @@ class VoxtralModel:
     def sample_rate(self) -> int:
         return self.config.audio.sampling_rate
 
-    def stream(self, delay_ms: int | None = None, *, sample_rate: int | None = None, keep_logits: bool = False,
-               kv_cache: str | None = None, draft_steps: int | None = None, options: Options | None = None) -> Stream:
+    def stream(
+        self,
+        delay_ms: int | None = None,
+        *,
+        sample_rate: int | None = None,
+        keep_logits: bool = False,
+        kv_cache: str | None = None,
+        draft_steps: int | None = None,
+        options: Options | None = None,
+    ) -> Stream:
         """A live transcription stream: ``feed()`` samples (16 kHz unless
         ``sample_rate`` says otherwise; resampled incrementally), ``finish()`` at the end.
         Each argument overrides the model's default (``options``: a whole set of them)."""
-        return Stream(self, self.stream_options(options, delay_ms=delay_ms, sample_rate=sample_rate,
-                                                keep_logits=keep_logits or None, kv_cache=kv_cache,
-                                                draft_steps=draft_steps))
+        return Stream(
+            self,
+            self.stream_options(
+                options,
+                delay_ms=delay_ms,
+                sample_rate=sample_rate,
+                keep_logits=keep_logits or None,
+                kv_cache=kv_cache,
+                draft_steps=draft_steps,
+            ),
+        )
 
     def _decode_samples(self, samples: np.ndarray, options: Options, on_progress=None) -> Iterator[TokenEvent]:
         stream = Stream(self, dataclasses.replace(options, sample_rate=None))  # load_audio resampled it
@@ -113,18 +136,32 @@ class VoxtralModel:
                 on_progress(min(start + step, samples.shape[0]) / self.sample_rate, total)
         yield from stream.finish()
 
-    def transcribe_iter(self, audio, sample_rate: int | None = None, delay_ms: int | None = None,
-                        on_progress=None, *, options: Options | None = None,
-                        draft_steps: int | None = None) -> Iterator[TokenEvent]:
+    def transcribe_iter(
+        self,
+        audio,
+        sample_rate: int | None = None,
+        delay_ms: int | None = None,
+        on_progress=None,
+        *,
+        options: Options | None = None,
+        draft_steps: int | None = None,
+    ) -> Iterator[TokenEvent]:
         """Yield token events as they are decoded; ``on_progress(done_s, total_s)``
         is called after each piece of the input."""
         options = self.stream_options(options, delay_ms=delay_ms, draft_steps=draft_steps)
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
         yield from self._decode_samples(samples, options, on_progress)
 
-    def transcribe(self, audio, sample_rate: int | None = None, delay_ms: int | None = None, *,
-                   options: Options | None = None, draft_steps: int | None = None,
-                   batch_size: int | None = None) -> Transcription:
+    def transcribe(
+        self,
+        audio,
+        sample_rate: int | None = None,
+        delay_ms: int | None = None,
+        *,
+        options: Options | None = None,
+        draft_steps: int | None = None,
+        batch_size: int | None = None,
+    ) -> Transcription:
         """Transcribe a path, WAV bytes, or a numpy array (+ sample_rate).
         ``batch_size=N``: cut the recording at silences (Silero VAD, the ``vad``
         extra) and decode up to N segments together, one pass over the weights
@@ -172,9 +209,16 @@ class VoxtralModel:
         return [e for i in sorted(found) for e in found[i]]
 
 
-def load(model: str | os.PathLike | None = None, *, num_threads: int | None = None, download: bool = True,
-         quant: str | None = None, kv_cache: str = "f32", draft_steps: int | None = None,
-         on_status: Callable[[str], None] | None = None) -> VoxtralModel:
+def load(
+    model: str | os.PathLike | None = None,
+    *,
+    num_threads: int | None = None,
+    download: bool = True,
+    quant: str | None = None,
+    kv_cache: str = "f32",
+    draft_steps: int | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> VoxtralModel:
     """Load a model directory (Mistral-native, Hugging Face or quantized layout).
 
     ``model`` is a directory or a Hugging Face repo id; without it the model

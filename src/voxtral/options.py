@@ -58,7 +58,7 @@ class Options:
         if not 1 <= _whole(self.draft_steps, "draft_steps") <= MAX_DRAFT_STEPS:
             raise UsageError(f"draft_steps must be 1..{MAX_DRAFT_STEPS}, got {self.draft_steps}")
 
-    def replace(self, **changes) -> "Options":
+    def replace(self, **changes) -> Options:
         """A copy with some options changed (checked again)."""
         changes = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self, **changes) if changes else self

@@ -32,7 +32,7 @@ class AtomicOutput:
         self._keep = True
         self._count = 0
 
-    def __enter__(self) -> "AtomicOutput":
+    def __enter__(self) -> AtomicOutput:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -44,8 +44,9 @@ class AtomicOutput:
                 self._file = open(self.path, "w", encoding="utf-8")
                 return self
             directory = os.path.dirname(os.path.abspath(self.path))
-            fd, self._tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(self.path) + ".",
-                                             suffix=".part")
+            fd, self._tmp = tempfile.mkstemp(
+                dir=directory, prefix="." + os.path.basename(self.path) + ".", suffix=".part"
+            )
             self._mode = stat.S_IMODE(st.st_mode) if st is not None else _default_mode()
             self._file = os.fdopen(fd, "w", encoding="utf-8")
         except OSError as exc:

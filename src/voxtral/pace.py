@@ -25,6 +25,7 @@ def _bits_per_weight(fmt: str) -> float:
 
     return 16.0 if fmt == "bf16" else bits_per_weight(fmt)
 
+
 # the formats in order of preference (most exact first)
 PREFERENCE = ("bf16", "q8_0", "q4_k", "q4_0")
 _QUANTIZED = re.compile(r"^(enc|dec)\.\d+\.(wq|wk|wv|wo|w1|w2|w3)$|^adapter[12]$")
@@ -86,5 +87,7 @@ class RealTimeMonitor:
                 return f"{flag}should keep up on this machine (estimated factor {estimate:.2f})."
         best = min(PREFERENCE, key=lambda f: weight_bytes(self.cfg, f))
         estimate = rtf * weight_bytes(self.cfg, best) / here
-        return (f"no weight format is expected to keep up here (--quant {best}: estimated factor {estimate:.2f}); "
-                "a longer --delay-ms does not help, fewer other programs or more cores do.")
+        return (
+            f"no weight format is expected to keep up here (--quant {best}: estimated factor {estimate:.2f}); "
+            "a longer --delay-ms does not help, fewer other programs or more cores do."
+        )

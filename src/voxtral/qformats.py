@@ -237,13 +237,22 @@ def _fit_scale_min(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray
         q = np.rint(inv_scale[:, None] * xc)
         np.clip(q, 0, 15, out=q)
         wq = w * q
-        return (wq.sum(axis=1).astype(np.float64), np.einsum("ij,ij->i", wq, q).astype(np.float64),
-                np.einsum("ij,ij->i", wq, x).astype(np.float64))
+        return (
+            wq.sum(axis=1).astype(np.float64),
+            np.einsum("ij,ij->i", wq, q).astype(np.float64),
+            np.einsum("ij,ij->i", wq, x).astype(np.float64),
+        )
 
     def error(scale, mn, sum_l, sum_l2, sum_xl):
         # sum w (scale q + mn - x)^2, expanded
-        return (scale * scale * sum_l2 + mn * mn * sum_w + sum_x2 - 2 * scale * sum_xl
-                + 2 * scale * mn * sum_l - 2 * mn * sum_x)
+        return (
+            scale * scale * sum_l2
+            + mn * mn * sum_w
+            + sum_x2
+            - 2 * scale * sum_xl
+            + 2 * scale * mn * sum_l
+            - 2 * mn * sum_x
+        )
 
     # Start: the plain min/max grid.
     best_scale = (span / np.float32(15)).astype(np.float64)

@@ -28,8 +28,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -139,8 +139,9 @@ def _native_order(cfg, key: str, arr: np.ndarray) -> np.ndarray:
     return _native_qk_rows(arr, heads, stack.head_dim)
 
 
-def _write_tensor(writer: gguf_io.GGUFStreamWriter, name: str, arr: np.ndarray, ttype: str,
-                  on_rows: Callable[[int], None]) -> None:
+def _write_tensor(
+    writer: gguf_io.GGUFStreamWriter, name: str, arr: np.ndarray, ttype: str, on_rows: Callable[[int], None]
+) -> None:
     """Stream one tensor: quantized or BF16 matrices in row chunks, vectors whole."""
     if ttype == "f32":
         writer.write(np.asarray(arr, dtype="<f4"))
@@ -186,9 +187,15 @@ def _progress_printer(enabled: bool, label: str) -> Callable[[float, str], None]
     return show
 
 
-def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, qtype: str, *,
-                   embeddings: str = DEFAULT_EMBEDDINGS, force: bool = False,
-                   progress: Callable[[float, str], None] | None = None) -> Path:
+def quantize_model(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    qtype: str,
+    *,
+    embeddings: str = DEFAULT_EMBEDDINGS,
+    force: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> Path:
     """Convert the BF16 checkpoint in ``src`` to the quantized model directory
     ``dst`` (``model.gguf`` + ``tekken.json``). Returns ``dst``.
     ``progress(fraction, tensor_name)`` is called as tensors are written."""
@@ -295,9 +302,11 @@ def _check_replaceable(dst: Path) -> None:
     names = {p.name for p in dst.iterdir()}
     if names and (GGUF_FILE not in names or not names <= QUANTIZED_FILES):
         other = sorted(names - QUANTIZED_FILES)[:3]
-        raise UsageError(f"{dst} is not a quantized model directory (it holds {', '.join(other) or 'no ' + GGUF_FILE}"
-                         f"{', ...' if len(names - QUANTIZED_FILES) > 3 else ''}); --force replaces only a "
-                         "previous quantize output: choose another DST")
+        raise UsageError(
+            f"{dst} is not a quantized model directory (it holds {', '.join(other) or 'no ' + GGUF_FILE}"
+            f"{', ...' if len(names - QUANTIZED_FILES) > 3 else ''}); --force replaces only a "
+            "previous quantize output: choose another DST"
+        )
 
 
 def _replace_dir(tmp: Path, dst: Path) -> None:
@@ -341,15 +350,16 @@ def _is_fresh(qdir: Path, qtype: str, fp: list) -> bool:
         return False
     try:
         f = gguf_io.GGUFFile(qdir / GGUF_FILE)
-        return (f.get_str(gguf_io.KEY_QUANT_TYPE) == qtype
-                and f.get_json(gguf_io.KEY_SOURCE_FINGERPRINT) == fp
-                and f.get_json(gguf_io.KEY_RECIPE) == recipe(qtype, DEFAULT_EMBEDDINGS))
+        return (
+            f.get_str(gguf_io.KEY_QUANT_TYPE) == qtype
+            and f.get_json(gguf_io.KEY_SOURCE_FINGERPRINT) == fp
+            and f.get_json(gguf_io.KEY_RECIPE) == recipe(qtype, DEFAULT_EMBEDDINGS)
+        )
     except VoxtralError:
         return False
 
 
-def cached_quantized(model_dir: str | os.PathLike, qtype: str,
-                     on_status: Callable[[str], None] | None = None) -> Path:
+def cached_quantized(model_dir: str | os.PathLike, qtype: str, on_status: Callable[[str], None] | None = None) -> Path:
     """The directory of ``model_dir`` quantized to ``qtype`` (default recipe),
     quantizing it first if no cache entry matches the source's current
     fingerprint (file names, sizes, mtimes)."""
@@ -365,7 +375,9 @@ def cached_quantized(model_dir: str | os.PathLike, qtype: str,
             return qdir
     target = next((c for c in candidates if _dir_writable(c.parent)), None)
     if target is None:
-        raise ModelFileError(f"no writable place for the {qtype} cache of {model_dir} (tried {', '.join(map(str, candidates))})")
+        raise ModelFileError(
+            f"no writable place for the {qtype} cache of {model_dir} (tried {', '.join(map(str, candidates))})"
+        )
     if on_status is not None:
         on_status(f"quantizing {model_dir.name or model_dir} to {qtype} once, into {target} (this takes a while)")
     quantize_model(model_dir, target, qtype, force=True)
@@ -385,8 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC", help="the BF16 model directory")
     p.add_argument("dst", metavar="DST", help="the quantized model directory to create")
     p.add_argument("--type", required=True, choices=QTYPES, help="type of the linear weights")
-    p.add_argument("--embeddings", choices=EMBEDDING_TYPES, default=DEFAULT_EMBEDDINGS,
-                   help=f"type of the token embedding / LM head (default {DEFAULT_EMBEDDINGS})")
+    p.add_argument(
+        "--embeddings",
+        choices=EMBEDDING_TYPES,
+        default=DEFAULT_EMBEDDINGS,
+        help=f"type of the token embedding / LM head (default {DEFAULT_EMBEDDINGS})",
+    )
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or status on stderr")
     return p
@@ -406,8 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         dst = quantize_model(src, args.dst, args.type, embeddings=args.embeddings, force=args.force, progress=show)
         if not args.quiet:
             size = (dst / GGUF_FILE).stat().st_size
-            print(f"voxtral: wrote {dst / GGUF_FILE} ({_human(size)}, {args.type}) in "
-                  f"{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"voxtral: wrote {dst / GGUF_FILE} ({_human(size)}, {args.type}) in {time.monotonic() - t0:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         return 0
     except VoxtralError as exc:
         print(f"voxtral: error: {exc}", file=sys.stderr)

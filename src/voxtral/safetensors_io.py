@@ -101,9 +101,8 @@ class SafetensorsFile:
             offsets = info.get("data_offsets")
             if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
                 raise CheckpointError(f"{self.path}: tensor {name}: unsupported dtype {dtype_name!r}")
-            if (
-                not isinstance(shape, list)
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
             ):
                 raise CheckpointError(f"{self.path}: tensor {name}: malformed shape {shape!r}")
             if (
@@ -156,7 +155,7 @@ class SafetensorsFile:
         offset = self._data_start + begin
         if offset % dtype.itemsize:
             # Misaligned data would make C kernels read unaligned elements: copy once.
-            arr = np.frombuffer(self._mmap[offset:offset + (end - begin)], dtype=dtype, count=count).copy()
+            arr = np.frombuffer(self._mmap[offset : offset + (end - begin)], dtype=dtype, count=count).copy()
             arr.flags.writeable = False
         else:
             arr = np.frombuffer(self._mmap, dtype=dtype, count=count, offset=offset)

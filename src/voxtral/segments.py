@@ -7,8 +7,8 @@ a word that ends a sentence (. ? ! and their CJK forms) or after a pause of
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .events import TokenEvent
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
@@ -263,8 +263,12 @@ class Stream:
     def memory(self) -> dict:
         """What the stream holds (tests bound it on long streams): the decoder and
         encoder KV caches, embeddings not yet decoded, samples in the mel framer."""
-        return {"decoder_cache": self._cache, "encoder_cache": self._enc.cache,
-                "pending_embeddings": int(self._pending.shape[0]), "mel_samples": self._mel.buffered_samples}
+        return {
+            "decoder_cache": self._cache,
+            "encoder_cache": self._enc.cache,
+            "pending_embeddings": int(self._pending.shape[0]),
+            "mel_samples": self._mel.buffered_samples,
+        }
 
     def fast_forward(self, fill) -> int:
         """Benchmarks: ``fill(decoder_cache)`` adds copies of rows to the cache

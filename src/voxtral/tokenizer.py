@@ -30,8 +30,9 @@ import binascii
 import codecs
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any
 
 from .errors import TokenizerError
 
@@ -41,9 +42,25 @@ TEKKEN_FILENAME = "tekken.json"
 
 # Used by mistral-common for files that predate the ``special_tokens`` section.
 _LEGACY_SPECIAL_TOKENS = (
-    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
-    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
-    "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+    "<unk>",
+    "<s>",
+    "</s>",
+    "[INST]",
+    "[/INST]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+    "[TOOL_CALLS]",
+    "[IMG]",
+    "<pad>",
+    "[IMG_BREAK]",
+    "[IMG_END]",
+    "[PREFIX]",
+    "[MIDDLE]",
+    "[SUFFIX]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
     "[TOOL_CONTENT]",
 )
 _FILLER = "<SPECIAL_{id}>"
@@ -80,9 +97,7 @@ class TekkenTokenizer:
         if num_special <= 0 or vocab_size <= num_special:
             raise TokenizerError(f"{name}: need 0 < num_special ({num_special}) < vocab_size ({vocab_size})")
         if len(pieces) != vocab_size - num_special:
-            raise TokenizerError(
-                f"{name}: expected {vocab_size - num_special} vocabulary pieces, got {len(pieces)}"
-            )
+            raise TokenizerError(f"{name}: expected {vocab_size - num_special} vocabulary pieces, got {len(pieces)}")
         if len(special_names) != num_special:
             raise TokenizerError(f"{name}: expected {num_special} special token names, got {len(special_names)}")
         self._path = path
@@ -103,7 +118,7 @@ class TekkenTokenizer:
     # -- loading -----------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: Union[str, "os.PathLike[str]"]) -> "TekkenTokenizer":
+    def from_file(cls, path: str | os.PathLike[str]) -> TekkenTokenizer:
         """Load ``tekken.json`` (or ``DIR/tekken.json`` when given a directory).
 
         Raises :class:`TokenizerError` (message naming the file) if it is
@@ -127,7 +142,7 @@ class TekkenTokenizer:
         return cls.from_dict(data, path=p)
 
     @classmethod
-    def from_dict(cls, data: Any, *, path: Union[str, "os.PathLike[str]", None] = None) -> "TekkenTokenizer":
+    def from_dict(cls, data: Any, *, path: str | os.PathLike[str] | None = None) -> TekkenTokenizer:
         """Build from the parsed content of a ``tekken.json`` file."""
         p = Path(path) if path is not None else None
         name = str(p) if p is not None else "<tekken>"
@@ -277,9 +292,7 @@ class TekkenTokenizer:
         if i != token_id or isinstance(token_id, bool):
             raise TokenizerError(f"{self._name}: token id {token_id!r} is not an integer")
         if not 0 <= i < self._vocab_size:
-            raise TokenizerError(
-                f"{self._name}: token id {i} is out of range (vocabulary size {self._vocab_size})"
-            )
+            raise TokenizerError(f"{self._name}: token id {i} is out of range (vocabulary size {self._vocab_size})")
         return i
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -308,7 +321,7 @@ class TekkenTokenizer:
             out.append(b"".join(run).decode("utf-8", errors="replace"))
         return "".join(out)
 
-    def stream_decoder(self) -> "StreamDecoder":
+    def stream_decoder(self) -> StreamDecoder:
         """A fresh incremental decoder (see :class:`StreamDecoder`)."""
         return StreamDecoder(self)
 

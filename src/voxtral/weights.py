@@ -135,36 +135,40 @@ def _native_names(cfg: ModelConfig) -> dict[str, str]:
     }
     for i in range(cfg.encoder.n_layers):
         p = f"{_NATIVE_ENC}transformer.layers.{i}."
-        n.update({
-            f"enc.{i}.attn_norm": p + "attention_norm.weight",
-            f"enc.{i}.wq": p + "attention.wq.weight",
-            f"enc.{i}.bq": p + "attention.wq.bias",
-            f"enc.{i}.wk": p + "attention.wk.weight",
-            f"enc.{i}.wv": p + "attention.wv.weight",
-            f"enc.{i}.bv": p + "attention.wv.bias",
-            f"enc.{i}.wo": p + "attention.wo.weight",
-            f"enc.{i}.bo": p + "attention.wo.bias",
-            f"enc.{i}.ffn_norm": p + "ffn_norm.weight",
-            f"enc.{i}.w1": p + "feed_forward.w1.weight",
-            f"enc.{i}.w3": p + "feed_forward.w3.weight",
-            f"enc.{i}.w2": p + "feed_forward.w2.weight",
-            f"enc.{i}.b2": p + "feed_forward.w2.bias",
-        })
+        n.update(
+            {
+                f"enc.{i}.attn_norm": p + "attention_norm.weight",
+                f"enc.{i}.wq": p + "attention.wq.weight",
+                f"enc.{i}.bq": p + "attention.wq.bias",
+                f"enc.{i}.wk": p + "attention.wk.weight",
+                f"enc.{i}.wv": p + "attention.wv.weight",
+                f"enc.{i}.bv": p + "attention.wv.bias",
+                f"enc.{i}.wo": p + "attention.wo.weight",
+                f"enc.{i}.bo": p + "attention.wo.bias",
+                f"enc.{i}.ffn_norm": p + "ffn_norm.weight",
+                f"enc.{i}.w1": p + "feed_forward.w1.weight",
+                f"enc.{i}.w3": p + "feed_forward.w3.weight",
+                f"enc.{i}.w2": p + "feed_forward.w2.weight",
+                f"enc.{i}.b2": p + "feed_forward.w2.bias",
+            }
+        )
     for i in range(cfg.decoder.n_layers):
         p = f"layers.{i}."
-        n.update({
-            f"dec.{i}.attn_norm": p + "attention_norm.weight",
-            f"dec.{i}.wq": p + "attention.wq.weight",
-            f"dec.{i}.wk": p + "attention.wk.weight",
-            f"dec.{i}.wv": p + "attention.wv.weight",
-            f"dec.{i}.wo": p + "attention.wo.weight",
-            f"dec.{i}.ffn_norm": p + "ffn_norm.weight",
-            f"dec.{i}.w1": p + "feed_forward.w1.weight",
-            f"dec.{i}.w3": p + "feed_forward.w3.weight",
-            f"dec.{i}.w2": p + "feed_forward.w2.weight",
-            f"dec.{i}.ada_down": p + "ada_rms_norm_t_cond.0.weight",
-            f"dec.{i}.ada_up": p + "ada_rms_norm_t_cond.2.weight",
-        })
+        n.update(
+            {
+                f"dec.{i}.attn_norm": p + "attention_norm.weight",
+                f"dec.{i}.wq": p + "attention.wq.weight",
+                f"dec.{i}.wk": p + "attention.wk.weight",
+                f"dec.{i}.wv": p + "attention.wv.weight",
+                f"dec.{i}.wo": p + "attention.wo.weight",
+                f"dec.{i}.ffn_norm": p + "ffn_norm.weight",
+                f"dec.{i}.w1": p + "feed_forward.w1.weight",
+                f"dec.{i}.w3": p + "feed_forward.w3.weight",
+                f"dec.{i}.w2": p + "feed_forward.w2.weight",
+                f"dec.{i}.ada_down": p + "ada_rms_norm_t_cond.0.weight",
+                f"dec.{i}.ada_up": p + "ada_rms_norm_t_cond.2.weight",
+            }
+        )
     return n
 
 
@@ -184,36 +188,40 @@ def _hf_names(cfg: ModelConfig) -> dict[str, str]:
     }
     for i in range(cfg.encoder.n_layers):
         p = f"{e}layers.{i}."
-        n.update({
-            f"enc.{i}.attn_norm": p + "self_attn_layer_norm.weight",
-            f"enc.{i}.wq": p + "self_attn.q_proj.weight",
-            f"enc.{i}.bq": p + "self_attn.q_proj.bias",
-            f"enc.{i}.wk": p + "self_attn.k_proj.weight",
-            f"enc.{i}.wv": p + "self_attn.v_proj.weight",
-            f"enc.{i}.bv": p + "self_attn.v_proj.bias",
-            f"enc.{i}.wo": p + "self_attn.o_proj.weight",
-            f"enc.{i}.bo": p + "self_attn.o_proj.bias",
-            f"enc.{i}.ffn_norm": p + "final_layer_norm.weight",
-            f"enc.{i}.w1": p + "mlp.gate_proj.weight",
-            f"enc.{i}.w3": p + "mlp.up_proj.weight",
-            f"enc.{i}.w2": p + "mlp.down_proj.weight",
-            f"enc.{i}.b2": p + "mlp.down_proj.bias",
-        })
+        n.update(
+            {
+                f"enc.{i}.attn_norm": p + "self_attn_layer_norm.weight",
+                f"enc.{i}.wq": p + "self_attn.q_proj.weight",
+                f"enc.{i}.bq": p + "self_attn.q_proj.bias",
+                f"enc.{i}.wk": p + "self_attn.k_proj.weight",
+                f"enc.{i}.wv": p + "self_attn.v_proj.weight",
+                f"enc.{i}.bv": p + "self_attn.v_proj.bias",
+                f"enc.{i}.wo": p + "self_attn.o_proj.weight",
+                f"enc.{i}.bo": p + "self_attn.o_proj.bias",
+                f"enc.{i}.ffn_norm": p + "final_layer_norm.weight",
+                f"enc.{i}.w1": p + "mlp.gate_proj.weight",
+                f"enc.{i}.w3": p + "mlp.up_proj.weight",
+                f"enc.{i}.w2": p + "mlp.down_proj.weight",
+                f"enc.{i}.b2": p + "mlp.down_proj.bias",
+            }
+        )
     for i in range(cfg.decoder.n_layers):
         p = f"{d}layers.{i}."
-        n.update({
-            f"dec.{i}.attn_norm": p + "input_layernorm.weight",
-            f"dec.{i}.wq": p + "self_attn.q_proj.weight",
-            f"dec.{i}.wk": p + "self_attn.k_proj.weight",
-            f"dec.{i}.wv": p + "self_attn.v_proj.weight",
-            f"dec.{i}.wo": p + "self_attn.o_proj.weight",
-            f"dec.{i}.ffn_norm": p + "post_attention_layernorm.weight",
-            f"dec.{i}.w1": p + "mlp.gate_proj.weight",
-            f"dec.{i}.w3": p + "mlp.up_proj.weight",
-            f"dec.{i}.w2": p + "mlp.down_proj.weight",
-            f"dec.{i}.ada_down": p + "ada_rms_norm.linear1.weight",
-            f"dec.{i}.ada_up": p + "ada_rms_norm.linear2.weight",
-        })
+        n.update(
+            {
+                f"dec.{i}.attn_norm": p + "input_layernorm.weight",
+                f"dec.{i}.wq": p + "self_attn.q_proj.weight",
+                f"dec.{i}.wk": p + "self_attn.k_proj.weight",
+                f"dec.{i}.wv": p + "self_attn.v_proj.weight",
+                f"dec.{i}.wo": p + "self_attn.o_proj.weight",
+                f"dec.{i}.ffn_norm": p + "post_attention_layernorm.weight",
+                f"dec.{i}.w1": p + "mlp.gate_proj.weight",
+                f"dec.{i}.w3": p + "mlp.up_proj.weight",
+                f"dec.{i}.w2": p + "mlp.down_proj.weight",
+                f"dec.{i}.ada_down": p + "ada_rms_norm.linear1.weight",
+                f"dec.{i}.ada_up": p + "ada_rms_norm.linear2.weight",
+            }
+        )
     return n
 
 
@@ -234,21 +242,39 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         "decoder_norm": (d.dim,),
     }
     for i in range(e.n_layers):
-        s.update({
-            f"enc.{i}.attn_norm": (e.dim,), f"enc.{i}.wq": (eq, e.dim), f"enc.{i}.bq": (eq,),
-            f"enc.{i}.wk": (ekv, e.dim), f"enc.{i}.wv": (ekv, e.dim), f"enc.{i}.bv": (ekv,),
-            f"enc.{i}.wo": (e.dim, eq), f"enc.{i}.bo": (e.dim,), f"enc.{i}.ffn_norm": (e.dim,),
-            f"enc.{i}.w1": (e.hidden_dim, e.dim), f"enc.{i}.w3": (e.hidden_dim, e.dim),
-            f"enc.{i}.w2": (e.dim, e.hidden_dim), f"enc.{i}.b2": (e.dim,),
-        })
+        s.update(
+            {
+                f"enc.{i}.attn_norm": (e.dim,),
+                f"enc.{i}.wq": (eq, e.dim),
+                f"enc.{i}.bq": (eq,),
+                f"enc.{i}.wk": (ekv, e.dim),
+                f"enc.{i}.wv": (ekv, e.dim),
+                f"enc.{i}.bv": (ekv,),
+                f"enc.{i}.wo": (e.dim, eq),
+                f"enc.{i}.bo": (e.dim,),
+                f"enc.{i}.ffn_norm": (e.dim,),
+                f"enc.{i}.w1": (e.hidden_dim, e.dim),
+                f"enc.{i}.w3": (e.hidden_dim, e.dim),
+                f"enc.{i}.w2": (e.dim, e.hidden_dim),
+                f"enc.{i}.b2": (e.dim,),
+            }
+        )
     for i in range(d.n_layers):
-        s.update({
-            f"dec.{i}.attn_norm": (d.dim,), f"dec.{i}.wq": (dq, d.dim), f"dec.{i}.wk": (dkv, d.dim),
-            f"dec.{i}.wv": (dkv, d.dim), f"dec.{i}.wo": (d.dim, dq), f"dec.{i}.ffn_norm": (d.dim,),
-            f"dec.{i}.w1": (d.hidden_dim, d.dim), f"dec.{i}.w3": (d.hidden_dim, d.dim),
-            f"dec.{i}.w2": (d.dim, d.hidden_dim),
-            f"dec.{i}.ada_down": (d.ada_cond_dim, d.dim), f"dec.{i}.ada_up": (d.dim, d.ada_cond_dim),
-        })
+        s.update(
+            {
+                f"dec.{i}.attn_norm": (d.dim,),
+                f"dec.{i}.wq": (dq, d.dim),
+                f"dec.{i}.wk": (dkv, d.dim),
+                f"dec.{i}.wv": (dkv, d.dim),
+                f"dec.{i}.wo": (d.dim, dq),
+                f"dec.{i}.ffn_norm": (d.dim,),
+                f"dec.{i}.w1": (d.hidden_dim, d.dim),
+                f"dec.{i}.w3": (d.hidden_dim, d.dim),
+                f"dec.{i}.w2": (d.dim, d.hidden_dim),
+                f"dec.{i}.ada_down": (d.ada_cond_dim, d.dim),
+                f"dec.{i}.ada_up": (d.dim, d.ada_cond_dim),
+            }
+        )
     return s
 
 
@@ -274,7 +300,7 @@ def hf_module_name(name: str) -> str:
     """The in-memory (``model.``-prefixed) name of an HF tensor name, whichever way it is written."""
     for published, module in _HF_PUBLISHED_PREFIXES:
         if name.startswith(published):
-            return module + name[len(published):]
+            return module + name[len(published) :]
     return name
 
 
@@ -312,8 +338,10 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
     for name, like in optional.items():  # e.g. a tied lm_head saved anyway: it must fit the embeddings
         f = src.where.get(name)
         if f is not None and f.shape(src.stored[name]) != shapes[like]:
-            raise CheckpointError(f"{f.path}: tensor {src.stored[name]} has shape "
-                                  f"{list(f.shape(src.stored[name]))}, expected {list(shapes[like])}")
+            raise CheckpointError(
+                f"{f.path}: tensor {src.stored[name]} has shape "
+                f"{list(f.shape(src.stored[name]))}, expected {list(shapes[like])}"
+            )
     got: dict[str, np.ndarray] = {}
     rounded: list[str] = []  # matrices stored as F32/F16 that BF16 cannot hold exactly
     for key, wanted_name in names.items():
@@ -332,8 +360,9 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
             elif dtype_name in ("F32", "F16"):  # as save_pretrained writes a float32 or float16 model
                 got[key] = _matrix_to_bf16(f, name, dtype_name, rounded)
             else:
-                raise CheckpointError(f"{f.path}: tensor {name} is {dtype_name}; weight matrices must be "
-                                      "BF16, F16 or F32")
+                raise CheckpointError(
+                    f"{f.path}: tensor {name} is {dtype_name}; weight matrices must be BF16, F16 or F32"
+                )
         else:
             if dtype_name not in ("BF16", "F16", "F32"):
                 raise CheckpointError(f"{f.path}: tensor {name} has unsupported dtype {dtype_name}")
@@ -342,9 +371,12 @@ def _assemble(cfg: ModelConfig, names: dict[str, str], src: _TensorSource, optio
                 raise CheckpointError(f"{f.path}: tensor {name} contains NaN or Inf")
             got[key] = vec
     if rounded:
-        warnings.warn(f"{src.files[0].path.parent}: {len(rounded)} weight matrices are stored in a wider type than "
-                      "BF16 and were rounded to BF16 once at load (the model runs on BF16 weights)",
-                      PrecisionWarning, stacklevel=3)
+        warnings.warn(
+            f"{src.files[0].path.parent}: {len(rounded)} weight matrices are stored in a wider type than "
+            "BF16 and were rounded to BF16 once at load (the model runs on BF16 weights)",
+            PrecisionWarning,
+            stacklevel=3,
+        )
     return _from_keys(cfg, got)
 
 
@@ -368,9 +400,14 @@ def _from_keys(cfg: ModelConfig, got: dict, quant_type: str | None = None) -> We
         return cls(**{fl.name: got[f"{prefix}.{i}.{fl.name}"] for fl in fields(cls)})
 
     return Weights(
-        conv1_w=got["conv1_w"], conv1_b=got["conv1_b"], conv2_w=got["conv2_w"], conv2_b=got["conv2_b"],
+        conv1_w=got["conv1_w"],
+        conv1_b=got["conv1_b"],
+        conv2_w=got["conv2_w"],
+        conv2_b=got["conv2_b"],
         encoder_layers=[layer(EncoderLayerWeights, "enc", i) for i in range(cfg.encoder.n_layers)],
-        encoder_norm=got["encoder_norm"], adapter1=got["adapter1"], adapter2=got["adapter2"],
+        encoder_norm=got["encoder_norm"],
+        adapter1=got["adapter1"],
+        adapter2=got["adapter2"],
         tok_embeddings=got["tok_embeddings"],
         decoder_layers=[layer(DecoderLayerWeights, "dec", i) for i in range(cfg.decoder.n_layers)],
         decoder_norm=got["decoder_norm"],

@@ -22,7 +22,10 @@ static int check(int kind, int64_t M, int64_t Hq, int64_t Hkv, int64_t D, int64_
     float *o1 = malloc(nq * sizeof(float)), *o2 = malloc(nq * sizeof(float));
     void *kc = malloc(nkv * 2), *vc = malloc(nkv * 2);
     for (int64_t i = 0; i < nq; i++) q[i] = frand(&seed);
-    for (int64_t i = 0; i < nkv; i++) { k[i] = frand(&seed) * 3; v[i] = frand(&seed); }
+    for (int64_t i = 0; i < nkv; i++) {
+        k[i] = frand(&seed) * 3;
+        v[i] = frand(&seed);
+    }
     vx_kv_store(kind, k, kc, ks, T, Hkv, D);
     vx_kv_store(kind, v, vc, vs, T, Hkv, D);
     const float *pks = kind == VX_KV_INT8 ? ks : NULL, *pvs = kind == VX_KV_INT8 ? vs : NULL;
@@ -47,8 +50,11 @@ int main(int argc, char **argv) {
     const int isa = argc > 1 ? atoi(argv[1]) : vx_active_isa();
     int fails = 0;
     for (int kind = VX_KV_BF16; kind <= VX_KV_INT8; kind++) {
-        const int64_t shapes[][6] = {{1, 32, 8, 128, 300, 8192}, {3, 8, 2, 64, 50, 30}, {2, 12, 2, 24, 37, 30},
-                                     {1, 6, 3, 16, 11, 100}, {2, 4, 4, 8, 5, 3}};
+        const int64_t shapes[][6] = {{1, 32, 8, 128, 300, 8192},
+                                     {3, 8, 2, 64, 50, 30},
+                                     {2, 12, 2, 24, 37, 30},
+                                     {1, 6, 3, 16, 11, 100},
+                                     {2, 4, 4, 8, 5, 3}};
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             if (vx_set_isa(isa) != VX_OK) {
                 printf("FAIL ISA %s not available\n", vx_isa_name(isa));

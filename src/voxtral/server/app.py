@@ -110,14 +110,18 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "invalid_request")
         metrics.error(code)
-        return JSONResponse(_error_body(str(exc.detail), code, exc.status_code), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            _error_body(str(exc.detail), code, exc.status_code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         metrics.error("invalid_request")
-        return JSONResponse(_error_body(f"invalid request: {exc.errors()}"[:500], "invalid_request", 422),
-                            status_code=422)
+        return JSONResponse(
+            _error_body(f"invalid request: {exc.errors()}"[:500], "invalid_request", 422), status_code=422
+        )
 
     @app.middleware("http")
     async def _auth_and_count(request: Request, call_next):
@@ -125,13 +129,21 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
         public = route == "/health" or page.is_public(route)
         if not _origin_allowed(cfg, request.headers):
             metrics.error("forbidden_origin")
-            response = JSONResponse(_error_body(f"origin {protocol.quote(request.headers['origin'])} is not allowed "
-                                                "(--allow-origin)", "forbidden_origin", 403), status_code=403)
+            response = JSONResponse(
+                _error_body(
+                    f"origin {protocol.quote(request.headers['origin'])} is not allowed (--allow-origin)",
+                    "forbidden_origin",
+                    403,
+                ),
+                status_code=403,
+            )
         elif not public and not _authorized(cfg, request.headers.get("authorization")):
             metrics.error("unauthorized")
-            response = JSONResponse(_error_body("missing or wrong API key (Authorization: Bearer ...)",
-                                                "unauthorized", 401), status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
+            response = JSONResponse(
+                _error_body("missing or wrong API key (Authorization: Bearer ...)", "unauthorized", 401),
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         else:
             response = await call_next(request)
         known = route in ("/health", "/metrics", "/v1/models", "/v1/audio/transcriptions")
@@ -140,8 +152,9 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
 
     def check_model(name: str | None) -> None:
         if name is not None and name not in cfg.model_names:
-            raise ApiError(404, f"The model `{protocol.quote(name)}` does not exist.", protocol.MODEL_NOT_FOUND,
-                           "model")
+            raise ApiError(
+                404, f"The model `{protocol.quote(name)}` does not exist.", protocol.MODEL_NOT_FOUND, "model"
+            )
 
     page.mount(app, cfg, model)  # GET /: the browser page
 
@@ -152,9 +165,13 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
     @app.get("/v1/models")
     async def models():
         created = int(time.time())
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "voxtral", "root": name}
-            for name in cfg.model_names]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "voxtral", "root": name}
+                for name in cfg.model_names
+            ],
+        }
 
     @app.get("/metrics")
     async def prometheus():
@@ -188,31 +205,45 @@ def create_app(model, cfg: ServerConfig) -> FastAPI:
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "the form needs a 'file' part with the audio", "invalid_request", "file")
         if upload.size is not None and upload.size > limits.max_upload_bytes:
-            raise ApiError(413, f"the upload is larger than {limits.max_upload_bytes} bytes (--max-upload-bytes)",
-                           "upload_too_large", "file")
+            raise ApiError(
+                413,
+                f"the upload is larger than {limits.max_upload_bytes} bytes (--max-upload-bytes)",
+                "upload_too_large",
+                "file",
+            )
         check_model(_text_field(form, "model"))
         fmt = _text_field(form, "response_format") or "json"
         if fmt not in RESPONSE_FORMATS:
-            raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
-                           "invalid_request", "response_format")
+            raise ApiError(
+                400,
+                f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
+                "invalid_request",
+                "response_format",
+            )
         stream = (_text_field(form, "stream") or "false").lower() in ("true", "1")
         _check_temperature(_text_field(form, "temperature"))
         try:
-            options = manager.session_options(delay_ms=_int_field(form, "transcription_delay_ms", None),
-                                              kv_cache=_text_field(form, "kv_cache"))
+            options = manager.session_options(
+                delay_ms=_int_field(form, "transcription_delay_ms", None), kv_cache=_text_field(form, "kv_cache")
+            )
         except VoxtralError as exc:
             raise ApiError(400, str(exc), "invalid_request", "transcription_delay_ms") from None
         await upload.seek(0)
         loop = asyncio.get_running_loop()
         try:
             samples = await loop.run_in_executor(
-                state["decoders"], lambda: load_audio(upload.file, None, model.sample_rate,
-                                                      max_seconds=cfg.max_audio_seconds))
+                state["decoders"],
+                lambda: load_audio(upload.file, None, model.sample_rate, max_seconds=cfg.max_audio_seconds),
+            )
         except VoxtralError as exc:
             status = 413 if "longer than" in str(exc) else 400
-            raise ApiError(status, f"cannot read the audio: {exc} (accepted: {ACCEPTED_AUDIO}; at most "
-                           f"{cfg.max_audio_seconds:g} s, --max-audio-seconds)", protocol.INVALID_AUDIO,
-                           "file") from None
+            raise ApiError(
+                status,
+                f"cannot read the audio: {exc} (accepted: {ACCEPTED_AUDIO}; at most "
+                f"{cfg.max_audio_seconds:g} s, --max-audio-seconds)",
+                protocol.INVALID_AUDIO,
+                "file",
+            ) from None
         finally:
             await upload.close()
         if session.closed:  # the client left while its audio was being decoded
@@ -276,8 +307,9 @@ def _int_field(form, name: str, default: int | None) -> int | None:
     if value is None:
         return default
     if not _INTEGER.fullmatch(value) or len(value) > 12:
-        raise ApiError(400, f"'{name}' must be an integer (ASCII digits), got {protocol.quote(value, 20)}",
-                       "invalid_request", name)
+        raise ApiError(
+            400, f"'{name}' must be an integer (ASCII digits), got {protocol.quote(value, 20)}", "invalid_request", name
+        )
     return int(value)
 
 
@@ -289,16 +321,21 @@ def _check_temperature(value: str | None) -> None:
     except ValueError:
         number = None
     if number != 0.0:
-        raise ApiError(400, f"temperature must be 0 (decoding is greedy; no sampling), got {protocol.quote(value, 20)}",
-                       "invalid_request", "temperature")
+        raise ApiError(
+            400,
+            f"temperature must be 0 (decoding is greedy; no sampling), got {protocol.quote(value, 20)}",
+            "invalid_request",
+            "temperature",
+        )
 
 
 async def _read_form(request: Request, max_upload_bytes: int):
     """The multipart form, refused on its Content-Length or, for a body that
     does not say (chunked), as soon as more than the limit has arrived."""
     limit = max_upload_bytes + FORM_OVERHEAD_BYTES
-    too_large = ApiError(413, f"the upload is larger than {max_upload_bytes} bytes (--max-upload-bytes)",
-                         "upload_too_large", "file")
+    too_large = ApiError(
+        413, f"the upload is larger than {max_upload_bytes} bytes (--max-upload-bytes)", "upload_too_large", "file"
+    )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_large
@@ -318,8 +355,9 @@ async def _read_form(request: Request, max_upload_bytes: int):
     except ApiError:
         raise
     except Exception as exc:  # malformed multipart
-        raise ApiError(400, f"cannot parse the multipart form: {protocol.quote(str(exc), 200)}",
-                       "invalid_request") from None
+        raise ApiError(
+            400, f"cannot parse the multipart form: {protocol.quote(str(exc), 200)}", "invalid_request"
+        ) from None
 
 
 async def _until_done_or_gone(request: Request, session) -> str:
@@ -391,16 +429,24 @@ class _Connection:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         failed = False
         for task in (receiver, sender):
-            if task.done() and not task.cancelled() and task.exception() is not None \
-                    and not isinstance(task.exception(), WebSocketDisconnect):
+            if (
+                task.done()
+                and not task.cancelled()
+                and task.exception() is not None
+                and not isinstance(task.exception(), WebSocketDisconnect)
+            ):
                 # a bug, not the client: logged and counted, never a silent close
                 log.error("session %s: %s failed", self.session.id, task.get_name(), exc_info=task.exception())
                 self.manager.metrics.error(protocol.INTERNAL_ERROR)
                 self.session.put(protocol.error("internal server error; the session ends", protocol.INTERNAL_ERROR))
                 self.session.put(CLOSE)
                 failed = True
-        flush = receiver.done() and not receiver.cancelled() and receiver.exception() is None \
+        flush = (
+            receiver.done()
+            and not receiver.cancelled()
+            and receiver.exception() is None
             and receiver.result() == "flush"
+        )
         if (flush or failed or killed.done()) and not sender.done():
             # deliver the closing error event first (a reader that does not read gets cut after 2 s)
             with contextlib.suppress(asyncio.TimeoutError, Exception):
@@ -442,12 +488,15 @@ class _Connection:
                 return "gone"
             text = message.get("text")
             if text is None:
-                self._error("binary messages are not part of the protocol: send JSON text events",
-                            protocol.INVALID_EVENT)
+                self._error(
+                    "binary messages are not part of the protocol: send JSON text events", protocol.INVALID_EVENT
+                )
                 continue
             if len(text) > limits.max_message_bytes:
-                self._error(f"message of {len(text)} bytes is over the limit of {limits.max_message_bytes}",
-                            protocol.MESSAGE_TOO_LARGE)
+                self._error(
+                    f"message of {len(text)} bytes is over the limit of {limits.max_message_bytes}",
+                    protocol.MESSAGE_TOO_LARGE,
+                )
                 continue
             try:
                 self._handle(protocol.parse(text))
@@ -463,11 +512,13 @@ class _Connection:
         if kind == "session.update":
             name = event.get("model")
             if name is not None and name not in self.cfg.model_names:
-                raise protocol.ProtocolError(f"The model `{protocol.quote(name)}` does not exist.",
-                                             protocol.MODEL_NOT_FOUND)
+                raise protocol.ProtocolError(
+                    f"The model `{protocol.quote(name)}` does not exist.", protocol.MODEL_NOT_FOUND
+                )
             try:
                 session.options = self.manager.session_options(  # applies from the next transcription on
-                    session, delay_ms=event.get("transcription_delay_ms"), kv_cache=event.get("kv_cache"))
+                    session, delay_ms=event.get("transcription_delay_ms"), kv_cache=event.get("kv_cache")
+                )
             except VoxtralError as exc:
                 raise protocol.ProtocolError(str(exc), protocol.INVALID_EVENT) from None
         elif kind == "input_audio_buffer.append":

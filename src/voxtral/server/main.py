@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config import DEFAULT_DELAY_MS
 from ..errors import BindError, UsageError, VoxtralError
@@ -32,63 +32,134 @@ def build_parser() -> argparse.ArgumentParser:
         description="Realtime transcription server: vLLM's /v1/realtime WebSocket protocol, OpenAI's "
         "/v1/audio/transcriptions, /health, /v1/models, /metrics.",
     )
-    p.add_argument("--model", metavar="DIR",
-                   help="model directory or Hugging Face repo id (default: $VOXTRAL_MODEL_DIR)")
+    p.add_argument(
+        "--model", metavar="DIR", help="model directory or Hugging Face repo id (default: $VOXTRAL_MODEL_DIR)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port, 1..65535 (default 8000)")
-    p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' on every endpoint but /health; a key given here "
-                   f"shows in the process list: prefer ${API_KEY_ENV} or --api-key-file")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on every endpoint but /health; a key given here "
+        f"shows in the process list: prefer ${API_KEY_ENV} or --api-key-file",
+    )
     p.add_argument("--api-key-file", metavar="FILE", default=None, help="read the API key from FILE (its first line)")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                   help="a web page origin (e.g. https://app.example) allowed to call the server from a browser "
-                   "(repeatable; '*' for any); other cross-origin requests are refused with 403")
-    p.add_argument("--served-model-name", action="append", default=None, metavar="NAME",
-                   help="model name(s) clients may ask for (repeatable; default: "
-                   "mistralai/Voxtral-Mini-4B-Realtime-2602 and the model directory's name)")
-    p.add_argument("--delay-ms", type=int, default=DEFAULT_DELAY_MS,
-                   help=f"default transcription delay (default {DEFAULT_DELAY_MS}); sessions may change it")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web page origin (e.g. https://app.example) allowed to call the server from a browser "
+        "(repeatable; '*' for any); other cross-origin requests are refused with 403",
+    )
+    p.add_argument(
+        "--served-model-name",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="model name(s) clients may ask for (repeatable; default: "
+        "mistralai/Voxtral-Mini-4B-Realtime-2602 and the model directory's name)",
+    )
+    p.add_argument(
+        "--delay-ms",
+        type=int,
+        default=DEFAULT_DELAY_MS,
+        help=f"default transcription delay (default {DEFAULT_DELAY_MS}); sessions may change it",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
-    p.add_argument("--quant", default=None, metavar="{" + ",".join(QTYPES) + "}",
-                   help="serve the weights quantized to this type (quantized once into a cache, as the CLI's --quant)")
-    p.add_argument("--kv-cache", default="f32", metavar="{" + ",".join(KV_DTYPES) + "}",
-                   help="KV cache storage of every session (default f32, exact)")
+    p.add_argument(
+        "--quant",
+        default=None,
+        metavar="{" + ",".join(QTYPES) + "}",
+        help="serve the weights quantized to this type (quantized once into a cache, as the CLI's --quant)",
+    )
+    p.add_argument(
+        "--kv-cache",
+        default="f32",
+        metavar="{" + ",".join(KV_DTYPES) + "}",
+        help="KV cache storage of every session (default f32, exact)",
+    )
     p.add_argument("--max-sessions", type=int, default=d.max_sessions, help=f"default {d.max_sessions}")
-    p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
-                   help=f"largest WebSocket message (default {d.max_message_bytes})")
-    p.add_argument("--max-upload-bytes", type=int, default=d.max_upload_bytes,
-                   help=f"largest HTTP upload, refused on its Content-Length or as it arrives "
-                   f"(default {d.max_upload_bytes})")
-    p.add_argument("--max-audio-seconds", type=float, default=MAX_AUDIO_SECONDS,
-                   help=f"longest decoded audio of one upload, checked while decoding (default {MAX_AUDIO_SECONDS:g})")
-    p.add_argument("--decode-threads", type=int, default=DECODE_THREADS,
-                   help=f"uploads decoded at once, in a pool apart from the model's (default {DECODE_THREADS})")
-    p.add_argument("--max-pending-bytes", type=int, default=d.max_pending_bytes,
-                   help="events waiting to be sent to one client; a client that does not read is cut off past it "
-                   f"(default {d.max_pending_bytes})")
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=d.max_message_bytes,
+        help=f"largest WebSocket message (default {d.max_message_bytes})",
+    )
+    p.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=d.max_upload_bytes,
+        help=f"largest HTTP upload, refused on its Content-Length or as it arrives (default {d.max_upload_bytes})",
+    )
+    p.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=MAX_AUDIO_SECONDS,
+        help=f"longest decoded audio of one upload, checked while decoding (default {MAX_AUDIO_SECONDS:g})",
+    )
+    p.add_argument(
+        "--decode-threads",
+        type=int,
+        default=DECODE_THREADS,
+        help=f"uploads decoded at once, in a pool apart from the model's (default {DECODE_THREADS})",
+    )
+    p.add_argument(
+        "--max-pending-bytes",
+        type=int,
+        default=d.max_pending_bytes,
+        help="events waiting to be sent to one client; a client that does not read is cut off past it "
+        f"(default {d.max_pending_bytes})",
+    )
     h = _http_defaults()
-    p.add_argument("--header-timeout", type=float, default=h.header_timeout_seconds,
-                   help="seconds for a request line and headers (also a WebSocket handshake) to arrive; a request "
-                   f"body must arrive at {h.min_body_bytes_per_second} bytes/s or more over each such period "
-                   f"(default {h.header_timeout_seconds:g})")
-    p.add_argument("--max-connections", type=int, default=h.max_connections,
-                   help=f"open TCP connections; more are closed at once (default {h.max_connections})")
-    p.add_argument("--shutdown-grace", type=float, default=h.shutdown_grace_seconds,
-                   help="on SIGTERM/SIGINT, seconds open sessions may finish; then each gets an error event "
-                   f"and is closed (default {h.shutdown_grace_seconds:g})")
-    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout_seconds,
-                   help=f"seconds without a message before a session is closed (default {d.idle_timeout_seconds:g})")
-    p.add_argument("--max-backlog", type=float, default=d.max_backlog_seconds,
-                   help="seconds of a session's audio waiting to be decoded before further audio is refused "
-                   f"(default {d.max_backlog_seconds:g})")
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=h.header_timeout_seconds,
+        help="seconds for a request line and headers (also a WebSocket handshake) to arrive; a request "
+        f"body must arrive at {h.min_body_bytes_per_second} bytes/s or more over each such period "
+        f"(default {h.header_timeout_seconds:g})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=h.max_connections,
+        help=f"open TCP connections; more are closed at once (default {h.max_connections})",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=h.shutdown_grace_seconds,
+        help="on SIGTERM/SIGINT, seconds open sessions may finish; then each gets an error event "
+        f"and is closed (default {h.shutdown_grace_seconds:g})",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout_seconds,
+        help=f"seconds without a message before a session is closed (default {d.idle_timeout_seconds:g})",
+    )
+    p.add_argument(
+        "--max-backlog",
+        type=float,
+        default=d.max_backlog_seconds,
+        help="seconds of a session's audio waiting to be decoded before further audio is refused "
+        f"(default {d.max_backlog_seconds:g})",
+    )
     p.add_argument("--no-download", action="store_true", help="only use local model files")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return p
 
 
 def settings_from(args) -> Settings:
-    for name in ("max_sessions", "max_message_bytes", "max_upload_bytes", "max_pending_bytes", "decode_threads",
-                 "max_connections"):
+    for name in (
+        "max_sessions",
+        "max_message_bytes",
+        "max_upload_bytes",
+        "max_pending_bytes",
+        "decode_threads",
+        "max_connections",
+    ):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     for name in ("idle_timeout", "max_backlog", "max_audio_seconds", "header_timeout"):
@@ -98,10 +169,15 @@ def settings_from(args) -> Settings:
         raise UsageError("--shutdown-grace must be >= 0")
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
-    return Settings(max_sessions=args.max_sessions, max_message_bytes=args.max_message_bytes,
-                    max_upload_bytes=args.max_upload_bytes, idle_timeout_seconds=args.idle_timeout,
-                    max_backlog_seconds=args.max_backlog, max_pending_bytes=args.max_pending_bytes,
-                    options=Options(delay_ms=args.delay_ms, kv_cache=args.kv_cache))
+    return Settings(
+        max_sessions=args.max_sessions,
+        max_message_bytes=args.max_message_bytes,
+        max_upload_bytes=args.max_upload_bytes,
+        idle_timeout_seconds=args.idle_timeout,
+        max_backlog_seconds=args.max_backlog,
+        max_pending_bytes=args.max_pending_bytes,
+        options=Options(delay_ms=args.delay_ms, kv_cache=args.kv_cache),
+    )
 
 
 def api_key_from(args) -> str | None:
@@ -160,19 +236,42 @@ def run(args) -> int:
     api_key = api_key_from(args)
     sock = listen(args.host, args.port)  # before minutes of loading: a bad port fails at once
     if api_key is None and not _is_loopback(args.host):
-        print(f"voxtral serve: warning: listening on {args.host} without an API key: anyone who can reach it "
-              f"can use it (set ${API_KEY_ENV} or --api-key-file)", file=sys.stderr, flush=True)
+        print(
+            f"voxtral serve: warning: listening on {args.host} without an API key: anyone who can reach it "
+            f"can use it (set ${API_KEY_ENV} or --api-key-file)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
-        model = load(args.model, num_threads=args.threads, download=not args.no_download, quant=args.quant,
-                     kv_cache=args.kv_cache)
+        model = load(
+            args.model,
+            num_threads=args.threads,
+            download=not args.no_download,
+            quant=args.quant,
+            kv_cache=args.kv_cache,
+        )
         model.config.delay_tokens(args.delay_ms)  # validate before serving
-        cfg = ServerConfig(model_names=model_names(args, model), api_key=api_key, settings=settings,
-                           max_audio_seconds=args.max_audio_seconds, decode_threads=args.decode_threads,
-                           allow_origins=tuple(args.allow_origin))
-        limits = HttpLimits(header_timeout_seconds=args.header_timeout, max_connections=args.max_connections,
-                            shutdown_grace_seconds=args.shutdown_grace)
-        server = build_server(create_app(model, cfg), host=args.host, port=args.port, limits=limits,
-                              max_message_bytes=settings.max_message_bytes, log_level=args.log_level)
+        cfg = ServerConfig(
+            model_names=model_names(args, model),
+            api_key=api_key,
+            settings=settings,
+            max_audio_seconds=args.max_audio_seconds,
+            decode_threads=args.decode_threads,
+            allow_origins=tuple(args.allow_origin),
+        )
+        limits = HttpLimits(
+            header_timeout_seconds=args.header_timeout,
+            max_connections=args.max_connections,
+            shutdown_grace_seconds=args.shutdown_grace,
+        )
+        server = build_server(
+            create_app(model, cfg),
+            host=args.host,
+            port=args.port,
+            limits=limits,
+            max_message_bytes=settings.max_message_bytes,
+            log_level=args.log_level,
+        )
         server.run(sockets=[sock])
     finally:
         sock.close()
@@ -183,8 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
     except ImportError as exc:
-        print(f"voxtral serve: error: the server needs its extra: pip install 'voxtral[serve]' ({exc})",
-              file=sys.stderr)
+        print(
+            f"voxtral serve: error: the server needs its extra: pip install 'voxtral[serve]' ({exc})", file=sys.stderr
+        )
         return UsageError.exit_code
     args = parser.parse_args(argv)
     try:

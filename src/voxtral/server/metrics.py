@@ -48,33 +48,57 @@ class Metrics:
             ("voxtral_sessions_active", "gauge", "live sessions (WebSocket and HTTP)", self.sessions_active),
             ("voxtral_sessions_total", "counter", "sessions opened", self.sessions_total),
             ("voxtral_audio_seconds_in_total", "counter", "seconds of audio received", self.audio_seconds_in),
-            ("voxtral_audio_seconds_decoded_total", "counter", "seconds of audio fully transcribed",
-             self.audio_seconds_decoded),
+            (
+                "voxtral_audio_seconds_decoded_total",
+                "counter",
+                "seconds of audio fully transcribed",
+                self.audio_seconds_decoded,
+            ),
             ("voxtral_tokens_out_total", "counter", "tokens decoded", self.tokens_out),
             ("voxtral_decoder_steps_total", "counter", "batched decoder steps", self.decoder_steps),
             ("voxtral_batch_rows_total", "counter", "stream-steps computed (rows over all batches)", self.batch_rows),
-            ("voxtral_stream_passes_total", "counter", "decoder passes of finished transcriptions (per stream)",
-             self.stream_passes),
-            ("voxtral_accepted_steps_per_pass", "gauge", "decoder steps a stream gains per pass (drafted verification)",
-             self.stream_steps / self.stream_passes if self.stream_passes else 0.0),
+            (
+                "voxtral_stream_passes_total",
+                "counter",
+                "decoder passes of finished transcriptions (per stream)",
+                self.stream_passes,
+            ),
+            (
+                "voxtral_accepted_steps_per_pass",
+                "gauge",
+                "decoder steps a stream gains per pass (drafted verification)",
+                self.stream_steps / self.stream_passes if self.stream_passes else 0.0,
+            ),
             ("voxtral_compute_seconds_total", "counter", "seconds spent in model compute", self.compute_seconds),
             ("voxtral_real_time_factor", "gauge", "compute seconds per audio second decoded", self.real_time_factor),
-            ("voxtral_dropped_audio_seconds_total", "counter",
-             "seconds of audio refused because the server could not keep up", self.dropped_audio_seconds),
+            (
+                "voxtral_dropped_audio_seconds_total",
+                "counter",
+                "seconds of audio refused because the server could not keep up",
+                self.dropped_audio_seconds,
+            ),
             ("voxtral_lag_events_total", "counter", "transcription.lag events sent", self.lag_events),
-            ("voxtral_backlog_seconds_max", "gauge", "largest audio backlog of a session at the last step",
-             self.backlog_seconds_max),
+            (
+                "voxtral_backlog_seconds_max",
+                "gauge",
+                "largest audio backlog of a session at the last step",
+                self.backlog_seconds_max,
+            ),
         ]
         out = []
         for name, kind, help_, value in rows:
             out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {float(value):.6g}"]
-        out += ["# HELP voxtral_errors_total error events and 4xx/5xx answers by code",
-                "# TYPE voxtral_errors_total counter"]
+        out += [
+            "# HELP voxtral_errors_total error events and 4xx/5xx answers by code",
+            "# TYPE voxtral_errors_total counter",
+        ]
         with self._lock:
             errors = sorted(self.errors.items())
             requests = sorted(self.http_requests.items())
         out += [f'voxtral_errors_total{{code="{code}"}} {n}' for code, n in errors]
-        out += ["# HELP voxtral_http_requests_total HTTP requests by route and status",
-                "# TYPE voxtral_http_requests_total counter"]
+        out += [
+            "# HELP voxtral_http_requests_total HTTP requests by route and status",
+            "# TYPE voxtral_http_requests_total counter",
+        ]
         out += [f'voxtral_http_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in requests]
         return "\n".join(out) + "\n"

@@ -50,6 +50,7 @@ def quote(value, limit: int = ECHO_CHARS) -> str:
     short = text[:limit] + ("..." if len(text) > limit else "")
     return short.encode("utf-8", "replace").decode("utf-8")
 
+
 CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit")
 
 
@@ -68,8 +69,12 @@ def delta(text: str) -> dict[str, Any]:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens": completion_tokens, "prompt_tokens_details": None}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+        "prompt_tokens_details": None,
+    }
 
 
 def done(text: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
@@ -122,6 +127,7 @@ def decode_pcm16(audio: str) -> np.ndarray:
     if len(raw) == 0:
         raise ProtocolError("Invalid audio data: empty", INVALID_AUDIO)
     if len(raw) % 2:
-        raise ProtocolError(f"Invalid audio data: {len(raw)} bytes is not a whole number of PCM16 samples",
-                            INVALID_AUDIO)
+        raise ProtocolError(
+            f"Invalid audio data: {len(raw)} bytes is not a whole number of PCM16 samples", INVALID_AUDIO
+        )
     return np.frombuffer(raw, dtype="<i2").astype(np.int16)

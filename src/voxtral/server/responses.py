@@ -31,14 +31,24 @@ def verbose_json(text: str, events: list[TokenEvent], duration: float, language:
         "text": text,
         "segments": [
             {
-                "id": seg.id, "seek": 0, "start": round(seg.start, 3), "end": round(seg.end, 3), "text": seg.text,
-                "tokens": seg.tokens, "temperature": 0.0, "avg_logprob": 0.0, "compression_ratio": 0.0,
+                "id": seg.id,
+                "seek": 0,
+                "start": round(seg.start, 3),
+                "end": round(seg.end, 3),
+                "text": seg.text,
+                "tokens": seg.tokens,
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
                 "no_speech_prob": 0.0,
             }
             for seg in segments
         ],
-        "words": [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
-                  for seg in segments for w in seg.words],
+        "words": [
+            {"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
+            for seg in segments
+            for w in seg.words
+        ],
         "usage": {"type": "duration", "seconds": round(duration, 3)},
     }
 

@@ -153,8 +153,11 @@ class SessionManager:
             self.metrics.error(protocol.TOO_MANY_SESSIONS)
             raise TooManySessions(f"the server has its maximum of {self.settings.max_sessions} sessions")
         s = Session(kind, self.options, self.settings.max_pending_bytes)
-        s.on_overflow = lambda s: self.kill(s, protocol.SLOW_CONSUMER, f"more than {self.settings.max_pending_bytes} "
-                                            "bytes of events are waiting to be read")
+        s.on_overflow = lambda s: self.kill(
+            s,
+            protocol.SLOW_CONSUMER,
+            f"more than {self.settings.max_pending_bytes} bytes of events are waiting to be read",
+        )
         self.sessions[s.id] = s
         self.metrics.add(sessions_total=1, sessions_active=1)
         return s
@@ -200,7 +203,8 @@ class SessionManager:
             raise protocol.ProtocolError(
                 f"server overloaded: {self.backlog_seconds(s):.1f} s of this session's audio are waiting "
                 f"(limit {self.settings.max_backlog_seconds:g} s); this chunk of {seconds:.2f} s was not accepted",
-                protocol.SERVER_OVERLOADED)
+                protocol.SERVER_OVERLOADED,
+            )
         self.metrics.add(audio_seconds_in=seconds)
         if s.first_audio_at is None:
             s.first_audio_at = time.monotonic()
@@ -239,12 +243,15 @@ class SessionManager:
             pieces, taken = [], 0
             # Encode ahead of the decoder only a little: an upload or a fast sender
             # then costs each step a bounded slice of encoder work, not seconds of it.
-            ahead = s.stream.started and not s.stream.ended_by_eos \
+            ahead = (
+                s.stream.started
+                and not s.stream.ended_by_eos
                 and s.stream.backlog_tokens >= max(self.settings.max_ready_tokens, s.options.draft_steps)
+            )
             while s.inbox and taken < budget and not ahead:
                 piece = s.inbox.popleft()
                 if taken + piece.shape[0] > budget:
-                    s.inbox.appendleft(piece[budget - taken:])
+                    s.inbox.appendleft(piece[budget - taken :])
                     piece = piece[: budget - taken]
                 pieces.append(piece)
                 taken += piece.shape[0]
@@ -292,8 +299,11 @@ class SessionManager:
                 s.put(protocol.delta(text))
             if stream.completed:
                 s.put(protocol.done("".join(s.text), len(stream.prompt), len(stream.tokens)))
-                self.metrics.add(audio_seconds_decoded=stream.samples_in / self.rate, stream_passes=stream.passes,
-                                 stream_steps=len(stream.tokens))
+                self.metrics.add(
+                    audio_seconds_decoded=stream.samples_in / self.rate,
+                    stream_passes=stream.passes,
+                    stream_steps=len(stream.tokens),
+                )
                 self._drop(stream)
                 s.stream = None
                 s.active = s.final = False
@@ -313,17 +323,27 @@ class SessionManager:
             worst = max(worst, backlog)
             # Behind only if the audio came at (or below) real-time pace: a client
             # that sends a file at once has a backlog of its own making.
-            paced = s.first_audio_at is not None and \
-                s.audio_seconds <= now - s.first_audio_at + self.settings.lag_warn_seconds
+            paced = (
+                s.first_audio_at is not None
+                and s.audio_seconds <= now - s.first_audio_at + self.settings.lag_warn_seconds
+            )
             # after a final commit the rest is the schedule's own padding, not live audio falling behind
-            if s.kind == "ws" and paced and not s.final and backlog > self.settings.lag_warn_seconds \
-                    and now - s.last_lag_report > 1.0:
+            if (
+                s.kind == "ws"
+                and paced
+                and not s.final
+                and backlog > self.settings.lag_warn_seconds
+                and now - s.last_lag_report > 1.0
+            ):
                 s.last_lag_report = now
                 s.put(protocol.lag(backlog))
                 self.metrics.add(lag_events=1)
             if s.outbox.qsize() > self.settings.max_pending_events:
-                self.kill(s, protocol.SLOW_CONSUMER,
-                          f"more than {self.settings.max_pending_events} events are waiting to be read")
+                self.kill(
+                    s,
+                    protocol.SLOW_CONSUMER,
+                    f"more than {self.settings.max_pending_events} events are waiting to be read",
+                )
         self.metrics.backlog_seconds_max = worst
 
     def kill(self, s: Session, code: str, message: str) -> None:
@@ -349,7 +369,8 @@ class SessionManager:
             streams = list(self.streams)
             try:
                 events, failed, seconds, rows, passes = await loop.run_in_executor(
-                    self._executor, self._compute, work, streams)
+                    self._executor, self._compute, work, streams
+                )
             except Exception as exc:  # the shared pass itself failed: no session's result can be trusted
                 log.exception("engine step failed")
                 for s in list(self.sessions.values()):

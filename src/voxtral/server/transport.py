@@ -58,8 +58,10 @@ def _limited_protocol(limits: HttpLimits) -> type:
             state = self.conn.their_state
             if state is h11.IDLE and (self.cycle is None or self.cycle.response_complete):
                 reason = "no complete request headers"
-            elif state is h11.SEND_BODY and self._voxtral_window_bytes < \
-                    limits.min_body_bytes_per_second * limits.header_timeout_seconds:
+            elif (
+                state is h11.SEND_BODY
+                and self._voxtral_window_bytes < limits.min_body_bytes_per_second * limits.header_timeout_seconds
+            ):
                 reason = "request body slower than the minimum rate"
             elif state in (h11.IDLE, h11.SEND_BODY):
                 self._voxtral_arm()
@@ -134,13 +136,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_server(app, *, host: str, port: int, limits: HttpLimits, max_message_bytes: int,
-                 log_level: str = "info") -> VoxtralServer:
+def build_server(
+    app, *, host: str, port: int, limits: HttpLimits, max_message_bytes: int, log_level: str = "info"
+) -> VoxtralServer:
     # uvicorn refuses frames past ws_max_size (close 1009); ours answers with an error event
     # below that, so uvicorn's bound only stops what is far too big to even read. No
     # permessage-deflate: a 1 KB compressed frame would be a 1 MB message.
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=_limited_protocol(limits),
-                            ws_max_size=2 * max_message_bytes + 4096, ws_per_message_deflate=False,
-                            ws_ping_interval=20.0, ws_ping_timeout=20.0,
-                            timeout_graceful_shutdown=max(1, int(limits.shutdown_grace_seconds)))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=_limited_protocol(limits),
+        ws_max_size=2 * max_message_bytes + 4096,
+        ws_per_message_deflate=False,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=max(1, int(limits.shutdown_grace_seconds)),
+    )
     return VoxtralServer(config, app, limits.shutdown_grace_seconds)

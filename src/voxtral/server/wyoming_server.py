@@ -17,8 +17,8 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 from .. import __version__
 from ..audio import Resampler, SampleFormat, pcm_bytes_to_float

@@ -43,7 +43,9 @@ _ROWS_PER_MATRIX = 64  # captured input rows per matrix: enough for a stable RMS
 def named_matrices(weights) -> dict[str, object]:
     """Every weight matrix that goes through linear(), by a readable name."""
     out: dict[str, object] = {
-        "adapter1": weights.adapter1, "adapter2": weights.adapter2, "lm_head": weights.tok_embeddings,
+        "adapter1": weights.adapter1,
+        "adapter2": weights.adapter2,
+        "lm_head": weights.tok_embeddings,
     }
     for prefix, layers in (("enc", weights.encoder_layers), ("dec", weights.decoder_layers)):
         for i, lw in enumerate(layers):
@@ -144,8 +146,15 @@ def exact_run(exact, audio: str | Path, delay_ms: int = DEFAULT_DELAY_MS) -> Exa
     return ExactRun(samples, ref, recorder.inputs)
 
 
-def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT_DELAY_MS,
-            approx_stream_kw: dict | None = None, reference: ExactRun | None = None) -> ModeReport:
+def compare(
+    exact,
+    approx,
+    audio: str | Path,
+    mode: str,
+    delay_ms: int = DEFAULT_DELAY_MS,
+    approx_stream_kw: dict | None = None,
+    reference: ExactRun | None = None,
+) -> ModeReport:
     """Measure ``approx`` (a loaded model, or the same model with other
     stream options in ``approx_stream_kw``) against ``exact`` on one recording
     (``reference``: that recording's exact run, to share it between modes)."""
@@ -176,9 +185,16 @@ def compare(exact, approx, audio: str | Path, mode: str, delay_ms: int = DEFAULT
         y_approx = linear_module.linear(x, approx_mats[name]).astype(np.float64)
         rel[name] = float(np.linalg.norm(y_approx - y_exact) / max(np.linalg.norm(y_exact), 1e-30))
     return ModeReport(
-        mode=mode, audio=Path(audio).name, steps=len(kls), kl_mean=float(np.mean(kls)), kl_max=float(np.max(kls)),
-        top1_agreement=float(np.mean(agree)), logit_max_rel=max(rel_diff), free_run_agreement=float(np.mean(same)) if same else 1.0,
-        first_divergence=first, matrix_rel_rms=rel,
+        mode=mode,
+        audio=Path(audio).name,
+        steps=len(kls),
+        kl_mean=float(np.mean(kls)),
+        kl_max=float(np.max(kls)),
+        top1_agreement=float(np.mean(agree)),
+        logit_max_rel=max(rel_diff),
+        free_run_agreement=float(np.mean(same)) if same else 1.0,
+        first_divergence=first,
+        matrix_rel_rms=rel,
     )
 
 
@@ -199,14 +215,20 @@ def markdown(reports: list[ModeReport]) -> str:
     kinds = sorted({k for r in reports for k in r.by_kind()})
     if kinds:
         modes = list(dict.fromkeys(r.mode for r in reports))
-        lines += ["", "Relative RMS error of each linear output (mean / max over layers and recordings):", "",
-                  "| matrix | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+        lines += [
+            "",
+            "Relative RMS error of each linear output (mean / max over layers and recordings):",
+            "",
+            "| matrix | " + " | ".join(modes) + " |",
+            "|---|" + "---|" * len(modes),
+        ]
         for kind in kinds:
             cells = []
             for m in modes:
                 vals = [r.by_kind()[kind] for r in reports if r.mode == m and kind in r.by_kind()]
-                cells.append("-" if not vals else
-                             f"{np.mean([v[0] for v in vals]):.4f} / {np.max([v[1] for v in vals]):.4f}")
+                cells.append(
+                    "-" if not vals else f"{np.mean([v[0] for v in vals]):.4f} / {np.max([v[1] for v in vals]):.4f}"
+                )
             lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -218,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model_dir")
     ap.add_argument("--quant", nargs="*", default=["q8_0", "q4_0", "q4_k"], help="weight formats to measure")
     ap.add_argument("--kv-cache", nargs="*", default=["bf16", "int8"], help="KV cache types to measure (BF16 weights)")
-    ap.add_argument("--audio", nargs="*", type=Path, default=None, help="recordings (default: ../shared/data/audio/*.wav)")
+    ap.add_argument(
+        "--audio", nargs="*", type=Path, default=None, help="recordings (default: ../shared/data/audio/*.wav)"
+    )
     ap.add_argument("--delay-ms", type=int, default=DEFAULT_DELAY_MS)
     ap.add_argument("--json", type=Path, default=None, help="also write every figure (per matrix) as JSON")
     a = ap.parse_args(argv)

@@ -51,9 +51,10 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -82,12 +83,33 @@ NUM_SPECIAL_TOKENS = 1000
 # mistral-common's MistralTokenizer (v7) needs the instruct/tool tokens; the
 # Voxtral ones are [AUDIO] 24, [BEGIN_AUDIO] 25, [STREAMING_PAD] 32.
 NAMED_SPECIAL_TOKENS: dict[int, str] = {
-    0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]",
-    6: "[/AVAILABLE_TOOLS]", 7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]",
-    10: "[IMG]", 11: "<pad>", 12: "[IMG_BREAK]", 13: "[IMG_END]", 14: "[PREFIX]", 15: "[MIDDLE]",
-    16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]", 19: "[TOOL_CONTENT]",
-    20: "[ARGS]", 21: "[CALL_ID]", 24: "[AUDIO]", 25: "[BEGIN_AUDIO]", 26: "[TRANSCRIBE]",
-    32: "[STREAMING_PAD]", 33: "[STREAMING_WORD]",
+    0: "<unk>",
+    1: "<s>",
+    2: "</s>",
+    3: "[INST]",
+    4: "[/INST]",
+    5: "[AVAILABLE_TOOLS]",
+    6: "[/AVAILABLE_TOOLS]",
+    7: "[TOOL_RESULTS]",
+    8: "[/TOOL_RESULTS]",
+    9: "[TOOL_CALLS]",
+    10: "[IMG]",
+    11: "<pad>",
+    12: "[IMG_BREAK]",
+    13: "[IMG_END]",
+    14: "[PREFIX]",
+    15: "[MIDDLE]",
+    16: "[SUFFIX]",
+    17: "[SYSTEM_PROMPT]",
+    18: "[/SYSTEM_PROMPT]",
+    19: "[TOOL_CONTENT]",
+    20: "[ARGS]",
+    21: "[CALL_ID]",
+    24: "[AUDIO]",
+    25: "[BEGIN_AUDIO]",
+    26: "[TRANSCRIBE]",
+    32: "[STREAMING_PAD]",
+    33: "[STREAMING_WORD]",
 }
 
 # Real values of the audio front end and streaming schedule.
@@ -131,9 +153,18 @@ _COMMON: dict[str, Any] = {
 
 _REAL: dict[str, Any] = {
     **_COMMON,
-    "dim": 3072, "n_layers": 26, "head_dim": 128, "hidden_dim": 9216, "n_heads": 32, "n_kv_heads": 8,
+    "dim": 3072,
+    "n_layers": 26,
+    "head_dim": 128,
+    "hidden_dim": 9216,
+    "n_heads": 32,
+    "n_kv_heads": 8,
     "vocab_size": 131072,
-    "enc_dim": 1280, "enc_n_layers": 32, "enc_head_dim": 64, "enc_hidden_dim": 5120, "enc_n_heads": 32,
+    "enc_dim": 1280,
+    "enc_n_layers": 32,
+    "enc_head_dim": 64,
+    "enc_hidden_dim": 5120,
+    "enc_n_heads": 32,
     "max_shard_bytes": 5 * 10**9,
     # Token embedding std at full width (see the module docstring): with tied
     # embeddings the previous token's own logit gets a bonus ~ std * sqrt(dim)
@@ -147,9 +178,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # front end, real windows; vocab = 1000 specials + 7192 base tokens.
     "tiny": {
         **_COMMON,
-        "dim": 96, "n_layers": 2, "head_dim": 32, "hidden_dim": 256, "n_heads": 4, "n_kv_heads": 2,
+        "dim": 96,
+        "n_layers": 2,
+        "head_dim": 32,
+        "hidden_dim": 256,
+        "n_heads": 4,
+        "n_kv_heads": 2,
         "vocab_size": 8192,
-        "enc_dim": 64, "enc_n_layers": 2, "enc_head_dim": 32, "enc_hidden_dim": 192, "enc_n_heads": 4,
+        "enc_dim": 64,
+        "enc_n_layers": 2,
+        "enc_head_dim": 32,
+        "enc_hidden_dim": 192,
+        "enc_n_heads": 4,
         "max_shard_bytes": 1 << 20,
         "embedding_std": 1.0,
     },
@@ -183,10 +223,26 @@ def resolve_dims(preset: str = "tiny", **overrides: Any) -> dict[str, Any]:
         raise ValueError("pad_gain must be > 0")
     if not d["embedding_std"] > 0:
         raise ValueError("embedding_std must be > 0")
-    for k in ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads", "vocab_size",
-              "enc_dim", "enc_n_layers", "enc_head_dim", "enc_hidden_dim", "enc_n_heads",
-              "num_mel_bins", "downsample_factor", "ada_rms_norm_t_cond_dim", "sliding_window",
-              "enc_sliding_window", "max_shard_bytes"):
+    for k in (
+        "dim",
+        "n_layers",
+        "head_dim",
+        "hidden_dim",
+        "n_heads",
+        "n_kv_heads",
+        "vocab_size",
+        "enc_dim",
+        "enc_n_layers",
+        "enc_head_dim",
+        "enc_hidden_dim",
+        "enc_n_heads",
+        "num_mel_bins",
+        "downsample_factor",
+        "ada_rms_norm_t_cond_dim",
+        "sliding_window",
+        "enc_sliding_window",
+        "max_shard_bytes",
+    ):
         d[k] = int(d[k])
         if d[k] < 1:
             raise ValueError(f"{k} must be >= 1, got {d[k]}")
@@ -322,7 +378,7 @@ def native_to_hf_name(name: str) -> str:
         ("layers.", "model.language_model.layers.", _DEC_LAYER_MAP),
     ):
         if name.startswith(prefix):
-            idx, rest = name[len(prefix):].split(".", 1)
+            idx, rest = name[len(prefix) :].split(".", 1)
             module, _, leaf = rest.rpartition(".")
             if module in table and idx.isdigit():
                 return f"{hf_prefix}{idx}.{table[module]}.{leaf}"
@@ -333,17 +389,13 @@ def permute_for_rotate_half(t: np.ndarray, n_heads: int, head_dim: int) -> np.nd
     """Native (interleaved RoPE pairs) q/k rows -> HF rotate-half order, per head:
     ``t.reshape(H, hd//2, 2, *rest).transpose(1, 2).reshape(t.shape)``."""
     rest = t.shape[1:]
-    return np.ascontiguousarray(
-        t.reshape(n_heads, head_dim // 2, 2, *rest).swapaxes(1, 2).reshape(t.shape)
-    )
+    return np.ascontiguousarray(t.reshape(n_heads, head_dim // 2, 2, *rest).swapaxes(1, 2).reshape(t.shape))
 
 
 def unpermute_from_rotate_half(t: np.ndarray, n_heads: int, head_dim: int) -> np.ndarray:
     """Inverse of :func:`permute_for_rotate_half`."""
     rest = t.shape[1:]
-    return np.ascontiguousarray(
-        t.reshape(n_heads, 2, head_dim // 2, *rest).swapaxes(1, 2).reshape(t.shape)
-    )
+    return np.ascontiguousarray(t.reshape(n_heads, 2, head_dim // 2, *rest).swapaxes(1, 2).reshape(t.shape))
 
 
 # ----------------------------------------------------------------------------
@@ -582,7 +634,9 @@ def build_tekken(vocab_size: int = 131072, audio: dict[str, Any] | None = None) 
     base = json.loads(_mistral_common_vocab_file().read_text(encoding="utf-8"))
     n_base = vocab_size - NUM_SPECIAL_TOKENS
     if n_base > len(base["vocab"]):
-        raise ValueError(f"vocab_size {vocab_size} exceeds the {len(base['vocab'])} + {NUM_SPECIAL_TOKENS} available tokens")
+        raise ValueError(
+            f"vocab_size {vocab_size} exceeds the {len(base['vocab'])} + {NUM_SPECIAL_TOKENS} available tokens"
+        )
     special = [
         {"rank": i, "token_str": NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>"), "is_control": True}
         for i in range(NUM_SPECIAL_TOKENS)
@@ -699,8 +753,15 @@ def _make_dirs(paths: list[Path]) -> list[Path]:
     return created
 
 
-def _write_layouts(dirs: dict[str, Path], d: dict[str, Any], specs: list[WeightSpec], tekken: dict[str, Any],
-                   seed: int, progress: Callable[[str], None] | None, written: list[Path]) -> None:
+def _write_layouts(
+    dirs: dict[str, Path],
+    d: dict[str, Any],
+    specs: list[WeightSpec],
+    tekken: dict[str, Any],
+    seed: int,
+    progress: Callable[[str], None] | None,
+    written: list[Path],
+) -> None:
     meta = {"format": "pt"}
     native_w = None
     hf_plan: list[int] = []
@@ -720,12 +781,16 @@ def _write_layouts(dirs: dict[str, Path], d: dict[str, Any], specs: list[WeightS
             for k in range(n_shards):
                 shard_specs = [
                     TensorSpec(native_to_hf_name(s.name), "BF16", s.shape)
-                    for s, p in zip(specs, hf_plan, strict=True) if p == k
+                    for s, p in zip(specs, hf_plan, strict=True)
+                    if p == k
                 ]
                 written.append(dirs["hf"] / shard_names[k])
                 hf_writers.append(SafetensorsWriter(written[-1], shard_specs, meta))
             index = {
-                "metadata": {"total_size": sum(s.numel * 2 for s in specs), "total_parameters": sum(s.numel for s in specs)},
+                "metadata": {
+                    "total_size": sum(s.numel * 2 for s in specs),
+                    "total_parameters": sum(s.numel for s in specs),
+                },
                 "weight_map": {native_to_hf_name(s.name): shard_names[p] for s, p in zip(specs, hf_plan, strict=True)},
             }
         t0 = time.perf_counter()
@@ -778,31 +843,54 @@ def main(argv: list[str] | None = None) -> int:
         "pass one of them to --model.",
     )
     ap.add_argument("out_dir", type=Path, metavar="OUT")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                    help="tiny (default): ~1 MB, 2+2 narrow layers, for tests; fullwidth: real widths and "
-                    "vocabulary with 2+2 layers (~1.45 GB per layout); full: the real 4.4 B-parameter sizes "
-                    "(8.9 GB per layout)")
-    ap.add_argument("--layout", choices=["native", "hf", "both"], default="both",
-                    help="native: Mistral's consolidated.safetensors + params.json (written into OUT); hf: Hugging "
-                    "Face config.json + model*.safetensors (into OUT); both (default): OUT/native and OUT/hf")
+    ap.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="tiny",
+        help="tiny (default): ~1 MB, 2+2 narrow layers, for tests; fullwidth: real widths and "
+        "vocabulary with 2+2 layers (~1.45 GB per layout); full: the real 4.4 B-parameter sizes "
+        "(8.9 GB per layout)",
+    )
+    ap.add_argument(
+        "--layout",
+        choices=["native", "hf", "both"],
+        default="both",
+        help="native: Mistral's consolidated.safetensors + params.json (written into OUT); hf: Hugging "
+        "Face config.json + model*.safetensors (into OUT); both (default): OUT/native and OUT/hf",
+    )
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same bytes")
     ap.add_argument("--enc-layers", type=int, default=None, help="encoder layers (default: the preset's)")
     ap.add_argument("--dec-layers", type=int, default=None, help="decoder layers (default: the preset's)")
     ap.add_argument("--vocab-size", type=int, default=None, help="vocabulary size incl. 1000 specials")
     ap.add_argument("--embedding-std", type=float, default=None, help="token embedding std (default: the preset's)")
-    ap.add_argument("--pad-gain", type=float, default=None,
-                    help="scale the [STREAMING_PAD] embedding row: greedy output becomes mostly pads (default 1)")
-    ap.add_argument("--outliers", action="store_true",
-                    help="heavy-tailed matrices with a few large input channels (quantization accuracy tests)")
+    ap.add_argument(
+        "--pad-gain",
+        type=float,
+        default=None,
+        help="scale the [STREAMING_PAD] embedding row: greedy output becomes mostly pads (default 1)",
+    )
+    ap.add_argument(
+        "--outliers",
+        action="store_true",
+        help="heavy-tailed matrices with a few large input channels (quantization accuracy tests)",
+    )
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         dirs = make_checkpoint(
-            a.out_dir, preset=a.preset, layout=a.layout, seed=a.seed, progress=log,
-            enc_n_layers=a.enc_layers, n_layers=a.dec_layers, vocab_size=a.vocab_size,
-            embedding_std=a.embedding_std, outliers=a.outliers or None, pad_gain=a.pad_gain,
+            a.out_dir,
+            preset=a.preset,
+            layout=a.layout,
+            seed=a.seed,
+            progress=log,
+            enc_n_layers=a.enc_layers,
+            n_layers=a.dec_layers,
+            vocab_size=a.vocab_size,
+            embedding_std=a.embedding_std,
+            outliers=a.outliers or None,
+            pad_gain=a.pad_gain,
         )
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -42,11 +42,47 @@ import numpy as np
 SAMPLE_RATE = 16000
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 # fortune files whose text is mostly plain English prose
-FORTUNE_FILES = ("art", "computers", "cookie", "definitions", "disclaimer", "drugs", "education", "ethnic", "food",
-                 "fortunes", "goedel", "humorists", "kids", "knghtbrd", "law", "linux", "linuxcookie", "literature",
-                 "love", "magic", "medicine", "men-women", "miscellaneous", "news", "paradoxum", "people", "pets",
-                 "platitudes", "politics", "pratchett", "riddles", "science", "songs-poems", "sports", "startrek",
-                 "tao", "wisdom", "work", "zippy")
+FORTUNE_FILES = (
+    "art",
+    "computers",
+    "cookie",
+    "definitions",
+    "disclaimer",
+    "drugs",
+    "education",
+    "ethnic",
+    "food",
+    "fortunes",
+    "goedel",
+    "humorists",
+    "kids",
+    "knghtbrd",
+    "law",
+    "linux",
+    "linuxcookie",
+    "literature",
+    "love",
+    "magic",
+    "medicine",
+    "men-women",
+    "miscellaneous",
+    "news",
+    "paradoxum",
+    "people",
+    "pets",
+    "platitudes",
+    "politics",
+    "pratchett",
+    "riddles",
+    "science",
+    "songs-poems",
+    "sports",
+    "startrek",
+    "tao",
+    "wisdom",
+    "work",
+    "zippy",
+)
 _TRIM_THRESHOLD = 0.01  # of full scale: espeak's own leading/trailing silence is cut at this level
 _TRIM_KEEP = 160  # samples kept beyond the threshold crossing (10 ms), so onsets are not clipped
 
@@ -63,10 +99,18 @@ class VoiceConfig:
 
 
 TRAIN_VOICES = (
-    VoiceConfig("en-us+m1", 165, 45), VoiceConfig("en-us+f2", 175, 60), VoiceConfig("en+m3", 150, 40),
-    VoiceConfig("en-gb-x-rp+f4", 170, 55), VoiceConfig("en-029+m2", 160, 50), VoiceConfig("en-gb-scotland+f3", 155, 65),
-    VoiceConfig("en-us+m7", 180, 35), VoiceConfig("en+f1", 165, 70), VoiceConfig("en-gb-x-gbclan+m4", 145, 50),
-    VoiceConfig("en-us+Alex", 170, 50), VoiceConfig("en-gb-x-rp+m1", 185, 60), VoiceConfig("en-us+f3", 150, 45),
+    VoiceConfig("en-us+m1", 165, 45),
+    VoiceConfig("en-us+f2", 175, 60),
+    VoiceConfig("en+m3", 150, 40),
+    VoiceConfig("en-gb-x-rp+f4", 170, 55),
+    VoiceConfig("en-029+m2", 160, 50),
+    VoiceConfig("en-gb-scotland+f3", 155, 65),
+    VoiceConfig("en-us+m7", 180, 35),
+    VoiceConfig("en+f1", 165, 70),
+    VoiceConfig("en-gb-x-gbclan+m4", 145, 50),
+    VoiceConfig("en-us+Alex", 170, 50),
+    VoiceConfig("en-gb-x-rp+m1", 185, 60),
+    VoiceConfig("en-us+f3", 150, 45),
 )
 # variants (m6, f5) that no training configuration uses
 HELDOUT_VOICES = (VoiceConfig("en-us+m6", 160, 50), VoiceConfig("en-gb-x-rp+f5", 170, 60))
@@ -141,12 +185,13 @@ def synth_words(words: list[str], cfg: VoiceConfig) -> list[np.ndarray]:
     ssml = "<speak>" + brk.join(words) + "</speak>"
     wav = subprocess.run(
         [_espeak(), "-m", "-v", cfg.voice, "-s", str(cfg.speed), "-p", str(cfg.pitch), "--stdout", ssml],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout
     # RIFF header: the sample rate at byte 24, the samples after "data" + size
     rate = int.from_bytes(wav[24:28], "little")
     data = wav.find(b"data")
-    pcm = np.frombuffer(wav[data + 8:], dtype=np.int16).astype(np.float32) / 32768.0
+    pcm = np.frombuffer(wav[data + 8 :], dtype=np.int16).astype(np.float32) / 32768.0
     pcm = soxr.resample(pcm, rate, SAMPLE_RATE).astype(np.float32)
     loud = np.flatnonzero(np.abs(pcm) > _TRIM_THRESHOLD)
     cuts = np.flatnonzero(np.diff(loud) > _SPLIT_S * SAMPLE_RATE)
@@ -154,7 +199,7 @@ def synth_words(words: list[str], cfg: VoiceConfig) -> list[np.ndarray]:
     lasts = np.concatenate([loud[cuts], [loud[-1]]])
     if firsts.shape[0] != len(words):
         raise RuntimeError(f"espeak-ng ({cfg.name}): {firsts.shape[0]} sounds for {len(words)} words")
-    return [pcm[max(0, a - _TRIM_KEEP): b + _TRIM_KEEP].copy() for a, b in zip(firsts, lasts)]
+    return [pcm[max(0, a - _TRIM_KEEP) : b + _TRIM_KEEP].copy() for a, b in zip(firsts, lasts)]
 
 
 def make_bank(words: list[str], voices: tuple[VoiceConfig, ...], workers: int = 2) -> dict[str, np.ndarray]:
@@ -187,8 +232,13 @@ class Utterance:
     voice: str
 
 
-def assemble(clips: list[np.ndarray], rng: np.random.Generator, lead: tuple[float, float] = (0.1, 0.6),
-             gap: tuple[float, float] = (0.04, 0.2), tail: float = 0.3) -> tuple[np.ndarray, list[float], list[float]]:
+def assemble(
+    clips: list[np.ndarray],
+    rng: np.random.Generator,
+    lead: tuple[float, float] = (0.1, 0.6),
+    gap: tuple[float, float] = (0.04, 0.2),
+    tail: float = 0.3,
+) -> tuple[np.ndarray, list[float], list[float]]:
     """Concatenate word clips with random silences; returns float32 audio and each word's start/end (s)."""
     pieces: list[np.ndarray] = []
     pos = int(rng.uniform(*lead) * SAMPLE_RATE)
@@ -219,14 +269,27 @@ def write_heldout(out_dir: Path, sentences: list[list[str]], voices: tuple[Voice
         audio, starts, ends = assemble(synth_words(words, voice), rng)
         name = f"utt{i:03d}.flac"
         sf.write(out_dir / name, np.round(audio * 32767).astype(np.int16), SAMPLE_RATE, subtype="PCM_16")
-        manifest.append({"file": name, **asdict(Utterance(" ".join(words), words, [round(s, 4) for s in starts],
-                                                          [round(e, 4) for e in ends], voice.name))})
+        manifest.append(
+            {
+                "file": name,
+                **asdict(
+                    Utterance(
+                        " ".join(words), words, [round(s, 4) for s in starts], [round(e, 4) for e in ends], voice.name
+                    )
+                ),
+            }
+        )
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest
 
 
-def write_bank(out: Path, bank: dict[str, np.ndarray], sentences: list[list[str]], word_tokens: dict[str, list[int]],
-               vocab_size: int) -> None:
+def write_bank(
+    out: Path,
+    bank: dict[str, np.ndarray],
+    sentences: list[list[str]],
+    word_tokens: dict[str, list[int]],
+    vocab_size: int,
+) -> None:
     """``out/bank.ogg`` (the audio, Ogg Vorbis: ~1/6 of 16-bit PCM) and ``out/bank.npz`` (offsets, words,
     voices, training sentences, each word's tokens, the vocabulary's token bytes for decoding)."""
     import soundfile as sf
@@ -237,13 +300,22 @@ def write_bank(out: Path, bank: dict[str, np.ndarray], sentences: list[list[str]
     audio = bank["audio"]
     with sf.SoundFile(out / "bank.ogg", "w", SAMPLE_RATE, 1, format="OGG", subtype="VORBIS") as f:
         for i in range(0, audio.shape[0], SAMPLE_RATE * 10):  # libsndfile's Vorbis writer fails on huge blocks
-            f.write(audio[i: i + SAMPLE_RATE * 10])
+            f.write(audio[i : i + SAMPLE_RATE * 10])
     pieces = [v["token_bytes"] for v in build_tekken(vocab_size)["vocab"]]
-    np.savez(out / "bank.npz", offsets=bank["offsets"], words=bank["words"], voices=bank["voices"],
-             samples=np.int64(audio.shape[0]), sentences=np.array([" ".join(s) for s in sentences]),
-             word_tokens=np.array(json.dumps(word_tokens)), pieces=np.array(json.dumps(pieces)))
-    print(f"bank: {len(word_tokens)} words x {bank['offsets'].shape[0]} voices, "
-          f"{audio.shape[0] / SAMPLE_RATE:.0f} s", file=sys.stderr)
+    np.savez(
+        out / "bank.npz",
+        offsets=bank["offsets"],
+        words=bank["words"],
+        voices=bank["voices"],
+        samples=np.int64(audio.shape[0]),
+        sentences=np.array([" ".join(s) for s in sentences]),
+        word_tokens=np.array(json.dumps(word_tokens)),
+        pieces=np.array(json.dumps(pieces)),
+    )
+    print(
+        f"bank: {len(word_tokens)} words x {bank['offsets'].shape[0]} voices, {audio.shape[0] / SAMPLE_RATE:.0f} s",
+        file=sys.stderr,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,8 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     sentences = corpus_sentences()
     vocab = build_vocabulary(sentences, a.words, lambda w: tok(w) is not None)
     train, held = split_sentences(sentences, vocab, a.heldout, a.seed)
-    print(f"{len(sentences)} corpus sentences, vocabulary {len(vocab)} words, "
-          f"{len(train)} training and {len(held)} held-out sentences", file=sys.stderr)
+    print(
+        f"{len(sentences)} corpus sentences, vocabulary {len(vocab)} words, "
+        f"{len(train)} training and {len(held)} held-out sentences",
+        file=sys.stderr,
+    )
     if a.what == "bank":
         write_bank(a.out, make_bank(vocab, TRAIN_VOICES, a.workers), train, {w: tok(w) for w in vocab}, a.vocab_size)
     else:

@@ -46,9 +46,18 @@ import numpy as np
 # vocabulary's first 31768 base tokens (+ 1000 control tokens), so the tied
 # embedding stays 16 MB in BF16.
 TRAINED_DIMS: dict[str, Any] = {
-    "dim": 256, "n_layers": 4, "head_dim": 64, "hidden_dim": 768, "n_heads": 4, "n_kv_heads": 2,
+    "dim": 256,
+    "n_layers": 4,
+    "head_dim": 64,
+    "hidden_dim": 768,
+    "n_heads": 4,
+    "n_kv_heads": 2,
     "vocab_size": 32768,
-    "enc_dim": 256, "enc_n_layers": 4, "enc_head_dim": 64, "enc_hidden_dim": 768, "enc_n_heads": 4,
+    "enc_dim": 256,
+    "enc_n_layers": 4,
+    "enc_head_dim": 64,
+    "enc_hidden_dim": 768,
+    "enc_n_heads": 4,
     "max_shard_bytes": 1 << 30,
 }
 
@@ -104,13 +113,14 @@ def layout_targets(starts: list[float], word_tokens: list[list[int]], n_slots: i
     return out
 
 
-def sequence(audio: np.ndarray, starts: list[float], word_tokens: list[list[int]], n_delay: int,
-             min_slots: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sequence(
+    audio: np.ndarray, starts: list[float], word_tokens: list[list[int]], n_delay: int, min_slots: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(padded audio, input ids, labels) of one utterance at ``n_delay``."""
     a_slots = -(-audio.shape[0] // SAMPLES_PER_SLOT)
     total = max(LEFT_PAD_SLOTS + a_slots + n_delay + RIGHT_PAD_EXTRA, min_slots)
     padded = np.zeros(total * SAMPLES_PER_SLOT, dtype=np.float32)
-    padded[LEFT_PAD_SLOTS * SAMPLES_PER_SLOT: LEFT_PAD_SLOTS * SAMPLES_PER_SLOT + audio.shape[0]] = audio
+    padded[LEFT_PAD_SLOTS * SAMPLES_PER_SLOT : LEFT_PAD_SLOTS * SAMPLES_PER_SLOT + audio.shape[0]] = audio
     L = 1 + LEFT_PAD_SLOTS + n_delay
     ids = np.full(total, PAD, dtype=np.int64)
     ids[0] = BOS
@@ -153,8 +163,9 @@ def draw_utterance(bank: Bank, rng: np.random.Generator) -> tuple[np.ndarray, li
     else:
         words = [bank.words[i] for i in rng.integers(len(bank.words), size=rng.integers(3, 13))]
     voice = int(rng.integers(bank.offsets.shape[0]))
-    audio, starts, _ = assemble([bank.clip(voice, w) for w in words], rng, lead=(0.0, 1.0), gap=(0.03, 0.3),
-                                tail=float(rng.uniform(0.0, 0.5)))
+    audio, starts, _ = assemble(
+        [bank.clip(voice, w) for w in words], rng, lead=(0.0, 1.0), gap=(0.03, 0.3), tail=float(rng.uniform(0.0, 0.5))
+    )
     rate = rng.uniform(0.9, 1.1)  # resampling changes speed and pitch together
     n = int(audio.shape[0] / rate)
     audio = np.interp(np.arange(n) * rate, np.arange(audio.shape[0]), audio).astype(np.float32)
@@ -242,14 +253,19 @@ def greedy_decode(model, mel, n_delay: int, n_slots: list[int]) -> list[list[int
         out = []
         pos = 0
         for step in range(L, T + 1):
-            h = m.language_model(inputs_embeds=x, past_key_values=cache, use_cache=True, t_cond=t_cond,
-                                 position_ids=torch.arange(pos, pos + x.shape[1], device=mel.device)[None])
+            h = m.language_model(
+                inputs_embeds=x,
+                past_key_values=cache,
+                use_cache=True,
+                t_cond=t_cond,
+                position_ids=torch.arange(pos, pos + x.shape[1], device=mel.device)[None],
+            )
             pos += x.shape[1]
             tok = model.lm_head(h.last_hidden_state[:, -1]).argmax(-1)
             out.append(tok)
             if step == T:
                 break
-            x = emb(tok[:, None]) + audio_emb[:, step: step + 1]
+            x = emb(tok[:, None]) + audio_emb[:, step : step + 1]
         toks = torch.stack(out, 1).cpu().numpy()
     return [list(toks[b, : n_slots[b]]) for b in range(B)]
 
@@ -295,8 +311,9 @@ def weighted_loss(logits, labels, word_weight: float):
     import torch
 
     logits, labels = logits[:, :-1], labels[:, 1:]
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                           ignore_index=-100, reduction="none")
+    ce = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none"
+    )
     w = torch.where(labels.reshape(-1) == PAD, 1.0, word_weight) * (labels.reshape(-1) != -100)
     return (ce * w).sum() / w.sum()
 
@@ -317,8 +334,11 @@ def save_pieces(model, out: Path) -> list[Path]:
     import torch
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in model.state_dict().items()
-             if k != "lm_head.weight"}
+    state = {
+        k: v.detach().to(torch.bfloat16).cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if k != "lm_head.weight"
+    }
     pieces: list[dict[str, Any]] = [{}]
     size = 0
     for name, t in state.items():
@@ -354,7 +374,7 @@ def load_pieces(src: Path) -> dict[str, np.ndarray]:
 def _load_bf16_bits(path: Path) -> dict[str, np.ndarray]:
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8: 8 + n])
+    header = json.loads(raw[8 : 8 + n])
     out = {}
     for key, info in header.items():
         if key == "__metadata__":
@@ -362,7 +382,7 @@ def _load_bf16_bits(path: Path) -> dict[str, np.ndarray]:
         if info["dtype"] != "BF16":
             raise ValueError(f"{path}: {key} is {info['dtype']}, expected BF16")
         a, b = info["data_offsets"]
-        out[key] = np.frombuffer(raw[8 + n + a: 8 + n + b], dtype=np.uint16).reshape(info["shape"])
+        out[key] = np.frombuffer(raw[8 + n + a : 8 + n + b], dtype=np.uint16).reshape(info["shape"])
     return out
 
 
@@ -384,8 +404,9 @@ def native_from_hf(hf_tensors: dict[str, np.ndarray], dims: dict[str, Any]) -> d
     return out
 
 
-def write_checkpoint(native: dict[str, np.ndarray], out: Path, layout: str = "native",
-                     dims: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_checkpoint(
+    native: dict[str, np.ndarray], out: Path, layout: str = "native", dims: dict[str, Any] | None = None
+) -> dict[str, Path]:
     """Write BF16 native tensors (uint16 bit patterns) as a checkpoint in the
     real file formats, through the writers of ``voxtral.testing.checkpoint``."""
     from .checkpoint import (
@@ -407,22 +428,28 @@ def write_checkpoint(native: dict[str, np.ndarray], out: Path, layout: str = "na
     for kind, path in dirs.items():
         path.mkdir(parents=True, exist_ok=True)
         if kind == "native":
-            w = SafetensorsWriter(path / "consolidated.safetensors",
-                                  [TensorSpec(s.name, "BF16", s.shape) for s in specs], {"format": "pt"})
+            w = SafetensorsWriter(
+                path / "consolidated.safetensors",
+                [TensorSpec(s.name, "BF16", s.shape) for s in specs],
+                {"format": "pt"},
+            )
             for s in specs:
                 w.write(s.name, native[s.name])
             w.close()
             (path / "params.json").write_text(json.dumps(params_json(d), indent=2) + "\n")
         else:
             name = "model-00001-of-00001.safetensors"
-            w = SafetensorsWriter(path / name, [TensorSpec(native_to_hf_name(s.name), "BF16", s.shape) for s in specs],
-                                  {"format": "pt"})
+            w = SafetensorsWriter(
+                path / name, [TensorSpec(native_to_hf_name(s.name), "BF16", s.shape) for s in specs], {"format": "pt"}
+            )
             for s in specs:
                 t = native[s.name]
                 w.write(native_to_hf_name(s.name), permute_for_rotate_half(t, *s.rope_heads) if s.rope_heads else t)
             w.close()
-            index = {"metadata": {"total_size": sum(s.numel * 2 for s in specs)},
-                     "weight_map": {native_to_hf_name(s.name): name for s in specs}}
+            index = {
+                "metadata": {"total_size": sum(s.numel * 2 for s in specs)},
+                "weight_map": {native_to_hf_name(s.name): name for s in specs},
+            }
             (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
             (path / "config.json").write_text(json.dumps(hf_config_json(d), indent=2) + "\n")
             (path / "preprocessor_config.json").write_text(json.dumps(preprocessor_config_json(d), indent=2) + "\n")
@@ -447,21 +474,27 @@ def train(a: argparse.Namespace) -> int:
         print(f"initialized from {a.init}", flush=True)
     model = model.to(a.device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.1f} M parameters, dims {json.dumps({k: dims[k] for k in TRAINED_DIMS})}",
-          flush=True)
+    print(
+        f"model: {n_params / 1e6:.1f} M parameters, dims {json.dumps({k: dims[k] for k in TRAINED_DIMS})}", flush=True
+    )
     fe = VoxtralRealtimeFeatureExtractor()
     filters = torch.from_numpy(fe.mel_filters).to(a.device, torch.float32)
     bank = Bank(a.bank)
     id_to_piece = _piece_decoder(bank.pieces)
     delays = [int(x) for x in a.delays.split(",")]
-    loader = torch.utils.data.DataLoader(batches(a.bank, a.seed, a.batch, delays), batch_size=None,
-                                         num_workers=a.workers, prefetch_factor=4 if a.workers else None,
-                                         persistent_workers=bool(a.workers))
+    loader = torch.utils.data.DataLoader(
+        batches(a.bank, a.seed, a.batch, delays),
+        batch_size=None,
+        num_workers=a.workers,
+        prefetch_factor=4 if a.workers else None,
+        persistent_workers=bool(a.workers),
+    )
     del bank
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
     warm = 300
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / a.steps)))))
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / a.steps))))
+    )
     timed_from = 300  # with --minutes, the step count is fixed from the speed of steps 300..400
     model.train()
     it = iter(loader)
@@ -486,16 +519,21 @@ def train(a: argparse.Namespace) -> int:
         losses.append(float(loss.detach()))
         step += 1
         if step % 100 == 0 or step == a.steps:
-            print(f"step {step} loss {np.mean(losses[-100:]):.4f} lr {sched.get_last_lr()[0]:.2e} "
-                  f"{time.time() - t0:.0f}s", flush=True)
+            print(
+                f"step {step} loss {np.mean(losses[-100:]):.4f} lr {sched.get_last_lr()[0]:.2e} "
+                f"{time.time() - t0:.0f}s",
+                flush=True,
+            )
         if step == timed_from:
             t_timed = time.time()
         if a.minutes and step == timed_from + 100:
             per_step = (time.time() - t_timed) / 100
             planned = int((a.minutes * 60 - (time.time() - t0)) / per_step) + step
             a.steps = min(a.steps, planned)
-            print(f"{per_step * 1000:.1f} ms/step: {a.steps} steps (rerun with --steps {a.steps} to reproduce)",
-                  flush=True)
+            print(
+                f"{per_step * 1000:.1f} ms/step: {a.steps} steps (rerun with --steps {a.steps} to reproduce)",
+                flush=True,
+            )
         if deadline and time.time() > deadline + 30:
             print(f"time limit reached at step {step}", flush=True)
             break
@@ -505,11 +543,21 @@ def train(a: argparse.Namespace) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     save_pieces(model, out)
-    report = {"steps": step, "final_loss": float(np.mean(losses[-100:])), "train_seconds": round(train_s, 1),
-              "total_seconds": round(time.time() - t_start, 1), "batch": a.batch, "lr": a.lr, "seed": a.seed, "word_weight": a.word_weight,
-              "init": str(a.init) if a.init else None,
-              "delays": delays, "heldout_wer_offline_torch": {f"{d * 80}ms": round(w, 2) for d, w in wer.items()},
-              "parameters": n_params, "device": a.device}
+    report = {
+        "steps": step,
+        "final_loss": float(np.mean(losses[-100:])),
+        "train_seconds": round(train_s, 1),
+        "total_seconds": round(time.time() - t_start, 1),
+        "batch": a.batch,
+        "lr": a.lr,
+        "seed": a.seed,
+        "word_weight": a.word_weight,
+        "init": str(a.init) if a.init else None,
+        "delays": delays,
+        "heldout_wer_offline_torch": {f"{d * 80}ms": round(w, 2) for d, w in wer.items()},
+        "parameters": n_params,
+        "device": a.device,
+    }
     (out / "train.json").write_text(json.dumps(report, indent=2) + "\n")
     print("reached: " + json.dumps(report), flush=True)
     return 0

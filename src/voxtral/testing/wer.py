@@ -51,8 +51,16 @@ def mode_wer(model, utterances: list[dict], delay_ms: int) -> tuple[float, list[
     return wer([u["text"] for u in utterances], hyps), hyps
 
 
-def table(model_dir: Path, heldout: Path, quants: list[str], kv_caches: list[str], delays: list[int],
-          limit: int | None = None, num_threads: int | None = None, log=None) -> dict:
+def table(
+    model_dir: Path,
+    heldout: Path,
+    quants: list[str],
+    kv_caches: list[str],
+    delays: list[int],
+    limit: int | None = None,
+    num_threads: int | None = None,
+    log=None,
+) -> dict:
     """{"quant/kv/delay": WER %} for every combination."""
     import voxtral
 
@@ -65,8 +73,10 @@ def table(model_dir: Path, heldout: Path, quants: list[str], kv_caches: list[str
                 t0 = time.perf_counter()
                 out[f"{q}/{kv}/{d}"] = mode_wer(model, utts, d)[0]
                 if log:
-                    log(f"{q:5s} kv={kv:4s} {d:4d} ms: WER {out[f'{q}/{kv}/{d}']:6.2f}% "
-                        f"({time.perf_counter() - t0:.0f}s)")
+                    log(
+                        f"{q:5s} kv={kv:4s} {d:4d} ms: WER {out[f'{q}/{kv}/{d}']:6.2f}% "
+                        f"({time.perf_counter() - t0:.0f}s)"
+                    )
     return out
 
 
@@ -91,8 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
-    res = table(a.model_dir, a.heldout, a.quant, a.kv_cache, a.delays, a.limit, a.threads,
-                log=lambda m: print(m, file=sys.stderr, flush=True))
+    res = table(
+        a.model_dir,
+        a.heldout,
+        a.quant,
+        a.kv_cache,
+        a.delays,
+        a.limit,
+        a.threads,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print(markdown(res, a.quant, a.kv_cache, a.delays))
     if a.json:
         a.json.write_text(json.dumps(res, indent=1) + "\n")

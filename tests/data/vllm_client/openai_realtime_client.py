@@ -30,7 +30,6 @@ import json
 import librosa
 import numpy as np
 import websockets
-
 from vllm.assets.audio import AudioAsset
 
 
@@ -117,9 +116,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description="Realtime WebSocket Transcription Client"
-    )
+    parser = argparse.ArgumentParser(description="Realtime WebSocket Transcription Client")
     parser.add_argument(
         "--audio_path",
         type=str,
