@@ -146,7 +146,7 @@ def test_decoder_layer_small_m(benchmark, read_bandwidth, qtype, layout):
     xs = {M: {k: np.random.default_rng(M).standard_normal((M, k), dtype=np.float32) for _, k in LAYER} for M in SMALL_M}
 
     def one_layer(M, layer):
-        for ((_, call), w), (N, K_) in zip(layer, LAYER):
+        for ((_, call), w), (N, K_) in zip(layer, LAYER, strict=True):
             call(xs[M][K_], w, np.empty((M, N), np.float32))
 
     best = dict.fromkeys(SMALL_M, float("inf"))

@@ -171,11 +171,11 @@ def engine_steps(model_dir: Path, clients: list[int], threads: int | None, steps
     for n in clients:
         streams = [model.stream() for _ in range(n)]
         audio = [speech(3.0 + steps * CHUNK_S, i) for i in range(n)]
-        for s, a in zip(streams, audio):
+        for s, a in zip(streams, audio, strict=True):
             s.feed(a[: 3 * RATE])  # encoder, prefill, and the tokens of those 3 s
         t = time.perf_counter()
         for j in range(steps):
-            for s, a in zip(streams, audio):
+            for s, a in zip(streams, audio, strict=True):
                 s.push(a[3 * RATE + j * chunk : 3 * RATE + (j + 1) * chunk])
             model.engine.step(streams)
         out[n] = (time.perf_counter() - t) / steps

@@ -185,7 +185,7 @@ def test_rollback_forgets_rows(kind):
         assert a.next_pos == b.next_pos == i + 1
         n = min(a.length, b.length)  # the rows both still hold (they compact at different times)
         assert n >= min(i + 1, 5)
-        for x, y in zip(a.keys_values(0, 0), b.keys_values(0, 0)):
+        for x, y in zip(a.keys_values(0, 0), b.keys_values(0, 0), strict=True):
             assert np.array_equal(x[-n:], y[-n:])
     with pytest.raises(ValueError):
         a.rollback(a.length + 1)

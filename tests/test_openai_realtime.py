@@ -139,12 +139,12 @@ def test_two_utterances_with_server_vad(server, model, conversation):
     # per item: started -> stopped -> committed -> added -> deltas -> completed -> done, in order
     x16 = Resampler(IN_RATE, 16000)(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768, last=True)
     previous = None
-    for start, stop, commit, done in zip(starts, stops, committed, completed):
+    for start, stop, commit, done in zip(starts, stops, committed, completed, strict=True):
         item = start["item_id"]
         assert stop["item_id"] == commit["item_id"] == done["item_id"] == item
         assert commit["previous_item_id"] == previous
         previous = item
-        own = [k for k, e in zip(kinds, events) if e.get("item_id") == item or e.get("item", {}).get("id") == item]
+        own = [k for k, e in zip(kinds, events, strict=True) if e.get("item_id") == item or e.get("item", {}).get("id") == item]
         assert own[:4] == [
             "input_audio_buffer.speech_started",
             "input_audio_buffer.speech_stopped",
@@ -269,7 +269,7 @@ def test_vllm_protocol_with_server_vad_opt_in(server, model, conversation):
     stops = [e for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
     assert len(starts) == len(stops) == 2
     sent = pcm.astype(np.float32) / 32768
-    for start, stop, d in zip(starts, stops, done):
+    for start, stop, d in zip(starts, stops, done, strict=True):
         segment = sent[start["audio_start_ms"] * 16 : stop["audio_end_ms"] * 16]
         assert d["text"] == _reference(model, segment)
     assert {e["type"] for e in events} <= {

@@ -42,11 +42,11 @@ def test_batched_streams_equal_single_streams(request, audio_dir, window):
     per_step = [1, 3, 2, 1]  # feeds between engine steps
     eng = model.engine
     kinds = ["f32", "int8", "bf16", "f32"]  # the engine mixes KV cache kinds in one pass
-    streams = [model.stream(d, keep_logits=True, kv_cache=k) for d, k in zip(delays, kinds)]
+    streams = [model.stream(d, keep_logits=True, kv_cache=k) for d, k in zip(delays, kinds, strict=True)]
     got = {id(s): [] for s in streams}
     offsets = [0] * len(streams)
     max_batch = 0
-    while any(o < len(c) for o, c in zip(offsets, clips)):
+    while any(o < len(c) for o, c in zip(offsets, clips, strict=True)):
         for i, s in enumerate(streams):
             for _ in range(per_step[i]):
                 if offsets[i] < len(clips[i]):
@@ -62,12 +62,12 @@ def test_batched_streams_equal_single_streams(request, audio_dir, window):
         for s, ev in eng.step(streams).items():
             got[id(s)].extend(ev)
     assert max_batch > 1  # the streams really were batched
-    for s, clip, delay, kind in zip(streams, clips, delays, kinds):
+    for s, clip, delay, kind in zip(streams, clips, delays, kinds, strict=True):
         ref, ref_events = _alone(model, clip, delay, kind)
         assert s.completed
         assert s.tokens == ref.tokens
         assert len(s.logits) == len(ref.logits)
-        for a, b in zip(s.logits, ref.logits):
+        for a, b in zip(s.logits, ref.logits, strict=True):
             assert np.array_equal(a, b)  # bit for bit
         assert [(e.token_id, e.text, e.position) for e in got[id(s)]] == [
             (e.token_id, e.text, e.position) for e in ref_events
@@ -98,7 +98,7 @@ def test_a_failing_stream_leaves_the_others_alone(model, audio_dir):
         raise RuntimeError("injected")
 
     bad.next_step = broken
-    for s, clip in zip(streams, clips):
+    for s, clip in zip(streams, clips, strict=True):
         s.push(clip)
         s.end()
     failed: dict = {}

@@ -90,5 +90,5 @@ def test_word_timestamps_within_80_ms_of_the_synthesis(trained, name):
     ref = entry(name)
     words = trained.transcribe(_samples(name), sample_rate=16000).words
     assert [_words(w.word)[0] for w in words] == ref["words"]
-    for w, start in zip(words, ref["starts"]):
+    for w, start in zip(words, ref["starts"], strict=True):
         assert abs(w.start - start) <= 0.08, (w.word, w.start, start)

@@ -80,7 +80,7 @@ def test_streaming_decisions_follow_the_server_vad_fields(jfk):
     probs, events = _events(VoiceActivityDetector(opts), audio, [audio.shape[0]])
     kinds = [k for k, _, _ in events]
     assert kinds[0] == "speech_started" and kinds[-1] == "speech_stopped"
-    assert all(a != b for a, b in zip(kinds, kinds[1:]))  # alternating
+    assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))  # alternating
     first_start = events[0][1]
     first_speech = int(np.argmax(probs >= 0.5)) * FRAME_SAMPLES
     assert first_start == first_speech - opts.prefix_samples  # the prefix padding is part of the utterance
@@ -122,7 +122,7 @@ def test_max_segment_length_cuts_long_speech(jfk):
     segs = speech_segments(audio, silence_duration_ms=5000, max_segment_s=4.0)
     assert len(segs) >= 6
     assert all(0 < e - s <= 4 * SR for s, e in segs)
-    assert all(a.end <= b.start for a, b in zip(segs, segs[1:]))
+    assert all(a.end <= b.start for a, b in zip(segs, segs[1:], strict=False))
     # cuts inside speech are contiguous (nothing lost), whole runs are the uncut segments
     uncut = speech_segments(audio, silence_duration_ms=5000, max_segment_s=60.0)
     assert sum(e - s for s, e in segs) == sum(e - s for s, e in uncut)

@@ -86,11 +86,11 @@ class TextDecoder:
         for i, lw in enumerate(self.w.decoder_layers):
             self.attn(x, K.rms_norm(x, lw.attn_norm, d.norm_eps), batch, i, lw)
             h = K.rms_norm(x, lw.ffn_norm, d.norm_eps)
-            for it, sp in zip(items, batch.spans):
+            for it, sp in zip(items, batch.spans, strict=True):
                 h[sp.rows] *= it.ada[i]  # each sequence's delay conditioning
             swiglu(x, h, lw.w1, lw.w3, lw.w2)
         batch.commit()
-        out = np.concatenate([np.arange(sp.stop - it.n_out, sp.stop) for it, sp in zip(items, batch.spans)])
+        out = np.concatenate([np.arange(sp.stop - it.n_out, sp.stop) for it, sp in zip(items, batch.spans, strict=True)])
         return K.rms_norm(np.ascontiguousarray(x[out]), self.w.decoder_norm, d.norm_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:

@@ -100,12 +100,12 @@ class AudioEncoder:
     def _frames(self, states: list[EncoderState], mels: list[np.ndarray]) -> list[np.ndarray]:
         """Mel frames -> final encoder frames (before stacking), per sequence, in
         passes of at most ``_MAX_FRAMES_PER_PASS`` frames per sequence."""
-        stems = [self._conv_stem(st, mel) for st, mel in zip(states, mels)]
+        stems = [self._conv_stem(st, mel) for st, mel in zip(states, mels, strict=True)]
         frames: list[list[np.ndarray]] = [[] for _ in states]
         for s in range(0, max(stem.shape[0] for stem in stems), _MAX_FRAMES_PER_PASS):
             todo = [j for j, stem in enumerate(stems) if stem.shape[0] > s]
             parts = [stems[j][s : s + _MAX_FRAMES_PER_PASS] for j in todo]
-            for j, out in zip(todo, self._layers([states[j].cache for j in todo], parts)):
+            for j, out in zip(todo, self._layers([states[j].cache for j in todo], parts), strict=True):
                 frames[j].append(out)
         dim = self.cfg.encoder.dim
         return [np.concatenate(f) if len(f) > 1 else f[0] if f else np.zeros((0, dim), np.float32) for f in frames]
@@ -114,7 +114,7 @@ class AudioEncoder:
         """New mel frames of several sequences -> the audio embeddings
         [n_tokens, decoder dim] they complete, one array per state (a single
         stream is a batch of one); incremental."""
-        stacked = [self._stack(st, f) for st, f in zip(states, self._frames(states, mels))]
+        stacked = [self._stack(st, f) for st, f in zip(states, self._frames(states, mels), strict=True)]
         counts = [r.shape[0] for r in stacked]
         if not sum(counts):
             return [np.zeros((0, self.cfg.decoder.dim), dtype=np.float32) for _ in states]

@@ -46,7 +46,7 @@ class Batch:
         self.spans: list[Span] = []
         cos, sin = [], []
         start = 0
-        for cache, n in zip(caches, counts):
+        for cache, n in zip(caches, counts, strict=True):
             cache.reserve(n)
             c, s = rope(cache.next_pos, n)
             cos.append(c)

@@ -199,7 +199,7 @@ def synth_words(words: list[str], cfg: VoiceConfig) -> list[np.ndarray]:
     lasts = np.concatenate([loud[cuts], [loud[-1]]])
     if firsts.shape[0] != len(words):
         raise RuntimeError(f"espeak-ng ({cfg.name}): {firsts.shape[0]} sounds for {len(words)} words")
-    return [pcm[max(0, a - _TRIM_KEEP) : b + _TRIM_KEEP].copy() for a, b in zip(firsts, lasts)]
+    return [pcm[max(0, a - _TRIM_KEEP) : b + _TRIM_KEEP].copy() for a, b in zip(firsts, lasts, strict=True)]
 
 
 def make_bank(words: list[str], voices: tuple[VoiceConfig, ...], workers: int = 2) -> dict[str, np.ndarray]:

@@ -103,7 +103,7 @@ def layout_targets(starts: list[float], word_tokens: list[list[int]], n_slots: i
     out = np.full(n_slots, PAD, dtype=np.int64)
     free = 0
     sec_per_slot = SAMPLES_PER_SLOT / 16000
-    for start, toks in zip(starts, word_tokens):
+    for start, toks in zip(starts, word_tokens, strict=True):
         s = max(math.floor(start / sec_per_slot + 1e-9), free)
         for t in toks:
             if s < n_slots:
@@ -296,7 +296,7 @@ def evaluate(model, heldout: Path, fe_filters, id_to_piece, delays: list[int], d
         mel = log_mel(torch.from_numpy(padded).to(device), fe_filters)
         toks = greedy_decode(model, mel, n_delay, n_out)
         errs = words = 0
-        for m, t in zip(manifest, toks):
+        for m, t in zip(manifest, toks, strict=True):
             hyp = "".join(id_to_piece(int(i)) for i in t if i >= 1000).split()
             errs += word_errors(m["words"], hyp)
             words += len(m["words"])
