@@ -144,7 +144,11 @@ def test_two_utterances_with_server_vad(server, model, conversation):
         assert stop["item_id"] == commit["item_id"] == done["item_id"] == item
         assert commit["previous_item_id"] == previous
         previous = item
-        own = [k for k, e in zip(kinds, events, strict=True) if e.get("item_id") == item or e.get("item", {}).get("id") == item]
+        own = [
+            k
+            for k, e in zip(kinds, events, strict=True)
+            if e.get("item_id") == item or e.get("item", {}).get("id") == item
+        ]
         assert own[:4] == [
             "input_audio_buffer.speech_started",
             "input_audio_buffer.speech_stopped",

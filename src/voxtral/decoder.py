@@ -90,7 +90,9 @@ class TextDecoder:
                 h[sp.rows] *= it.ada[i]  # each sequence's delay conditioning
             swiglu(x, h, lw.w1, lw.w3, lw.w2)
         batch.commit()
-        out = np.concatenate([np.arange(sp.stop - it.n_out, sp.stop) for it, sp in zip(items, batch.spans, strict=True)])
+        out = np.concatenate(
+            [np.arange(sp.stop - it.n_out, sp.stop) for it, sp in zip(items, batch.spans, strict=True)]
+        )
         return K.rms_norm(np.ascontiguousarray(x[out]), self.w.decoder_norm, d.norm_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:

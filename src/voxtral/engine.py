@@ -50,7 +50,9 @@ class Engine:
         mel = {s: got for s, got in _each(streams, failed, lambda s: s.take_mel()) if got is not None}
         if mel:
             embeddings = dict(
-                zip(mel, self.encoder.forward([st for st, _ in mel.values()], [m for _, m in mel.values()]), strict=True)
+                zip(
+                    mel, self.encoder.forward([st for st, _ in mel.values()], [m for _, m in mel.values()]), strict=True
+                )
             )
             _each(list(mel), failed, lambda s: s.add_embeddings(embeddings[s]))
         steps = {s: step for s, step in _each(streams, failed, lambda s: s.next_step()) if step is not None}
