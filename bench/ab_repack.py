@@ -48,7 +48,7 @@ for qt in types:
         layers.append(L)
     lb = sum(w.nbytes for _, _, w, _ in layers[0])
     res = {}
-    for rep in range(5):
+    for _ in range(5):
         for M in Ms:
             x = {K_: np.random.default_rng(M).standard_normal((M, K_)).astype(np.float32) for K_ in (3072, 4096, 9216)}
             for kind in ("ggml", "packed"):
@@ -65,7 +65,8 @@ for qt in types:
     for kind in ("ggml", "packed"):
         t1 = res[(kind, 1)]
         print(
-            f"{qt} {kind:6s} layer {lb / 1e6:.1f} MB: M=1 {t1 * 1e3:.2f} ms = {lb / t1 / 1e9:.2f} GB/s ({lb / t1 / 1e9 / b:.2f} of read {b:.2f})",
+            f"{qt} {kind:6s} layer {lb / 1e6:.1f} MB: M=1 {t1 * 1e3:.2f} ms = {lb / t1 / 1e9:.2f} GB/s "
+            f"({lb / t1 / 1e9 / b:.2f} of read {b:.2f})",
             " ".join(f"M={M}: {res[(kind, M)] / t1:.2f}x" for M in Ms[1:]),
         )
 
@@ -83,7 +84,7 @@ for qt in types:
         layers.append(L)
     lb = sum(w.nbytes for _, _, w, _ in layers[0])
     res = {}
-    for rep in range(3):
+    for _ in range(3):
         for M in (4, 256):
             x = {K_: np.random.default_rng(M).standard_normal((M, K_)).astype(np.float32) for K_ in (1280, 2048, 5120)}
             use = layers if M == 4 else layers[:2]
@@ -102,6 +103,8 @@ for qt in types:
     for kind in ("ggml", "packed"):
         t4, t256 = res[(kind, 4)], res[(kind, 256)]
         print(
-            f"enc {qt} {kind:6s} layer {lb / 1e6:.1f} MB: M=4 {t4 * 1e3:.2f} ms ({lb / b / 1e9 / t4:.2f} of floor {lb / b / 1e6:.2f} ms)"
-            f"  M=256 {t256 * 1e3:.1f} ms = {2 * 256 * macs / t256 / 1e9:.0f} GOPS; linear s per audio s (32 layers, 50 rows/s): {t256 / 256 * 50 * 32:.3f}"
+            f"enc {qt} {kind:6s} layer {lb / 1e6:.1f} MB: M=4 {t4 * 1e3:.2f} ms "
+            f"({lb / b / 1e9 / t4:.2f} of floor {lb / b / 1e6:.2f} ms)"
+            f"  M=256 {t256 * 1e3:.1f} ms = {2 * 256 * macs / t256 / 1e9:.0f} GOPS; "
+            f"linear s per audio s (32 layers, 50 rows/s): {t256 / 256 * 50 * 32:.3f}"
         )

@@ -68,7 +68,8 @@ def llama_python() -> Path | None:
 
 def why_missing() -> str:
     return (
-        f"llama.cpp not installed: no llama-cpp-python at {os.environ.get('VOXTRAL_LLAMA_PYTHON', '/work/llama-venv/bin/python')} "
+        "llama.cpp not installed: no llama-cpp-python at "
+        f"{os.environ.get('VOXTRAL_LLAMA_PYTHON', '/work/llama-venv/bin/python')} "
         "(see ../shared/tools/llamacpp-anchor/README.md; VOXTRAL_LLAMA_PYTHON points at another venv)"
     )
 
@@ -101,7 +102,8 @@ def llama_quantize(py: Path, src: Path, dst: Path, qtype: str, threads: int = 2)
     """llama.cpp's quantizer (llama_model_quantize) with this project's recipe: wall seconds."""
     script = (
         "import ctypes, sys, llama_cpp as L\n"
-        "ft = {'q8_0': L.LLAMA_FTYPE_MOSTLY_Q8_0, 'q4_0': L.LLAMA_FTYPE_MOSTLY_Q4_0, 'q4_k': L.LLAMA_FTYPE_MOSTLY_Q4_K_S}\n"
+        "ft = {'q8_0': L.LLAMA_FTYPE_MOSTLY_Q8_0, 'q4_0': L.LLAMA_FTYPE_MOSTLY_Q4_0,\n"
+        "      'q4_k': L.LLAMA_FTYPE_MOSTLY_Q4_K_S}\n"
         "p = L.llama_model_quantize_default_params()\n"
         "p.ftype = ft[sys.argv[3]]; p.nthread = int(sys.argv[4]); p.pure = True\n"
         "p.token_embedding_type = L.GGML_TYPE_Q8_0; p.output_tensor_type = L.GGML_TYPE_Q8_0\n"

@@ -150,7 +150,7 @@ def test_decoder_layer_small_m(benchmark, read_bandwidth, qtype, layout):
             call(xs[M][K_], w, np.empty((M, N), np.float32))
 
     best = dict.fromkeys(SMALL_M, float("inf"))
-    for rnd in range(3):
+    for _ in range(3):
         for M in SMALL_M:
             t = time.perf_counter()
             for layer in layers:

@@ -159,10 +159,15 @@ def anchor_markdown(results: list[dict], skipped: str | None) -> str:
     a0 = rows[0]["anchor"]
     lines = [
         "",
-        f"llama.cpp side by side (llama-cpp-python {a0['llama_version']}, built with {a0['llama_isa']}; "
-        "same decoder shapes, weight type and threads; its KV cache F16; ours / llama.cpp < 1: we are faster):",
+        (
+            f"llama.cpp side by side (llama-cpp-python {a0['llama_version']}, built with {a0['llama_isa']}; "
+            "same decoder shapes, weight type and threads; its KV cache F16; ours / llama.cpp < 1: we are faster):"
+        ),
         "",
-        "| mode | positions | ours ms/token | llama.cpp ms/token (min / median) | ratio | positions | ours | llama.cpp | ratio |",
+        (
+            "| mode | positions | ours ms/token | llama.cpp ms/token (min / median) | ratio "
+            "| positions | ours | llama.cpp | ratio |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -204,9 +209,11 @@ def plot(results: list[dict], path: Path) -> None:
 
 def markdown(results: list[dict], bw: float, meta: dict) -> str:
     lines = [
-        f"Machine: {meta['cpu']}, {meta['threads']} threads, ISA {meta['isa']}; "
-        f"read bandwidth (roofline) {bw / 1e9:.1f} GB/s (before {meta['read_bandwidth_before'] / 1e9:.1f}, "
-        f"after {meta['read_bandwidth_after'] / 1e9:.1f}).",
+        (
+            f"Machine: {meta['cpu']}, {meta['threads']} threads, ISA {meta['isa']}; "
+            f"read bandwidth (roofline) {bw / 1e9:.1f} GB/s (before {meta['read_bandwidth_before'] / 1e9:.1f}, "
+            f"after {meta['read_bandwidth_after'] / 1e9:.1f})."
+        ),
         "",
         "| mode | kernels | RSS loaded | weights read per token | "
         + " | ".join(f"ms/token @ {c}" for c in CONTEXTS)
@@ -291,7 +298,9 @@ def main(argv=None) -> int:
         "read_bandwidth_after": bw_after,
     }
     try:
-        meta["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        meta["cpu"] = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     text = markdown(results, bw, meta)

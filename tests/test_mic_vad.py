@@ -57,7 +57,7 @@ def _gated_reference(model, x: np.ndarray, turns, delay_ms: int) -> tuple[list[i
     spt = model.config.audio.samples_per_token
     pad_tokens = model.config.delay_tokens(delay_ms) + 1
     pieces, n, speech = [], 0, 0
-    for i, (a, b) in enumerate(turns):
+    for a, b in turns:
         pieces.append(x[a:b])
         n += b - a
         speech += b - a
@@ -93,7 +93,7 @@ def test_gate_decodes_only_speech_and_equals_offline(model, audio_dir):
     flush_s = (model.config.delay_tokens(480) + 2) * model.config.audio.samples_per_token / SR
     starts = [e.start for e in events]
     assert starts == sorted(starts)
-    (a0, b0), (a1, b1) = turns
+    (a0, b0), (a1, _b1) = turns
     # (the last turn is followed by the end of stream's right padding, not a flush: within the recording)
     assert all(a0 / SR <= t <= b0 / SR + flush_s or a1 / SR <= t <= x.shape[0] / SR for t in starts)
     assert any(t >= a1 / SR for t in starts) and any(t <= b0 / SR for t in starts)
@@ -162,7 +162,7 @@ def test_mic_vad_end_to_end(pulse, model, tiny_ckpt, audio_dir, tmp_path):
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "dropped" not in err, err
 
-    captured, rate = decode_wav(record.read_bytes())
+    captured, _rate = decode_wav(record.read_bytes())
     turns = _turns(captured, VadOptions())
     assert len(turns) == 2, turns  # the two utterances, whatever silence came before and after
     _, ref_text, speech = _gated_reference(model, captured, turns, 480)

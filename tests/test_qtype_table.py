@@ -14,7 +14,7 @@ from voxtral.qformats import BLOCK
 def test_table_matches_gguf_and_modes():
     table = K.qtypes()
     assert tuple(table) == QTYPES
-    for name, (qid, per, nbytes, repacked) in table.items():
+    for name, (_qid, per, nbytes, repacked) in table.items():
         gt = gguf.GGMLQuantizationType[name.upper()]
         assert (per, nbytes) == gguf.GGML_QUANT_SIZES[gt]
         assert BLOCK[name] == (per, nbytes)

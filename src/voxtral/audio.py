@@ -509,7 +509,8 @@ def samples_to_float(a, name: str = "<array>", *, downmix: bool = True) -> np.nd
             raise AudioError(f"{name}: audio array has 0 channels (shape {a.shape})")
         if a.shape[1] > 64 and a.shape[0] < a.shape[1]:
             raise AudioError(
-                f"{name}: array of shape {a.shape} looks like [channels, samples]; pass [samples, channels] (transpose it)"
+                f"{name}: array of shape {a.shape} looks like [channels, samples]; "
+                "pass [samples, channels] (transpose it)"
             )
     dt = a.dtype
     if dt == np.int16:
