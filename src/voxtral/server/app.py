@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..errors import VoxtralError
@@ -354,7 +355,9 @@ async def _read_form(request: Request, max_upload_bytes: int):
         return await Request(request.scope, counted).form(max_files=1, max_fields=32)
     except ApiError:
         raise
-    except Exception as exc:  # malformed multipart
+    # malformed multipart: the parser's MultiPartException, which Request.form re-raises as a
+    # 400 HTTPException when the scope has an app (other errors are not the client's form: not a 400)
+    except (MultiPartException, StarletteHTTPException) as exc:
         raise ApiError(
             400, f"cannot parse the multipart form: {protocol.quote(str(exc), 200)}", "invalid_request"
         ) from None
