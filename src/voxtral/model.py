@@ -8,11 +8,12 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from . import _kernels
-from .audio import load_audio
+from .audio import PathLike, load_audio
 from .config import DEFAULT_DELAY_MS, ModelConfig
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
@@ -29,6 +30,10 @@ from .weights import Weights, load_weights
 
 # Offline input is fed in pieces so that text appears while a long file is read.
 _OFFLINE_CHUNK_SECONDS = 4.0
+
+# what load_audio takes; on_progress(done_s, total_s)
+AudioSource = PathLike | bytes | bytearray | memoryview | BinaryIO | np.ndarray
+ProgressFn = Callable[[float, float], object]
 
 
 @dataclass
@@ -93,7 +98,7 @@ class VoxtralModel:
         """Default storage of the KV caches: "f32", "bf16" or "int8"."""
         return self.options.kv_cache
 
-    def stream_options(self, options: Options | None = None, **changes) -> Options:
+    def stream_options(self, options: Options | None = None, **changes: Any) -> Options:
         """``options`` (default: the model's) with ``changes`` (None = unchanged), checked."""
         return (options or self.options).replace(**changes)
 
@@ -126,7 +131,9 @@ class VoxtralModel:
             ),
         )
 
-    def _decode_samples(self, samples: np.ndarray, options: Options, on_progress=None) -> Iterator[TokenEvent]:
+    def _decode_samples(
+        self, samples: np.ndarray, options: Options, on_progress: ProgressFn | None = None
+    ) -> Iterator[TokenEvent]:
         stream = Stream(self, dataclasses.replace(options, sample_rate=None))  # load_audio resampled it
         step = int(_OFFLINE_CHUNK_SECONDS * self.sample_rate)
         total = samples.shape[0] / self.sample_rate
@@ -138,10 +145,10 @@ class VoxtralModel:
 
     def transcribe_iter(
         self,
-        audio,
+        audio: AudioSource,
         sample_rate: int | None = None,
         delay_ms: int | None = None,
-        on_progress=None,
+        on_progress: ProgressFn | None = None,
         *,
         options: Options | None = None,
         draft_steps: int | None = None,
@@ -154,7 +161,7 @@ class VoxtralModel:
 
     def transcribe(
         self,
-        audio,
+        audio: AudioSource,
         sample_rate: int | None = None,
         delay_ms: int | None = None,
         *,
@@ -210,7 +217,7 @@ class VoxtralModel:
 
 
 def load(
-    model: str | os.PathLike | None = None,
+    model: str | os.PathLike[str] | None = None,
     *,
     num_threads: int | None = None,
     download: bool = True,
@@ -235,7 +242,7 @@ def load(
     """
     from .hub import resolve_model_dir
     from .layout import detect_layout
-    from .qformats import QTYPES
+    from .modes import QTYPES
 
     options = Options(kv_cache=kv_cache).replace(draft_steps=draft_steps)
     if quant is not None and quant not in QTYPES:

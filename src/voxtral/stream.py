@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .audio import Resampler, samples_to_float
 from .decoder import DecoderRows
@@ -52,6 +54,9 @@ from .errors import UsageError
 from .events import TokenEvent
 from .mel import LogMelStream
 from .options import Options
+
+if TYPE_CHECKING:
+    from .model import VoxtralModel
 
 
 class PadDrafts:
@@ -106,7 +111,7 @@ class Stream:
     ``model``: the VoxtralModel whose parts it uses (config, front end,
     tokenizer, encoder, decoder, engine, start state)."""
 
-    def __init__(self, model, options: Options):
+    def __init__(self, model: VoxtralModel, options: Options):
         cfg = self.config = model.config
         self.options = options
         self.engine = model.engine
@@ -150,7 +155,7 @@ class Stream:
         if mel.shape[0]:
             self._mel_queue.append(mel)
 
-    def push(self, samples) -> None:
+    def push(self, samples: npt.ArrayLike) -> None:
         """Add mono samples (float32 in [-1, 1] or int16) at the stream's rate,
         without decoding (the engine does that)."""
         if self.finished:
@@ -260,7 +265,7 @@ class Stream:
         return events
 
     @property
-    def memory(self) -> dict:
+    def memory(self) -> dict[str, Any]:
         """What the stream holds (tests bound it on long streams): the decoder and
         encoder KV caches, embeddings not yet decoded, samples in the mel framer."""
         return {
@@ -270,11 +275,11 @@ class Stream:
             "mel_samples": self._mel.buffered_samples,
         }
 
-    def fast_forward(self, fill) -> int:
+    def fast_forward(self, fill: Callable[[Any], int]) -> int:
         """Benchmarks: ``fill(decoder_cache)`` adds copies of rows to the cache
         (a long context without decoding it) and returns how many; the
         schedule's positions move on by as much."""
-        added = fill(self._cache)
+        added = int(fill(self._cache))
         self._pending_pos += added
         return added
 
@@ -313,7 +318,7 @@ class Stream:
         return TokenEvent(token, self._text.push(token), position, start, end, self.tokenizer.is_control(token))
 
     # ---- public API: this stream alone ----
-    def feed(self, samples) -> list[TokenEvent]:
+    def feed(self, samples: npt.ArrayLike) -> list[TokenEvent]:
         """Add mono samples (float32 in [-1, 1] or int16) at the stream's rate;
         returns the tokens they complete."""
         self.push(samples)
@@ -337,13 +342,13 @@ class Stream:
         self.end()
         return self.engine.run(self)
 
-    def transcribe_chunks(self, chunks: Iterable) -> Iterator[TokenEvent]:
+    def transcribe_chunks(self, chunks: Iterable[npt.ArrayLike]) -> Iterator[TokenEvent]:
         """Feed every chunk of an iterable, then finish; yields events as decoded."""
         for chunk in chunks:
             yield from self.feed(chunk)
         yield from self.finish()
 
-    async def atranscribe_chunks(self, chunks: AsyncIterable) -> AsyncIterator[TokenEvent]:
+    async def atranscribe_chunks(self, chunks: AsyncIterable[npt.ArrayLike]) -> AsyncIterator[TokenEvent]:
         """Async version: the model runs in a worker thread so the event loop stays free."""
         async for chunk in chunks:
             for event in await asyncio.to_thread(self.feed, chunk):

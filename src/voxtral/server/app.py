@@ -15,6 +15,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -54,7 +55,7 @@ class ApiError(Exception):
         self.status, self.code, self.param = status, code, param
 
 
-def _error_body(message: str, code: str, status: int, param: str | None = None) -> dict:
+def _error_body(message: str, code: str, status: int, param: str | None = None) -> dict[str, Any]:
     # OpenAI's error shape, which its client turns into typed exceptions.
     return {"error": {"message": message, "type": code, "param": param, "code": status}}
 
@@ -82,7 +83,7 @@ def _origin_allowed(cfg: ServerConfig, headers) -> bool:
 
 def create_app(model, cfg: ServerConfig) -> FastAPI:
     metrics = Metrics()
-    state: dict = {}
+    state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -388,7 +389,8 @@ async def _until_done(session) -> str:
         if event is CLOSE:
             raise ApiError(500, "the transcription was stopped", protocol.PROCESSING_ERROR)
         if event["type"] == "transcription.done":
-            return event["text"]
+            text: str = event["text"]
+            return text
         if event["type"] == "error":
             raise ApiError(500, event["error"], event["code"])
 
@@ -509,7 +511,7 @@ class _Connection:
                 log.exception("session %s: message failed", self.session.id)
                 self._error("internal server error handling this message", protocol.INTERNAL_ERROR)
 
-    def _handle(self, event: dict) -> None:
+    def _handle(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         session = self.session
         if kind == "session.update":

@@ -43,7 +43,7 @@ INTERNAL_ERROR = "internal_error"
 ECHO_CHARS = 80  # of a client's string quoted back in an error
 
 
-def quote(value, limit: int = ECHO_CHARS) -> str:
+def quote(value: object, limit: int = ECHO_CHARS) -> str:
     """A client-supplied value for an error message: at most ``limit``
     characters, valid UTF-8 (a lone surrogate cannot be sent as text)."""
     text = value if isinstance(value, str) else repr(value)
