@@ -315,7 +315,7 @@ def _qp_dims(str qtype, int64_t N, int64_t K):
 
 def repacked_qtypes():
     """The weight types that have a repacked layout."""
-    return tuple(name for name, row in _QTYPE_TABLE.items() if row[3])
+    return tuple([name for name, row in _QTYPE_TABLE.items() if row[3]])  # a list: Cython -Wextra flags an inlined genexpr
 
 
 def repack_q(w, str qtype, int64_t K):
