@@ -216,9 +216,10 @@ static inline void VXQ(level_sums)(const float *x, const float *xc, const float 
         }
     }
 #endif
-    *sl = VXQ(lanes_sum)(a);
-    *sl2 = VXQ(lanes_sum)(b);
-    *sxl = VXQ(lanes_sum)(c);
+    /* the lanes sum in float (as the AVX2 body does); the fit goes on in double */
+    *sl = (double)VXQ(lanes_sum)(a);
+    *sl2 = (double)VXQ(lanes_sum)(b);
+    *sxl = (double)VXQ(lanes_sum)(c);
 }
 
 /* Per 32 weights x (weights w): scale >= 0 and offset >= 0 with x ~ scale q - offset,
@@ -244,7 +245,8 @@ static inline void VXQ(fit_scale_min)(const float *x, const float *w, float *sca
             ax2[j] += (wi * xi) * xi;
         }
     }
-    double sum_w = VXQ(lanes_sum)(aw), sum_x = VXQ(lanes_sum)(ax), sum_x2 = VXQ(lanes_sum)(ax2);
+    /* float lane sums, widened explicitly: the candidate errors are computed in double */
+    double sum_w = (double)VXQ(lanes_sum)(aw), sum_x = (double)VXQ(lanes_sum)(ax), sum_x2 = (double)VXQ(lanes_sum)(ax2);
     double sl, sl2, sxl;
 
 #define VXQ_ERR(s, m) \
