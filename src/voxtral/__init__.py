@@ -24,8 +24,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # what __getattr__ returns, spelled out for type checkers
+    from .engine import Engine
     from .events import TokenEvent
     from .model import Transcription, VoxtralModel, load
+    from .options import Options
     from .segments import Segment, Word
     from .stream import Stream
 
@@ -59,6 +61,8 @@ __all__ = [
     "VoxtralModel",
     "Transcription",
     "Stream",
+    "Options",
+    "Engine",
     "TokenEvent",
     "Segment",
     "Word",
