@@ -40,6 +40,8 @@ class KVCache:
         dtype: str = "f32",
         n_kv_heads: int = 1,
     ):
+        if dtype not in _STORAGE:
+            raise UsageError(f"kv_cache must be one of {', '.join(_STORAGE)}; got {dtype!r}")
         self.dtype = dtype
         if n_kv_heads < 1 or row_dim % n_kv_heads:
             raise UsageError(f"row_dim {row_dim} is not a multiple of n_kv_heads {n_kv_heads}")
