@@ -611,6 +611,9 @@ class _Tracked:
     def event(self, e) -> None:
         self.writer.event(e)
 
+    def pause(self) -> None:  # --vad: a pause in speech breaks the line
+        self.writer.pause()
+
     def end(self) -> None:
         self.open = False
         self.writer.end()
