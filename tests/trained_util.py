@@ -13,7 +13,7 @@ HELDOUT_DIR = TRAINED_DIR / "heldout"
 
 # Held-out utterances (two held-out voices) that the exact model transcribes
 # word for word at 480 ms: the content tests assert these words.
-EXACT_UTTERANCES = ("utt000.flac", "utt002.flac", "utt004.flac")
+EXACT_UTTERANCES = ("utt016.flac", "utt021.flac", "utt032.flac")
 
 
 def manifest() -> list[dict]:

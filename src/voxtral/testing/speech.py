@@ -16,7 +16,9 @@ utterances from it on the accelerator, where espeak-ng is not installed.
 
 Command line::
 
-    python -m voxtral.testing.speech bank OUT_DIR [--words N] [--seed S]
+    python -m voxtral.testing.speech bank OUT_DIR [--words N] [--voices N] [--seed S] [--raw]
+    python -m voxtral.testing.speech bank OUT_DIR --text-only   # then, where espeak-ng is:
+    python -m voxtral.testing.speech audio OUT_DIR [--workers N] [--raw]
     python -m voxtral.testing.speech heldout OUT_DIR [--words N] [--heldout N] [--seed S]
 
 Both commands derive the same vocabulary and sentence split from the same
@@ -98,21 +100,32 @@ class VoiceConfig:
         return f"{self.voice}/s{self.speed}/p{self.pitch}"
 
 
-TRAIN_VOICES = (
-    VoiceConfig("en-us+m1", 165, 45),
-    VoiceConfig("en-us+f2", 175, 60),
-    VoiceConfig("en+m3", 150, 40),
-    VoiceConfig("en-gb-x-rp+f4", 170, 55),
-    VoiceConfig("en-029+m2", 160, 50),
-    VoiceConfig("en-gb-scotland+f3", 155, 65),
-    VoiceConfig("en-us+m7", 180, 35),
-    VoiceConfig("en+f1", 165, 70),
-    VoiceConfig("en-gb-x-gbclan+m4", 145, 50),
-    VoiceConfig("en-us+Alex", 170, 50),
-    VoiceConfig("en-gb-x-rp+m1", 185, 60),
-    VoiceConfig("en-us+f3", 150, 45),
-)
-# variants (m6, f5) that no training configuration uses
+# espeak-ng accents and voice variants for training. The held-out variants (m6, f5) are
+# not among them, nor the novelty variants (whisper, croak, robots, klatt) whose
+# output is not speech-like or does not split into words reliably.
+_TRAIN_ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+_TRAIN_VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m7", "m8", "f1", "f2", "f3", "f4",
+    "Alex", "Andy", "Annie", "Denis", "Gene", "Jacky", "Lee", "Mario", "Michael", "Mike", "Storm", "Tweaky",
+    "adam", "anika", "aunty", "belinda", "benjamin", "caleb", "david", "ed", "edward", "grandma", "grandpa",
+    "john", "linda", "max", "paul", "pablo", "quincy", "rob", "robert", "steph", "travis", "victor", "zac",
+)  # fmt: skip
+
+
+def training_voices(n: int, seed: int = 0) -> tuple[VoiceConfig, ...]:
+    """``n`` training configurations: variants in turn, each with an accent, a speed
+    (135-190 words per minute) and a pitch (30-75) drawn from ``seed``."""
+    rng = np.random.default_rng(seed + 7919)
+    return tuple(
+        VoiceConfig(
+            f"{_TRAIN_ACCENTS[i % len(_TRAIN_ACCENTS)]}+{_TRAIN_VARIANTS[i % len(_TRAIN_VARIANTS)]}",
+            int(rng.integers(135, 191)),
+            int(rng.integers(30, 76)),
+        )
+        for i in range(n)
+    )
+
+
 HELDOUT_VOICES = (VoiceConfig("en-us+m6", 160, 50), VoiceConfig("en-gb-x-rp+f5", 170, 60))
 
 
@@ -203,24 +216,22 @@ def synth_words(words: list[str], cfg: VoiceConfig) -> list[np.ndarray]:
 
 
 def make_bank(words: list[str], voices: tuple[VoiceConfig, ...], workers: int = 2) -> dict[str, np.ndarray]:
-    """Every word by every voice: ``audio`` int16 [total], ``offsets`` int64 [n_voices, n_words + 1]."""
+    """Every word by every voice: ``audio`` int16 [total], ``offsets`` int64 [n_voices, n_words + 1].
+    Each voice is scaled to the same peak (training varies the gain itself)."""
     with ThreadPoolExecutor(workers) as pool:
         per_voice = list(pool.map(lambda v: synth_words(words, v), voices))
-    clips = [c for cs in per_voice for c in cs]
-    lengths = np.array([c.shape[0] for c in clips], dtype=np.int64).reshape(len(voices), len(words))
-    offsets = np.zeros((len(voices), len(words) + 1), dtype=np.int64)
+    lengths = np.array([[c.shape[0] for c in cs] for cs in per_voice], dtype=np.int64)
     flat = np.cumsum(lengths.reshape(-1))
     starts = np.concatenate([[0], flat[:-1]]).reshape(len(voices), len(words))
+    offsets = np.zeros((len(voices), len(words) + 1), dtype=np.int64)
     offsets[:, :-1] = starts
     offsets[:, -1] = starts[:, -1] + lengths[:, -1]
-    audio = np.concatenate(clips)
-    peak = np.abs(audio).max()
-    return {
-        "audio": np.round(audio / peak * 0.9 * 32767).astype(np.int16),
-        "offsets": offsets,
-        "words": np.array(words),
-        "voices": np.array([v.name for v in voices]),
-    }
+    audio = np.empty(int(flat[-1]), dtype=np.int16)
+    for v, clips in enumerate(per_voice):
+        peak = max(float(np.abs(c).max()) for c in clips)
+        voice_audio = np.concatenate(clips) / peak * 0.9 * 32767
+        audio[offsets[v, 0] : offsets[v, -1]] = np.round(voice_audio).astype(np.int16)
+    return {"audio": audio, "offsets": offsets}
 
 
 @dataclass
@@ -283,37 +294,59 @@ def write_heldout(out_dir: Path, sentences: list[list[str]], voices: tuple[Voice
     return manifest
 
 
-def write_bank(
+def write_bank_text(
     out: Path,
-    bank: dict[str, np.ndarray],
+    words: list[str],
+    voices: tuple[VoiceConfig, ...],
     sentences: list[list[str]],
     word_tokens: dict[str, list[int]],
     vocab_size: int,
 ) -> None:
-    """``out/bank.ogg`` (the audio, Ogg Vorbis: ~1/6 of 16-bit PCM) and ``out/bank.npz`` (offsets, words,
-    voices, training sentences, each word's tokens, the vocabulary's token bytes for decoding)."""
-    import soundfile as sf
-
+    """``out/bank.npz`` without the audio: words, voices, training sentences, each word's
+    tokens and the vocabulary's token bytes for decoding (``write_bank_audio`` adds the rest)."""
     from .checkpoint import build_tekken
 
     out.mkdir(parents=True, exist_ok=True)
-    audio = bank["audio"]
-    with sf.SoundFile(out / "bank.ogg", "w", SAMPLE_RATE, 1, format="OGG", subtype="VORBIS") as f:
-        for i in range(0, audio.shape[0], SAMPLE_RATE * 10):  # libsndfile's Vorbis writer fails on huge blocks
-            f.write(audio[i : i + SAMPLE_RATE * 10])
     pieces = [v["token_bytes"] for v in build_tekken(vocab_size)["vocab"]]
     np.savez(
         out / "bank.npz",
-        offsets=bank["offsets"],
-        words=bank["words"],
-        voices=bank["voices"],
-        samples=np.int64(audio.shape[0]),
+        words=np.array(words),
+        voices=np.array([v.name for v in voices]),
         sentences=np.array([" ".join(s) for s in sentences]),
         word_tokens=np.array(json.dumps(word_tokens)),
         pieces=np.array(json.dumps(pieces)),
     )
+
+
+def parse_voice(name: str) -> VoiceConfig:
+    """The inverse of ``VoiceConfig.name`` ("en-us+m3/s150/p40")."""
+    m = re.fullmatch(r"(.+)/s(\d+)/p(\d+)", name)
+    if m is None:
+        raise ValueError(f"not a voice configuration name: {name!r}")
+    return VoiceConfig(m[1], int(m[2]), int(m[3]))
+
+
+def write_bank_audio(out: Path, workers: int = 2, raw: bool = False) -> None:
+    """Speak every word of ``out/bank.npz`` in every voice it names and store it:
+    ``out/bank.ogg`` (Ogg Vorbis, ~1/6 of 16-bit PCM, for carrying) or with ``raw``
+    ``out/bank.npy`` (int16, fast to write and memory-mapped by the trainer);
+    the offsets go into ``bank.npz``."""
+    import soundfile as sf
+
+    with np.load(out / "bank.npz") as z:
+        fields = {k: z[k] for k in z.files}
+    bank = make_bank([str(w) for w in fields["words"]], tuple(parse_voice(str(v)) for v in fields["voices"]), workers)
+    audio = bank["audio"]
+    if raw:
+        np.save(out / "bank.npy", audio)
+    else:
+        with sf.SoundFile(out / "bank.ogg", "w", SAMPLE_RATE, 1, format="OGG", subtype="VORBIS") as f:
+            for i in range(0, audio.shape[0], SAMPLE_RATE * 10):  # libsndfile's Vorbis writer fails on huge blocks
+                f.write(audio[i : i + SAMPLE_RATE * 10])
+    np.savez(out / "bank.npz", **fields, offsets=bank["offsets"], samples=np.int64(audio.shape[0]))
     print(
-        f"bank: {len(word_tokens)} words x {bank['offsets'].shape[0]} voices, {audio.shape[0] / SAMPLE_RATE:.0f} s",
+        f"bank: {fields['words'].shape[0]} words x {fields['voices'].shape[0]} voices, "
+        f"{audio.shape[0] / SAMPLE_RATE:.0f} s",
         file=sys.stderr,
     )
 
@@ -322,14 +355,25 @@ def main(argv: list[str] | None = None) -> int:
     from .train import tekken_word_tokens
 
     ap = argparse.ArgumentParser(prog="python -m voxtral.testing.speech", description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["bank", "heldout"])
+    ap.add_argument(
+        "what",
+        choices=["bank", "heldout", "audio"],
+        help="bank: text and audio of the training word bank (--text-only: the text); "
+        "audio: the audio of a text-only bank (needs espeak-ng only); heldout: the held-out set",
+    )
     ap.add_argument("out", type=Path)
     ap.add_argument("--words", type=int, default=1000, help="vocabulary size (words)")
     ap.add_argument("--vocab-size", type=int, default=32768, help="model vocabulary (token ids) the words must fit")
     ap.add_argument("--heldout", type=int, default=40, help="held-out sentences")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--voices", type=int, default=64, help="training voice configurations in the bank")
+    ap.add_argument("--text-only", action="store_true", help="bank: write bank.npz without the audio")
+    ap.add_argument("--raw", action="store_true", help="audio as int16 bank.npy instead of Ogg Vorbis")
     a = ap.parse_args(argv)
+    if a.what == "audio":
+        write_bank_audio(a.out, a.workers, a.raw)
+        return 0
     tok = tekken_word_tokens(a.vocab_size)
     sentences = corpus_sentences()
     vocab = build_vocabulary(sentences, a.words, lambda w: tok(w) is not None)
@@ -339,10 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(train)} training and {len(held)} held-out sentences",
         file=sys.stderr,
     )
-    if a.what == "bank":
-        write_bank(a.out, make_bank(vocab, TRAIN_VOICES, a.workers), train, {w: tok(w) for w in vocab}, a.vocab_size)
-    else:
+    if a.what == "heldout":
         write_heldout(a.out, held, HELDOUT_VOICES, a.seed)
+        return 0
+    write_bank_text(a.out, vocab, training_voices(a.voices, a.seed), train, {w: tok(w) for w in vocab}, a.vocab_size)
+    if not a.text_only:
+        write_bank_audio(a.out, a.workers, a.raw)
     return 0
 
 

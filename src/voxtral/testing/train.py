@@ -139,9 +139,12 @@ class Bank:
         import soundfile as sf
 
         z = np.load(path / "bank.npz")
-        self.audio = sf.read(path / "bank.ogg", dtype="int16")[0]
+        if (path / "bank.npy").exists():  # raw int16, shared between the data workers' pages
+            self.audio = np.load(path / "bank.npy", mmap_mode="r")
+        else:
+            self.audio = sf.read(path / "bank.ogg", dtype="int16")[0]
         if self.audio.shape[0] != int(z["samples"]):
-            raise ValueError(f"{path}/bank.ogg: {self.audio.shape[0]} samples, expected {int(z['samples'])}")
+            raise ValueError(f"{path}: {self.audio.shape[0]} samples of audio, expected {int(z['samples'])}")
         self.pieces = json.loads(str(z["pieces"]))
         self.offsets = z["offsets"]
         self.words = [str(w) for w in z["words"]]
