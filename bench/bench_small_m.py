@@ -1,4 +1,4 @@
-"""Small-M GEMM over the repacked q4_0 / q8_0 layout, by CPU time on one thread.
+"""Small-M GEMM over the repacked q4_0 / q8_0 / q4_k layout, by CPU time on one thread.
 
 One decoder layer's seven products (K = 3072 rows of N = 4096, 1024, 1024,
 9216, 9216, and the FFN down 3072 x 9216; 3072 x 4096 for the attention
@@ -48,7 +48,7 @@ def one_thread():
     K.set_num_threads(before)
 
 
-@pytest.mark.parametrize("qtype", [q for q in ("q4_0", "q8_0") if q in K.repacked_qtypes()])
+@pytest.mark.parametrize("qtype", [q for q in ("q4_0", "q8_0", "q4_k") if q in K.repacked_qtypes()])
 def test_small_m_cpu_time(benchmark, one_thread, qtype):
     layers = [
         [(N, k, K.repack_q(quant_weights(qtype, N, k, 7 * c + i), qtype, k)) for i, (N, k) in enumerate(LAYER)]
