@@ -11,7 +11,11 @@
 
 #include "simd_avx2.h"
 
-#define VX_QP_MR 4
+/* rows of x per tile: q4_0 serves 8 from one unpack of a block (nibbles in
+ * registers, rows inner); q8_0 keeps 4, its per-row sign step reloads the
+ * weights either way (8 rows measured no faster than two tiles of 4) */
+#define VX_QP_MR 8
+#define VX_QP_MR_Q8 4
 #if defined(__GNUC__) && !defined(__clang__)
 #define VX_NO_UNROLL _Pragma("GCC unroll 1")
 #elif defined(__clang__)
@@ -32,32 +36,39 @@ VX_INLINE void prefetch_block(const uint8_t *blk, int64_t bb) {
     for (int64_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)(blk + VX_QP_PREFETCH + o), _MM_HINT_T0);
 }
 
+/* q4_0 loop order: weight block outer, x rows inner. A block's unpacked
+ * weights (8 registers of nibbles) are made once and
+ * serve every row of the tile while they sit in registers; each row then
+ * costs only its broadcasts and multiplies. The int32 block sum of a row is
+ * exact (no lane can overflow), so its value does not depend on the order
+ * of the partial sums; the fp32 step is the reference's. */
 VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t nb, float r[VX_QP_MR][VX_QP_ROWS],
                          const int mr) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     const int64_t bb = 2 * VX_QP_ROWS + 16 * VX_QP_ROWS;
-    __m256 acc[VX_QP_MR]; /* local: stays in registers across blocks */
+    __m256 acc[VX_QP_MR];
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
         prefetch_block(blk, bb);
-        __m256i s16[VX_QP_MR];
-        for (int m = 0; m < mr; m++) s16[m] = _mm256_setzero_si256();
-        VX_NO_UNROLL /* unrolled, GCC runs out of registers and spills acc */
-            for (int j = 0; j < 4; j++) {
+        __m256i lo[4], hi[4];
+        for (int j = 0; j < 4; j++) {
             const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + 2 * VX_QP_ROWS + 32 * j));
-            const __m256i lo = _mm256_and_si256(y, low4), hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), low4);
-            for (int m = 0; m < mr; m++) {
-                const int8_t *xb = x->q + m * K + b * VX_QBLOCK;
-                /* nibble x int8 pairs <= 3810; 8 of them fit int16 */
-                s16[m] = _mm256_add_epi16(s16[m], _mm256_maddubs_epi16(lo, bcast4(xb + 4 * j)));
-                s16[m] = _mm256_add_epi16(s16[m], _mm256_maddubs_epi16(hi, bcast4(xb + 16 + 4 * j)));
-            }
+            lo[j] = _mm256_and_si256(y, low4);
+            hi[j] = _mm256_and_si256(_mm256_srli_epi16(y, 4), low4);
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
         for (int m = 0; m < mr; m++) {
-            const __m256i isum =
-                _mm256_sub_epi32(_mm256_madd_epi16(s16[m], ones), _mm256_set1_epi32(8 * x->s[m * nb + b]));
+            const int8_t *xb = x->q + m * K + b * VX_QBLOCK;
+            /* nibble x int8 pairs <= 3810; 8 of them fit int16 */
+            __m256i s0 = _mm256_maddubs_epi16(lo[0], bcast4(xb));
+            __m256i s1 = _mm256_maddubs_epi16(hi[0], bcast4(xb + 16));
+            for (int j = 1; j < 4; j++) {
+                s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[j], bcast4(xb + 4 * j)));
+                s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[j], bcast4(xb + 16 + 4 * j)));
+            }
+            const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones),
+                                                  _mm256_set1_epi32(8 * x->s[m * nb + b]));
             const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[m * nb + b]));
             acc[m] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), acc[m]);
         }
@@ -69,15 +80,15 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
                          const int mr) {
     const __m256i ones = _mm256_set1_epi16(1);
     const int64_t bb = 2 * VX_QP_ROWS + 32 * VX_QP_ROWS;
-    __m256 acc[VX_QP_MR];
+    __m256 acc[VX_QP_MR]; /* cases past VX_QP_MR_Q8 are compiled, never run */
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
         prefetch_block(blk, bb);
         __m256i s32[VX_QP_MR];
         for (int m = 0; m < mr; m++) s32[m] = _mm256_setzero_si256();
-        VX_NO_UNROLL
-        for (int j = 0; j < 8; j++) {
+        VX_NO_UNROLL /* unrolled, GCC runs out of registers and spills acc */
+            for (int j = 0; j < 8; j++) {
             const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + 2 * VX_QP_ROWS + 32 * j));
             const __m256i a = _mm256_abs_epi8(y);
             for (int m = 0; m < mr; m++) {
@@ -96,22 +107,113 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     for (int m = 0; m < mr; m++) _mm256_storeu_ps(r[m], acc[m]);
 }
 
-#define VX_DEFINE_QP_GEMM(name, tile, block_bytes)                                                                     \
+/* q4_k over the layout: the scalar kernel's fp32 sequence per row lane
+ * (separate multiplies and adds: this file is compiled with
+ * -ffp-contract=off). Per super-block the group's heads are decoded once
+ * for all x rows: d sc_j and dmin m_j per row lane, 8 sub-blocks. Then per
+ * sub-block j (32 values: the low or high nibbles of 8 chunks) the 8
+ * unpacked nibble vectors serve every row of the tile. */
+VX_INLINE void q4k_heads(const uint8_t *blk, float dsc[8][VX_QP_ROWS], float dmn[8][VX_QP_ROWS]) {
+    uint32_t dd[VX_QP_ROWS], a[VX_QP_ROWS], b[VX_QP_ROWS], c[VX_QP_ROWS];
+    for (int r = 0; r < VX_QP_ROWS; r++) {
+        memcpy(&dd[r], blk + 16 * r, 4);
+        memcpy(&a[r], blk + 16 * r + 4, 4);
+        memcpy(&b[r], blk + 16 * r + 8, 4);
+        memcpy(&c[r], blk + 16 * r + 12, 4);
+    }
+    const __m256i vdd = _mm256_loadu_si256((const __m256i *)dd), va = _mm256_loadu_si256((const __m256i *)a);
+    const __m256i vb = _mm256_loadu_si256((const __m256i *)b), vc = _mm256_loadu_si256((const __m256i *)c);
+    const __m256i lo16 = _mm256_set1_epi32(0xffff);
+    /* [d0..d3 dmin0..dmin3 | d4..d7 dmin4..dmin7] -> [d0..d7 | dmin0..dmin7] */
+    const __m256i h =
+        _mm256_permute4x64_epi64(_mm256_packus_epi32(_mm256_and_si256(vdd, lo16), _mm256_srli_epi32(vdd, 16)), 0xd8);
+    const __m256 d = _mm256_cvtph_ps(_mm256_castsi256_si128(h)), dmin = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+    /* vx_q4k_scales, 8 rows at once: bytes of sc_lo / mn_lo = sub-blocks 0..3, of sc_hi / mn_hi = 4..7 */
+    const __m256i m6 = _mm256_set1_epi32(0x3f3f3f3f), m4 = _mm256_set1_epi32(0x0f0f0f0f);
+    const __m256i m2 = _mm256_set1_epi32(0x03030303), byte = _mm256_set1_epi32(0xff);
+    const __m256i sc_lo = _mm256_and_si256(va, m6), mn_lo = _mm256_and_si256(vb, m6);
+    const __m256i sc_hi =
+        _mm256_or_si256(_mm256_and_si256(vc, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(va, 6), m2), 4));
+    const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(vc, 4), m4),
+                                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(vb, 6), m2), 4));
+    for (int j = 0; j < 4; j++) {
+        const __m128i sh = _mm_cvtsi32_si128(8 * j);
+        const __m256 s0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(sc_lo, sh), byte));
+        const __m256 s1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(sc_hi, sh), byte));
+        const __m256 n0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(mn_lo, sh), byte));
+        const __m256 n1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(mn_hi, sh), byte));
+        _mm256_storeu_ps(dsc[j], _mm256_mul_ps(d, s0));
+        _mm256_storeu_ps(dsc[j + 4], _mm256_mul_ps(d, s1));
+        _mm256_storeu_ps(dmn[j], _mm256_mul_ps(dmin, n0));
+        _mm256_storeu_ps(dmn[j + 4], _mm256_mul_ps(dmin, n1));
+    }
+}
+
+VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t nsb, float r[VX_QP_MR][VX_QP_ROWS],
+                         const int mr) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const int64_t bb = VX_Q4_K_BYTES * VX_QP_ROWS, xnb = K / VX_QBLOCK;
+    __m256 acc[VX_QP_MR];
+    for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *blk = grp + sb * bb, *qs = blk + 16 * VX_QP_ROWS;
+        prefetch_block(blk, bb);
+        float dsc[8][VX_QP_ROWS], dmn[8][VX_QP_ROWS];
+        q4k_heads(blk, dsc, dmn);
+        for (int j = 0; j < 8; j++) { /* sub-block j: chunks 8 (j / 2) .. +7, low nibbles if j is even */
+            __m256i wq[8];
+            for (int k = 0; k < 8; k++) {
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(qs + 32 * (8 * (j / 2) + k)));
+                wq[k] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(y, 4) : y, low4);
+            }
+            const __m256 ds = _mm256_loadu_ps(dsc[j]);
+            for (int m = 0; m < mr; m++) {
+                const int8_t *xb = x->q + m * K + sb * VX_Q4K_SUPER + 32 * j;
+                /* nibble x int8 pairs <= 3810; 8 of them fit int16 */
+                __m256i s0 = _mm256_maddubs_epi16(wq[0], bcast4(xb));
+                __m256i s1 = _mm256_maddubs_epi16(wq[1], bcast4(xb + 4));
+                for (int k = 2; k < 8; k += 2) {
+                    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(wq[k], bcast4(xb + 4 * k)));
+                    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(wq[k + 1], bcast4(xb + 4 * k + 4)));
+                }
+                const __m256i isum = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones);
+                const __m256 t = _mm256_mul_ps(ds, _mm256_set1_ps(x->d[m * xnb + sb * 8 + j]));
+                acc[m] = _mm256_add_ps(acc[m], _mm256_mul_ps(t, _mm256_cvtepi32_ps(isum)));
+            }
+        }
+        for (int m = 0; m < mr; m++) { /* mins: sum_j (dmin m_j) (dx_j sum_j(x)), then one subtraction */
+            const float *db = x->d + m * xnb + sb * 8;
+            const int32_t *sx = x->s + m * xnb + sb * 8;
+            __m256 mins = _mm256_setzero_ps();
+            for (int j = 0; j < 8; j++)
+                mins =
+                    _mm256_add_ps(mins, _mm256_mul_ps(_mm256_loadu_ps(dmn[j]), _mm256_set1_ps(db[j] * (float)sx[j])));
+            acc[m] = _mm256_sub_ps(acc[m], mins);
+        }
+    }
+    for (int m = 0; m < mr; m++) _mm256_storeu_ps(r[m], acc[m]);
+}
+
+#define VX_DEFINE_QP_GEMM(name, tile, block_bytes, block_vals, MR)                                                     \
     static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias, float *out, \
                      int64_t ldo, int accumulate) {                                                                    \
-        const int64_t nb = K / VX_QBLOCK, gb = nb * (block_bytes);                                                     \
+        const int64_t nb = K / (block_vals), gb = nb * (block_bytes);                                                  \
         for (int64_t n0 = 0; n0 < N; n0 += VX_QP_ROWS) {                                                               \
             const int nr = (N - n0) < VX_QP_ROWS ? (int)(N - n0) : VX_QP_ROWS;                                         \
             const uint8_t *grp = w + (n0 / VX_QP_ROWS) * gb;                                                           \
-            for (int64_t m0 = 0; m0 < M; m0 += VX_QP_MR) {                                                             \
-                const int mr = (M - m0) < VX_QP_MR ? (int)(M - m0) : VX_QP_MR;                                         \
-                const vx_qx xt = {x->q + m0 * K, x->d + m0 * nb, x->s + m0 * nb};                                      \
+            for (int64_t m0 = 0; m0 < M; m0 += (MR)) {                                                                 \
+                const int mr = (M - m0) < (MR) ? (int)(M - m0) : (MR);                                                 \
+                const vx_qx xt = {x->q + m0 * K, x->d + m0 * (K / VX_QBLOCK), x->s + m0 * (K / VX_QBLOCK)};            \
                 float r[VX_QP_MR][VX_QP_ROWS];                                                                         \
                 switch (mr) {                                                                                          \
                 case 1: tile(&xt, K, grp, nb, r, 1); break;                                                            \
                 case 2: tile(&xt, K, grp, nb, r, 2); break;                                                            \
                 case 3: tile(&xt, K, grp, nb, r, 3); break;                                                            \
-                default: tile(&xt, K, grp, nb, r, 4); break;                                                           \
+                case 4: tile(&xt, K, grp, nb, r, 4); break;                                                            \
+                case 5: tile(&xt, K, grp, nb, r, 5); break;                                                            \
+                case 6: tile(&xt, K, grp, nb, r, 6); break;                                                            \
+                case 7: tile(&xt, K, grp, nb, r, 7); break;                                                            \
+                default: tile(&xt, K, grp, nb, r, 8); break;                                                           \
                 }                                                                                                      \
                 for (int m = 0; m < mr; m++) {                                                                         \
                     float *o = out + (m0 + m) * ldo + n0;                                                              \
@@ -126,8 +228,9 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
         }                                                                                                              \
     }
 
-VX_DEFINE_QP_GEMM(gemm_qp_q8_0_avx2, tile_q8_0, 2 * VX_QP_ROWS + 32 * VX_QP_ROWS)
-VX_DEFINE_QP_GEMM(gemm_qp_q4_0_avx2, tile_q4_0, 2 * VX_QP_ROWS + 16 * VX_QP_ROWS)
+VX_DEFINE_QP_GEMM(gemm_qp_q8_0_avx2, tile_q8_0, 2 * VX_QP_ROWS + 32 * VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q8)
+VX_DEFINE_QP_GEMM(gemm_qp_q4_0_avx2, tile_q4_0, 2 * VX_QP_ROWS + 16 * VX_QP_ROWS, VX_QBLOCK, VX_QP_MR)
+VX_DEFINE_QP_GEMM(gemm_qp_q4_k_avx2, tile_q4_k, VX_Q4_K_BYTES *VX_QP_ROWS, VX_Q4K_SUPER, VX_QP_MR)
 
-const vx_qops vx_qpops_avx2 = {"avx2", {gemm_qp_q8_0_avx2, gemm_qp_q4_0_avx2, NULL}};
+const vx_qops vx_qpops_avx2 = {"avx2", {gemm_qp_q8_0_avx2, gemm_qp_q4_0_avx2, gemm_qp_q4_k_avx2}};
 #endif

@@ -62,7 +62,7 @@ int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, 
                 int64_t K, int accumulate);
 const char *vx_q_kernels_name(void); /* which quantized-kernel table the active ISA uses */
 
-/* Load-time repacking (q8_0, q4_0): 8 rows' blocks interleaved for the SIMD
+/* Load-time repacking (q8_0, q4_0, q4_k): 8 rows' blocks interleaved for the SIMD
  * kernels (layout in qpack.c); results bit-equal to the scalar kernel over
  * the same layout on every ISA, independent of M, tiles and threads. */
 int64_t vx_qp_bytes(int qtype, int64_t N, int64_t K); /* -1: qtype not repacked or bad K */

@@ -16,7 +16,7 @@
 static const vx_qtype_info qtypes[VX_QTYPE_COUNT] = {
     [VX_Q8_0] = {"q8_0", 32, VX_Q8_0_BYTES, 1},
     [VX_Q4_0] = {"q4_0", 32, VX_Q4_0_BYTES, 1},
-    [VX_Q4_K] = {"q4_k", VX_Q4K_SUPER, VX_Q4_K_BYTES, 0},
+    [VX_Q4_K] = {"q4_k", VX_Q4K_SUPER, VX_Q4_K_BYTES, 1},
 };
 
 const vx_qtype_info *vx_qtype(int qtype) { return qtype < 0 || qtype >= VX_QTYPE_COUNT ? NULL : &qtypes[qtype]; }
@@ -161,7 +161,7 @@ int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, 
 int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out, int64_t M, int64_t N,
                  int64_t K, int accumulate) {
     if (!x || !wp || !out || M <= 0 || N <= 0 || vx_qp_bytes(qtype, N, K) < 0) return VX_EINVAL;
-    const int64_t rb = K / VX_QBLOCK * vx_qp_block_bytes(qtype) / VX_QP_ROWS;
+    const int64_t rb = vx_q_row_bytes(qtype, K); /* as many bytes per row as the GGML layout */
     return matmul_q_driver(x, wp, vx_qpops_active()->gemm[qtype], rb, bias, out, M, N, K, accumulate);
 }
 

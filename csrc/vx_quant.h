@@ -158,7 +158,7 @@ static inline void vx_q4k_scales(const uint8_t *s12, uint64_t *sc, uint64_t *mn)
 const vx_qops *vx_qops_active(void);
 
 /* Repacked layout (qpack.c): groups of VX_QP_ROWS weight rows interleaved;
- * the tables hold kernels for q8_0 and q4_0 (NULL: not repacked). */
+ * the tables hold kernels for q8_0, q4_0 and q4_k. */
 #define VX_QP_ROWS 8
 int64_t vx_qp_block_bytes(int qtype); /* bytes of one block of a whole group; -1: not repacked */
 extern const vx_qops vx_qpops_scalar;

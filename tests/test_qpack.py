@@ -1,13 +1,14 @@
-"""Repacked (interleaved) q4_0 / q8_0 weights: the load-time layout of
-csrc/qpack.c and the kernels over it (matmul_qp).
+"""Repacked (interleaved) q4_0 / q8_0 / q4_k weights: the load-time layout
+of csrc/qpack.c and the kernels over it (matmul_qp).
 
 - the layout is checked against a numpy construction of the documented
-  layout (8 rows per group, fp16 scales, 4-byte chunks per row), and
-  repack/unpack round-trip;
+  layout (8 rows per group, the rows' block heads, 4-byte chunks per row),
+  and repack/unpack round-trip;
 - products against the float64 gguf reference with test_qkernels' stated
   tolerance (weights from the gguf package's quantizer);
 - every ISA level's kernel is bit-equal to the scalar kernel over the same
-  layout (the oracle: one fma per block per output, in block order), and
+  layout (the oracle: one fma per block per output, in block order; for
+  q4_k the GGML-layout scalar kernel's sequence, and bit-equal to it), and
   bit-equal across M, tiles, chunking and thread count;
 - the loader's page release keeps a read-only mapping's contents.
 """
@@ -22,7 +23,8 @@ from voxtral import _kernels as K
 from voxtral.linear import linear
 from voxtral.qformats import BLOCK, QuantMatrix
 
-QTYPES = ["q4_0", "q8_0"]
+QTYPES = ["q4_0", "q8_0", "q4_k"]
+HEAD = {"q4_0": 2, "q8_0": 2, "q4_k": 16}  # bytes of a block before its quants
 rng = np.random.default_rng(97)
 
 
@@ -41,15 +43,16 @@ def numpy_layout(w: np.ndarray, qtype: str) -> np.ndarray:
     rows = np.zeros((G * 8, nb, nbytes), np.uint8)
     rows[:N] = w.reshape(N, nb, nbytes)
     g = rows.reshape(G, 8, nb, nbytes).transpose(0, 2, 1, 3)  # [G, nb, 8 rows, block]
-    scales = g[..., :2].reshape(G, nb, 16)
-    chunks = g[..., 2:].reshape(G, nb, 8, -1, 4).transpose(0, 1, 3, 2, 4).reshape(G, nb, -1)
+    h = HEAD[qtype]
+    scales = g[..., :h].reshape(G, nb, 8 * h)
+    chunks = g[..., h:].reshape(G, nb, 8, -1, 4).transpose(0, 1, 3, 2, 4).reshape(G, nb, -1)
     return np.concatenate([scales, chunks], axis=2).reshape(-1)
 
 
 @pytest.mark.parametrize("qtype", QTYPES)
 @pytest.mark.parametrize("N", [1, 8, 13, 40])
 def test_layout_and_round_trip(qtype, N):
-    K_ = 96
+    K_ = 512 if qtype == "q4_k" else 96
     w = make_weights(qtype, N, K_, seed=N)
     wp = K.repack_q(w, qtype, K_)
     assert wp.nbytes == -(-N // 8) * 8 * w.shape[1]  # as many bytes per row as the file
@@ -59,8 +62,10 @@ def test_layout_and_round_trip(qtype, N):
 
 @pytest.mark.parametrize("qtype", QTYPES)
 @pytest.mark.parametrize("K_", [32, 96, 1024])
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 8, 17])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 17])
 def test_against_gguf_and_scalar(isa, qtype, K_, M):
+    if qtype == "q4_k":
+        K_ = {32: 256, 96: 768}.get(K_, K_)  # 256-value super-blocks
     N = 21
     w = make_weights(qtype, N, K_, seed=K_ + M)
     wp = K.repack_q(w, qtype, K_)
@@ -78,6 +83,8 @@ def test_against_gguf_and_scalar(isa, qtype, K_, M):
     try:
         assert np.array_equal(K.matmul_qp(x, wp, qtype, N, K_), ours)
         assert np.array_equal(K.matmul_qp(x, wp, qtype, N, K_, bias), with_bias)
+        if qtype == "q4_k":  # the GGML-layout scalar kernel's own sequence
+            assert np.array_equal(K.matmul_q(x, w, qtype, K_), ours)
     finally:
         K.set_isa(isa)
 
@@ -85,7 +92,8 @@ def test_against_gguf_and_scalar(isa, qtype, K_, M):
 @pytest.mark.parametrize("qtype", QTYPES)
 def test_bit_equal_across_m_chunks_and_threads(isa, qtype, threads):
     """Streaming == offline: a row's outputs are the same alone (GEMV), in
-    small-M calls, in a chunk or in one large GEMM, on 1 or 2 threads."""
+    small-M calls (every tile height 1..8 the kernels specialise, and tails
+    past a full tile), in a chunk or in one large GEMM, on 1 or 2 threads."""
     K_, N, M = 1024, 75, 70
     w = make_weights(qtype, N, K_, seed=5)
     wp = K.repack_q(w, qtype, K_)
@@ -94,7 +102,7 @@ def test_bit_equal_across_m_chunks_and_threads(isa, qtype, threads):
     whole = K.matmul_qp(x, wp, qtype, N, K_)
     for i in (0, 9, 69):
         assert np.array_equal(K.matmul_qp(x[i : i + 1], wp, qtype, N, K_), whole[i : i + 1])
-    for step in (2, 3, 4, 8):
+    for step in (1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16):
         parts = [K.matmul_qp(x[a : a + step], wp, qtype, N, K_) for a in range(0, M, step)]
         assert np.array_equal(np.concatenate(parts), whole)
     threads(1)
@@ -128,8 +136,6 @@ def test_linear_uses_the_repacked_copy():
             linear(x, packed), K.matmul_qp(x, packed.packed, "q8_0", N, K_)
         )
     check(linear(x, packed), x, w, "q8_0")
-    q4k = QuantMatrix("q4_k", make_weights("q4_k", N, K_), N, K_)
-    assert q4k.repacked() is q4k  # no repacked layout
 
 
 def test_bad_arguments():
@@ -137,7 +143,7 @@ def test_bad_arguments():
     wp = K.repack_q(w, "q4_0", 64)
     x = np.ones((2, 64), np.float32)
     with pytest.raises(ValueError, match="cannot be repacked"):
-        K.repack_q(make_weights("q4_k", 8, 256), "q4_k", 256)
+        K.repack_q(make_weights("q4_0", 8, 64), "q4_k", 64)  # q4_k needs 256-value rows
     with pytest.raises(ValueError, match="bytes"):
         K.repack_q(w, "q4_0", 128)
     with pytest.raises(ValueError, match="bytes"):

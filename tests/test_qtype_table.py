@@ -19,4 +19,4 @@ def test_table_matches_gguf_and_modes():
         assert (per, nbytes) == gguf.GGML_QUANT_SIZES[gt]
         assert BLOCK[name] == (per, nbytes)
         assert repacked == (name in K.repacked_qtypes())
-    assert set(K.repacked_qtypes()) == {"q8_0", "q4_0"}
+    assert set(K.repacked_qtypes()) == {"q8_0", "q4_0", "q4_k"}

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -516,6 +517,77 @@ def test_failure_mid_write_leaves_no_dst(tiny_ckpt, tmp_path, monkeypatch, exc):
     with pytest.raises(exc):
         quantize.quantize_model(tiny_ckpt["native"], dst, "q8_0", force=True)
     assert (dst / "model.gguf").read_text() == "old" and _leftovers(tmp_path, "out") == []
+
+
+def _hash_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("voxtral-sha256")]
+
+
+def test_sha256_is_taken_beside_the_conversion(tiny_ckpt, tmp_path, monkeypatch):
+    """The source is hashed once, on its own thread while the tensors are
+    converted, and the digest lands in the reserved metadata value (checked
+    against hashlib over the file by test_quantized_model_dir)."""
+    seen = []
+    real_hash, real_write = quantize.weight_sha256, quantize._write_tensor
+
+    def hashing(*args):
+        seen.append(("hash", threading.current_thread().name))
+        return real_hash(*args)
+
+    def writing(*args):
+        seen.append(("write", threading.current_thread().name))
+        return real_write(*args)
+
+    monkeypatch.setattr(quantize, "weight_sha256", hashing)
+    monkeypatch.setattr(quantize, "_write_tensor", writing)
+    dst = quantize.quantize_model(tiny_ckpt["native"], tmp_path / "out", "q8_0")
+    hashes = [name for what, name in seen if what == "hash"]
+    assert len(hashes) == 1 and hashes[0].startswith("voxtral-sha256")
+    assert {name for what, name in seen if what == "write"} == {threading.current_thread().name}
+    sha = json.loads(gguf.GGUFReader(dst / "model.gguf").get_field(gguf_io.KEY_SOURCE_SHA256).contents())
+    src = tiny_ckpt["native"] / "consolidated.safetensors"
+    assert sha == {src.name: hashlib.sha256(src.read_bytes()).hexdigest()}
+    assert _hash_threads() == []
+
+
+def test_a_failed_conversion_stops_the_hash(tiny_ckpt, tmp_path, monkeypatch):
+    started = threading.Event()
+    real = quantize.weight_sha256
+
+    def slow_hash(model_dir, layout, stop):
+        started.set()
+        assert stop.wait(10), "the failed conversion did not stop the hash"
+        return real(model_dir, layout, stop)
+
+    def failing(*args):
+        started.wait(10)
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(quantize, "weight_sha256", slow_hash)
+    monkeypatch.setattr(quantize, "_write_tensor", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        quantize.quantize_model(tiny_ckpt["native"], tmp_path / "out", "q8_0")
+    assert _hash_threads() == [] and not (tmp_path / "out").exists()
+    stop = threading.Event()
+    stop.set()
+    assert quantize.weight_sha256(tiny_ckpt["native"], "native", stop) == {}  # stopped: nothing claimed
+
+
+def test_replace_metadata_needs_the_same_length(tmp_path):
+    w = gguf_io.GGUFStreamWriter(tmp_path / "m.gguf", {"voxtral.a": "x" * 8, "voxtral.b": "y" * 8})
+    w.add_tensor("t", (2,), "f32")
+    w.begin()
+    w.write(np.zeros(2, np.float32))
+    w.end_tensor()
+    with pytest.raises(ValueError, match="bytes"):
+        w.replace_metadata("voxtral.a", "x" * 8, "z" * 9)
+    with pytest.raises(ValueError, match="exactly once"):
+        w.replace_metadata("voxtral.a", "y" * 8, "z" * 8)  # not the value written under this key
+    w.replace_metadata("voxtral.b", "y" * 8, "12345678")
+    w.close()
+    r = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert r.get_field("voxtral.a").contents() == "x" * 8 and r.get_field("voxtral.b").contents() == "12345678"
+    assert np.array_equal(r.get_tensor(0).data, np.zeros(2, np.float32))
 
 
 def test_refuses_existing_dst_and_source_without_force(tiny_ckpt, tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,8 @@ class GGUFStreamWriter:
     def __init__(self, path: str | os.PathLike, metadata: dict[str, str | int]):
         gguf = _gguf()
         self._w = gguf.GGUFWriter(path, ARCHITECTURE)
+        self._path = Path(path)
+        self._kv_span = (0, 0)  # file offsets of the metadata, once begin() wrote it
         for key, value in metadata.items():
             if isinstance(value, bool) or not isinstance(value, (int, str)):
                 raise TypeError(f"metadata {key}: only str and int values are written, got {type(value).__name__}")
@@ -102,9 +105,32 @@ class GGUFStreamWriter:
 
     def begin(self) -> None:
         self._w.write_header_to_file()
+        kv_start = self._out.tell()
         self._w.write_kv_data_to_file()
+        self._kv_span = (kv_start, self._out.tell())
         self._w.write_ti_data_to_file()
         self._pad()
+
+    def replace_metadata(self, key: str, old: str, new: str) -> None:
+        """Overwrite string metadata ``key`` (written by begin() as ``old``)
+        with ``new`` of the same UTF-8 length: for a value known only once
+        the tensors are written (the source's sha256, hashed meanwhile)."""
+        old_b, new_b = old.encode(), new.encode()
+        if len(old_b) != len(new_b):
+            raise ValueError(f"metadata {key}: the new value has {len(new_b)} bytes, the reserved one {len(old_b)}")
+        key_b = key.encode()
+        # a GGUF key-value: u64 key length, key, u32 type (8: string), u64 length, bytes
+        entry = struct.pack("<Q", len(key_b)) + key_b + struct.pack("<IQ", 8, len(old_b)) + old_b
+        lo, hi = self._kv_span
+        self._out.flush()
+        with open(self._path, "r+b") as f:
+            f.seek(lo)
+            kv = f.read(hi - lo)
+            at = kv.find(entry)
+            if at < 0 or kv.find(entry, at + 1) >= 0:
+                raise ValueError(f"metadata {key}: the reserved value is not in the file exactly once")
+            f.seek(lo + at + len(entry) - len(old_b))
+            f.write(new_b)
 
     def current(self) -> str:
         return self._plan[self._next][0]

@@ -21,12 +21,14 @@ atomic: everything goes to a temporary sibling directory renamed at the end.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,18 +105,28 @@ def fingerprint(model_dir: Path, layout: str) -> list[list]:
     return out
 
 
-def weight_sha256(model_dir: Path, layout: str) -> dict[str, str]:
-    """sha256 of each source weight file (as ``sha256sum`` prints it), read in pieces."""
+def weight_files(model_dir: Path, layout: str) -> list[Path]:
+    """The source files whose sha256 a quantized model records."""
+    return [p for p in source_files(model_dir, layout) if p.suffix == ".safetensors"]
+
+
+def weight_sha256(model_dir: Path, layout: str, stop: threading.Event | None = None) -> dict[str, str]:
+    """sha256 of each source weight file (as ``sha256sum`` prints it), read in
+    pieces; returns early (incomplete) once ``stop`` is set."""
     out = {}
-    for p in source_files(model_dir, layout):
-        if p.suffix != ".safetensors":
-            continue
+    for p in weight_files(model_dir, layout):
         h = hashlib.sha256()
         with open(p, "rb") as f:
-            while piece := f.read(1 << 24):
-                h.update(piece)
+            while piece := f.read(1 << 22):
+                if stop is not None and stop.is_set():
+                    return out
+                h.update(piece)  # releases the GIL: runs beside the quantizer
         out[p.name] = h.hexdigest()
     return out
+
+
+def _sha256_json(digests: dict[str, str]) -> str:
+    return json.dumps(digests, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------
@@ -230,12 +242,15 @@ def quantize_model(
             )
         plan.append((key, names[key], arr, ttype))
 
+    reserved = {p.name: "0" * hashlib.sha256().digest_size * 2 for p in weight_files(src, layout)}
     metadata = {
         "general.name": f"Voxtral Mini 4B Realtime {qtype}",
         "general.quantization_version": 2,  # GGML_QNT_VERSION of these block layouts
         gguf_io.KEY_FORMAT_VERSION: gguf_io.FORMAT_VERSION,
         gguf_io.KEY_PARAMS_JSON: json.dumps(to_params_dict(cfg), indent=2),
-        gguf_io.KEY_SOURCE_SHA256: json.dumps(_hash_sources(src, layout, progress), sort_keys=True),
+        # hashed while the tensors are converted (the same pages, read once
+        # into the page cache), then written over this same-length placeholder
+        gguf_io.KEY_SOURCE_SHA256: _sha256_json(reserved),
         gguf_io.KEY_SOURCE_FINGERPRINT: json.dumps(fingerprint(src, layout)),
         gguf_io.KEY_QUANT_TYPE: qtype,
         gguf_io.KEY_RECIPE: json.dumps(recipe(qtype, embeddings), sort_keys=True),
@@ -246,7 +261,10 @@ def quantize_model(
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the result private
+    stop = threading.Event()
+    hashing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="voxtral-sha256")
     try:
+        digests = hashing.submit(weight_sha256, src, layout, stop)
         writer = gguf_io.GGUFStreamWriter(tmp / GGUF_FILE, metadata)
         try:
             for _, name, arr, ttype in plan:
@@ -268,6 +286,9 @@ def quantize_model(
                 _write_tensor(writer, name, arr, ttype, on_rows)
                 writer.end_tensor()
                 release_pages(source)
+            if progress is not None and not digests.done():
+                progress(1.0, "sha256 of the source files")
+            writer.replace_metadata(gguf_io.KEY_SOURCE_SHA256, _sha256_json(reserved), _sha256_json(digests.result()))
             writer.close()
         except BaseException:
             writer.abort()
@@ -280,13 +301,10 @@ def quantize_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        stop.set()  # an interrupted conversion does not wait for the whole hash
+        hashing.shutdown(wait=True)
     return dst
-
-
-def _hash_sources(src: Path, layout: str, progress) -> dict[str, str]:
-    if progress is not None:
-        progress(0.0, "sha256 of the source files")
-    return weight_sha256(src, layout)
 
 
 def _human(nbytes: int) -> str:
