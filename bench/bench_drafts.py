@@ -52,7 +52,8 @@ def offline(model, audio: np.ndarray, k: int) -> dict:
         "steps_per_pass": len(stream.tokens) / max(1, stream.passes),
         "rtf": seconds / audio_s,
         "pad_share": pads,
-        "drafts_accepted": stream.drafter.accepted / max(1, stream.drafter.drafted),
+        "drafts_accepted": sum(d.accepted for d in stream.drafter.stats.values())
+        / max(1, sum(d.drafted for d in stream.drafter.stats.values())),
     }
 
 

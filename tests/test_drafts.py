@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import voxtral
 from stream_util import mode_dirs, stream_tokens
 from voxtral.audio import load_audio
+from voxtral.drafts import Drafter, DraftSource
 from voxtral.kvcache import KVCache
 from voxtral.linear import linear
 
@@ -79,24 +80,23 @@ def test_drafts_give_the_step_by_step_tokens(pad_dirs, audio, weights, kv):
     drafted()
 
 
-class _OracleWithOneError:
+class _OracleWithOneError(DraftSource):
     """A draft source that knows the true tokens and gets the i-th draft of
     its n-th proposal wrong (i cycling through the window): a rejection at
     every position of the window, and full windows accepted in between."""
 
+    name = "oracle"
+
     def __init__(self, truth: list[int], k: int, position0: int):
         self.truth, self.k, self.position0, self.calls = truth, k, position0, 0
 
-    def propose(self, position: int, n: int) -> list[int]:
+    def extend(self, position, n, draft, history) -> list[int]:
         self.calls += 1
         drafts = [self.truth[position - self.position0 + i] for i in range(n)]
         wrong = self.calls % (self.k + 1)  # k: no error this time
         if wrong < n:
             drafts[wrong] = (drafts[wrong] + 1) % 1000
         return drafts
-
-    def update(self, drafted: int, accepted: int) -> None:
-        pass
 
 
 @pytest.mark.parametrize("kv", ["f32", "int8"])
@@ -107,7 +107,7 @@ def test_rejection_at_every_position_of_the_window(pad_dirs, audio, kv):
     exact = model.transcribe(audio, 16000, draft_steps=1).token_ids
     k = 6
     stream = model.stream(draft_steps=k)
-    stream.drafter = _OracleWithOneError(exact, k - 1, len(stream.prompt))
+    stream.drafter = Drafter([_OracleWithOneError(exact, k - 1, len(stream.prompt))])
     outcomes = set()
     accept = stream.accept
 

@@ -18,6 +18,9 @@ from .modes import KV_DTYPES
 # not yet tuned on a trained model or the full-size one.
 DEFAULT_DRAFT_STEPS = 8
 MAX_DRAFT_STEPS = 64
+# Draft sources (drafts.py), in the order they extend a draft.
+DRAFT_SOURCES = ("word", "energy", "pad")
+DEFAULT_DRAFTS = "pad"
 
 
 def _whole(value, name: str) -> int:
@@ -33,12 +36,15 @@ class Options:
     ``sample_rate``: the rate of the samples fed (None: the model's);
     ``draft_steps``: decoder steps verified per pass when audio is waiting
     (1 = step by step; any value gives the same tokens);
+    ``drafts``: the draft sources, comma-separated, in the order they extend
+    a draft (any of DRAFT_SOURCES; the tokens are the same for any choice);
     ``keep_logits``: keep every step's logits (tests)."""
 
     delay_ms: int = DEFAULT_DELAY_MS
     kv_cache: str = "f32"
     sample_rate: int | None = None
     draft_steps: int = DEFAULT_DRAFT_STEPS
+    drafts: str = DEFAULT_DRAFTS
     keep_logits: bool = False
 
     def __post_init__(self) -> None:
@@ -57,6 +63,11 @@ class Options:
             object.__setattr__(self, "sample_rate", check_sample_rate(self.sample_rate, "sample_rate"))
         if not 1 <= _whole(self.draft_steps, "draft_steps") <= MAX_DRAFT_STEPS:
             raise UsageError(f"draft_steps must be 1..{MAX_DRAFT_STEPS}, got {self.draft_steps}")
+        names = self.drafts.split(",") if isinstance(self.drafts, str) else None
+        if not names or any(n not in DRAFT_SOURCES for n in names) or len(set(names)) != len(names):
+            raise UsageError(
+                f"drafts must be distinct names of {', '.join(DRAFT_SOURCES)}, comma-separated; got {self.drafts!r}"
+            )
 
     def replace(self, **changes) -> Options:
         """A copy with some options changed (checked again)."""
