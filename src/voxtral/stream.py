@@ -51,7 +51,7 @@ import numpy.typing as npt
 
 from .audio import Resampler, samples_to_float
 from .decoder import DecoderRows
-from .drafts import Drafter, PadDrafts, EnergyDrafts, WordDrafts
+from .drafts import Drafter, EnergyDrafts, PadDrafts, WordDrafts
 from .encoder import EncoderState
 from .errors import UsageError
 from .events import TokenEvent
