@@ -312,3 +312,20 @@ def test_metrics_render_draft_sources():
     assert 'voxtral_draft_accepted_rows_total{source="pad"} 8\n' in text
     assert 'voxtral_draft_acceptance_ratio{source="pad"} 0.4\n' in text
     assert 'voxtral_draft_acceptance_ratio{source="energy"} 1\n' in text
+
+
+def test_energy_source_backs_off_where_its_rule_fails():
+    """Its own rejections shrink its window (2a + 1) until its drafts hold again;
+    a rejection among the pads guessed after its run does not."""
+    from voxtral.drafts import Draft, EnergyDrafts
+
+    src = EnergyDrafts(pad_id=32, first_position=10, samples_per_token=4, n_delay=2)
+    src.audio(np.zeros(4 * 12, dtype=np.float32))
+    first = 10 + 1 + 2
+    assert len(src.extend(first, 20, [], [])) == 11
+    src.update(Draft([32] * 11, ["energy"] * 11), 0)  # its first draft was wrong
+    assert src.extend(first, 20, [], []) == [32]
+    src.update(Draft([32], ["energy"]), 1)  # held
+    assert len(src.extend(first, 20, [], [])) == 11
+    src.update(Draft([32] * 4, ["energy"] * 3 + ["pad"]), 3)  # the pad source's guess failed
+    assert len(src.extend(first, 20, [], [])) == 11

@@ -107,6 +107,22 @@ class DraftSource:
         pass
 
 
+class _Window:
+    """An adaptive draft length: after a step in which ``a`` drafts (of the
+    whole draft) held, at most ``2a + 1`` in all next time. A source that is
+    wrong for this model or audio costs one row per step, not its whole run."""
+
+    def __init__(self):
+        self.size: int | None = None  # None: no limit yet
+
+    def room(self, n: int, drafted: int) -> int:
+        return n if self.size is None else max(0, min(n, self.size - drafted))
+
+    def update(self, mine: bool, draft: Draft, accepted: int) -> None:
+        if mine or accepted < len(draft.tokens):
+            self.size = 2 * accepted + 1
+
+
 class PadDrafts(DraftSource):
     """STREAMING_PAD for the next steps. The window adapts: after a pass in
     which ``a`` drafts were accepted the whole draft (with the other sources'
@@ -116,20 +132,20 @@ class PadDrafts(DraftSource):
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
-        self.window: int | None = None  # None: no limit yet
+        self.window = _Window()
 
     def extend(self, position: int, n: int, draft: list[int], history: Sequence[int]) -> list[int]:
-        room = min(n, PAD_WINDOW_MAX) if self.window is None else min(n, PAD_WINDOW_MAX, self.window - len(draft))
-        return [self.pad_id] * max(0, room)
+        return [self.pad_id] * self.window.room(min(n, PAD_WINDOW_MAX), len(draft))
 
     def update(self, draft: Draft, accepted: int) -> None:
-        if self.name in draft.sources or accepted < len(draft.tokens):
-            self.window = 2 * accepted + 1
+        self.window.update(self.name in draft.sources, draft, accepted)
 
 
 class EnergyDrafts(DraftSource):
     """STREAMING_PAD for each next step whose audio says pad (see QUIET_DB,
-    ONSET_DB); stops at the first step that may start a word.
+    ONSET_DB); stops at the first step that may start a word. Where the rule
+    does not fit (random weights, another model's habits) its drafts are
+    rejected and its window shrinks as the pad source's does.
     ``first_position``: the decoder position of the first sample pushed
     (after the left padding); ``samples_per_token``: one block per position;
     ``n_delay``: the delay in tokens (the token at position p describes the
@@ -144,6 +160,7 @@ class EnergyDrafts(DraftSource):
         self._tail = np.zeros(0, dtype=np.float32)  # samples of a block not yet complete
         self._db: list[float] = []  # per block pushed
         self._base = 0  # block index of _db[0]
+        self.window = _Window()
 
     def audio(self, samples: np.ndarray) -> None:
         x = np.concatenate([self._tail, samples]) if self._tail.shape[0] else samples
@@ -174,10 +191,18 @@ class EnergyDrafts(DraftSource):
     def extend(self, position: int, n: int, draft: list[int], history: Sequence[int]) -> list[int]:
         start = position + len(draft)
         self._forget(start)
+        n = self.window.room(n, len(draft))
         out = 0
         while out < n and self.pad(start + out):
             out += 1
         return [self.pad_id] * out
+
+    def update(self, draft: Draft, accepted: int) -> None:
+        # only its own rejections shrink it (the pads guessed after its run are another source's)
+        if accepted < len(draft.tokens) and draft.sources[accepted] == self.name:
+            self.window.size = 2 * accepted + 1
+        elif self.name in draft.sources:
+            self.window.size = None
 
     def _forget(self, position: int) -> None:
         """Drop blocks no later step looks at (long streams stay small)."""
