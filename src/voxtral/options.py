@@ -23,7 +23,7 @@ MAX_DRAFT_STEPS = 64
 # K = 8 on the trained model (bench/bench_drafts.py, held-out speech, BF16 and
 # q4_0; shared recordings): no more passes than pad alone and the same rows
 # within 1% (3.55 vs 3.56 passes per audio second, 1.36 vs 1.37 rows per step
-# on held-out speech; 2.13 vs 2.21 and 1.13 vs 1.12 on the recordings), its
+# on held-out speech; 2.19 vs 2.21 and 1.13 vs 1.12 on the recordings), its
 # own cost < 1 ms per audio second. word: no gain there (the trained model's words are
 # mostly one token; rejected word drafts cut the pads behind them).
 DRAFT_SOURCES = ("word", "energy", "pad")
