@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 import voxtral
 from stream_util import mode_dirs, stream_tokens
 from voxtral.audio import load_audio
+from voxtral.drafts import Drafter, DraftSource, DraftStats
 from voxtral.kvcache import KVCache
 from voxtral.linear import linear
 
 WAV = "night1968_5s_dont_worry_about_him.wav"
+DRAFTS = ["pad", "energy", "word", "energy,pad", "word,energy,pad", "word,pad", "pad,energy"]
 MODES = [("bf16", "f32"), ("bf16", "int8"), ("q8_0", "bf16"), ("q4_0", "int8"), ("q4_k", "f32")]
 
 
@@ -71,43 +73,46 @@ def test_drafts_give_the_step_by_step_tokens(pad_dirs, audio, weights, kv):
         sizes=st.lists(
             st.one_of(st.integers(1, 400), st.integers(401, 4000), st.integers(4001, 40000)), min_size=1, max_size=5
         ),
+        drafts=st.sampled_from(DRAFTS),
     )
-    def drafted(k, delay, sizes):
+    def drafted(k, delay, sizes, drafts):
         alone = model.transcribe(audio, 16000, delay_ms=delay, draft_steps=1).token_ids
-        assert stream_tokens(model, audio, sizes, delay_ms=delay, draft_steps=k) == alone
+        assert stream_tokens(model, audio, sizes, delay_ms=delay, draft_steps=k, drafts=drafts) == alone
 
     drafted()
 
 
-class _OracleWithOneError:
+class _OracleWithOneError(DraftSource):
     """A draft source that knows the true tokens and gets the i-th draft of
     its n-th proposal wrong (i cycling through the window): a rejection at
     every position of the window, and full windows accepted in between."""
 
+    name = "oracle"
+
     def __init__(self, truth: list[int], k: int, position0: int):
         self.truth, self.k, self.position0, self.calls = truth, k, position0, 0
 
-    def propose(self, position: int, n: int) -> list[int]:
+    def extend(self, position, n, draft, history) -> list[int]:
         self.calls += 1
+        position += len(draft)
         drafts = [self.truth[position - self.position0 + i] for i in range(n)]
         wrong = self.calls % (self.k + 1)  # k: no error this time
         if wrong < n:
             drafts[wrong] = (drafts[wrong] + 1) % 1000
         return drafts
 
-    def update(self, drafted: int, accepted: int) -> None:
-        pass
 
-
-@pytest.mark.parametrize("kv", ["f32", "int8"])
-def test_rejection_at_every_position_of_the_window(pad_dirs, audio, kv):
+@pytest.mark.parametrize("kv,drafts", [("f32", ""), ("int8", ""), ("f32", "word,energy"), ("int8", "energy,word")])
+def test_rejection_at_every_position_of_the_window(pad_dirs, audio, kv, drafts):
     """Drafts rejected at each position 0..K-2 of the window, and whole
-    windows accepted: the tokens still equal K = 1."""
+    windows accepted: the tokens still equal K = 1 (also behind the word and
+    energy sources, whose own drafts come first)."""
     model = voxtral.load(pad_dirs["bf16"], kv_cache=kv)
     exact = model.transcribe(audio, 16000, draft_steps=1).token_ids
     k = 6
-    stream = model.stream(draft_steps=k)
-    stream.drafter = _OracleWithOneError(exact, k - 1, len(stream.prompt))
+    stream = model.stream(draft_steps=k, drafts=drafts or None)
+    sources = stream.drafter.sources if drafts else []
+    stream.drafter = Drafter(sources + [_OracleWithOneError(exact, k - 1, len(stream.prompt))])
     outcomes = set()
     accept = stream.accept
 
@@ -190,3 +195,137 @@ def test_rollback_forgets_rows(kind):
             assert np.array_equal(x[-n:], y[-n:])
     with pytest.raises(ValueError):
         a.rollback(a.length + 1)
+
+
+# ---- the draft sources (drafts.py) on the trained model: pads at a speech-like rate ----
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from trained_util import HELDOUT_DIR, MODEL_DIR
+
+    return voxtral.load(MODEL_DIR), [load_audio(HELDOUT_DIR / f"utt{i:03d}.flac") for i in (0, 1, 2)]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    k=st.integers(2, 32),
+    delay=st.sampled_from([80, 160, 480, 960, 2400]),
+    drafts=st.sampled_from(DRAFTS),
+    which=st.integers(0, 2),
+    sizes=st.lists(st.one_of(st.integers(1, 2000), st.integers(2001, 40000)), min_size=1, max_size=4),
+)
+def test_sources_give_the_step_by_step_tokens_on_the_trained_model(trained, k, delay, drafts, which, sizes):
+    model, utterances = trained
+    audio = utterances[which]
+    alone = model.transcribe(audio, 16000, delay_ms=delay, draft_steps=1).token_ids
+    assert stream_tokens(model, audio, sizes, delay_ms=delay, draft_steps=k, drafts=drafts) == alone
+
+
+def test_draft_statistics_add_up(trained):
+    """Per source: accepted <= drafted; over the sources, the engine's rows are
+    one per pass + the prompt's extra rows + every drafted row, and its tokens
+    one per pass + every accepted row; the energy source is right on the
+    trained model's speech (its rule was measured there) and saves passes."""
+    model, utterances = trained
+    e = model.engine
+    for audio in utterances:
+        before = (e.passes, e.rows, e.tokens, {n: (d.drafted, d.accepted) for n, d in e.drafts.items()})
+        stream = model.stream(draft_steps=16, drafts="word,energy,pad")
+        stream.feed(audio)
+        stream.finish()
+        stats = stream.drafter.stats
+        assert set(stats) == {"word", "energy", "pad"}
+        drafted = sum(d.drafted for d in stats.values())
+        accepted = sum(d.accepted for d in stats.values())
+        assert all(0 <= d.accepted <= d.drafted and d.wasted == d.drafted - d.accepted for d in stats.values())
+        passes, rows, tokens = e.passes - before[0], e.rows - before[1], e.tokens - before[2]
+        assert passes == stream.passes and tokens == len(stream.tokens)
+        assert rows == passes + len(stream.prompt) - 1 + drafted
+        assert tokens == passes + accepted
+        for name, d in stats.items():  # the engine counts the same (over every stream it ran)
+            d0, a0 = before[3].get(name, (0, 0))
+            now = e.drafts.get(name, DraftStats())  # a source that never drafted has no entry
+            assert (now.drafted - d0, now.accepted - a0) == (d.drafted, d.accepted)
+        assert stats["energy"].drafted > 10 and stats["energy"].acceptance > 0.9
+        assert stream.passes < len(stream.tokens) / 3
+
+
+def test_energy_source_drafts_pads_in_silence_and_stops_at_onsets():
+    """Blocks of 4 samples (one per position), delay 2: the token at position p
+    describes block p - 1 - 2 - first_position. Silence: pads as far as the
+    audio goes (minus the look-ahead); a steady loud tone: pads (no onset);
+    a rise of 20 dB: the draft stops before the steps that may start a word."""
+    from voxtral.drafts import EnergyDrafts
+
+    src = EnergyDrafts(pad_id=32, first_position=10, samples_per_token=4, n_delay=2)
+    src.audio(np.zeros(4 * 8, dtype=np.float32))  # blocks 0..7 silent
+    first = 10 + 1 + 2  # token position of block 0
+    assert src.extend(first, 20, [], []) == [32] * 7  # blocks 0..6 (block 7 + 1 not pushed yet)
+    assert src.extend(first, 3, [], []) == [32] * 3
+    loud = np.full(4 * 6, 0.1, dtype=np.float32)  # -20 dBFS, blocks 8..13
+    src.audio(loud)
+    # block 6: s+1 = 7 silent -> pad; block 7: s+1 = 8 loud (a 60 dB rise) -> stop
+    assert src.extend(first + 5, 20, [], []) == [32, 32]
+    # blocks 10, 11: steady (s-2..s+2 all at -20 dBFS, 10 and 11 need 12, 13) -> pads; 12 needs block 14
+    assert src.extend(first + 10, 20, [], []) == [32, 32]
+    assert src.extend(first + 9, 20, [32], []) == [32, 32]  # the draft so far counts: block 10 onwards
+    src.audio(np.zeros(3, dtype=np.float32))  # part of a block: not known yet
+    assert src.extend(first + 12, 20, [], []) == []
+
+
+def test_word_source_drafts_the_rest_of_a_word_seen_before():
+    from voxtral.drafts import WordDrafts
+
+    pad, ctl = 32, 5
+    src = WordDrafts(pad, lambda t: t < 1000)
+    hist = [pad, 1001, 1002, 1003, pad, pad, 1001]
+    assert src.extend(0, 8, [], hist) == [1002, 1003]  # the rest of the word 1001 1002 1003
+    assert src.extend(0, 1, [], hist) == [1002]  # at most n
+    assert src.extend(0, 8, [pad], hist) == []  # only first in a draft
+    hist += [1002]
+    assert src.extend(0, 8, [], hist) == [1003]
+    hist += [1009, pad, 1001, 1002]  # the same prefix, a newer ending wins
+    assert src.extend(0, 8, [], hist) == [1009]
+    hist += [ctl, 1004]  # a control token ends a word too; an unseen word: nothing
+    assert src.extend(0, 8, [], hist) == []
+
+
+def test_drafts_option_is_checked():
+    from voxtral.errors import UsageError
+    from voxtral.options import Options
+
+    assert Options(drafts="word,energy,pad").drafts == "word,energy,pad"
+    for bad in ("", "pad,pad", "silence", "pad,", 3):
+        with pytest.raises(UsageError):
+            Options(drafts=bad)
+
+
+def test_metrics_render_draft_sources():
+    from voxtral.server.metrics import Metrics
+
+    m = Metrics()
+    m.add_drafts({"pad": DraftStats(10, 7, 3), "energy": DraftStats(4, 4, 2)})
+    m.add_drafts({"pad": DraftStats(10, 1, 2)})
+    text = m.render()
+    assert 'voxtral_draft_rows_total{source="pad"} 20\n' in text
+    assert 'voxtral_draft_accepted_rows_total{source="pad"} 8\n' in text
+    assert 'voxtral_draft_acceptance_ratio{source="pad"} 0.4\n' in text
+    assert 'voxtral_draft_acceptance_ratio{source="energy"} 1\n' in text
+
+
+def test_energy_source_backs_off_where_its_rule_fails():
+    """Its own rejections shrink its window (2a + 1) until its drafts hold again;
+    a rejection among the pads guessed after its run does not."""
+    from voxtral.drafts import Draft, EnergyDrafts
+
+    src = EnergyDrafts(pad_id=32, first_position=10, samples_per_token=4, n_delay=2)
+    src.audio(np.zeros(4 * 12, dtype=np.float32))
+    first = 10 + 1 + 2
+    assert len(src.extend(first, 20, [], [])) == 11
+    src.update(Draft([32] * 11, ["energy"] * 11), 0)  # its first draft was wrong
+    assert src.extend(first, 20, [], []) == [32]
+    src.update(Draft([32], ["energy"]), 1)  # held
+    assert len(src.extend(first, 20, [], [])) == 11
+    src.update(Draft([32] * 4, ["energy"] * 3 + ["pad"]), 3)  # the pad source's guess failed
+    assert len(src.extend(first, 20, [], [])) == 11

@@ -25,7 +25,7 @@ from .errors import UsageError, VoxtralError
 from .formats import EXTENSIONS, WRITERS
 from .limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .modes import KV_DTYPES, QTYPES
-from .options import DEFAULT_DRAFT_STEPS, MAX_DRAFT_STEPS, Options
+from .options import DEFAULT_DRAFT_STEPS, DEFAULT_DRAFTS, DRAFT_SOURCES, MAX_DRAFT_STEPS, Options
 from .output import AtomicOutput
 from .threads import MAX_THREADS, check_num_threads
 
@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_DRAFT_STEPS}; the tokens are the same for any K, only the speed changes)",
     )
     p.add_argument(
+        "--drafts",
+        default=None,
+        metavar="SOURCES",
+        help=f"draft sources of those steps, comma-separated, in order: {', '.join(DRAFT_SOURCES)} "
+        f"(default {DEFAULT_DRAFTS}; the tokens are the same for any choice; --verbose shows each one's acceptance)",
+    )
+    p.add_argument(
         "--batch-size",
         type=int,
         default=None,
@@ -191,7 +198,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.batch_size is not None and (args.batch_size < 1 or not args.files):
         raise UsageError("--batch-size must be >= 1 and goes with FILE inputs")
     # --delay-ms, --kv-cache, --draft-steps: the options every transcription of the run uses
-    args.options = Options(delay_ms=args.delay_ms, kv_cache=args.kv_cache).replace(draft_steps=args.draft_steps)
+    args.options = Options(delay_ms=args.delay_ms, kv_cache=args.kv_cache).replace(
+        draft_steps=args.draft_steps, drafts=args.drafts
+    )
     if args.stdin:
         _check_raw_input(args)
     elif args.raw_format is not None:
@@ -538,6 +547,12 @@ def run(args: argparse.Namespace) -> int:
                 f"steps per pass, {e.rows} rows computed)",
                 file=sys.stderr,
             )
+            for name, d in e.drafts.items():
+                print(
+                    f"voxtral: drafts by {name}: {d.accepted} of {d.drafted} rows accepted ({d.acceptance:.0%}), "
+                    f"{d.wasted} wasted, in {d.proposals} steps",
+                    file=sys.stderr,
+                )
 
 
 def _run_model(args: argparse.Namespace, model) -> int:

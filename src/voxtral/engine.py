@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .drafts import DraftStats, count_drafts
 from .events import TokenEvent
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ class Engine:
     """Steps streams (see the protocol in stream.py). Counters: decoder
     ``passes``, decoder ``rows`` computed, ``stream_steps`` (one stream's
     part in one pass) and ``tokens`` accepted: tokens / stream_steps are the
-    steps a stream gains per pass from drafts."""
+    steps a stream gains per pass from drafts; ``drafts``: rows drafted and
+    accepted by draft source (drafts.py)."""
 
     def __init__(self, encoder: AudioEncoder, decoder: TextDecoder):
         self.encoder = encoder
@@ -36,6 +38,7 @@ class Engine:
         self.rows = 0
         self.stream_steps = 0
         self.tokens = 0
+        self.drafts: dict[str, DraftStats] = {}
 
     def step(
         self, streams: list[Stream], failed: dict[Stream, Exception] | None = None
@@ -67,6 +70,7 @@ class Engine:
                 self.stream_steps += 1
             for s, got in _each(list(steps), failed, lambda s: s.accept(steps[s], rows[s])):
                 self.tokens += len(got)
+                count_drafts(self.drafts, steps[s].sources, len(got) - 1)
                 events[s] = got
         for s, done in _each(streams, failed, lambda s: s.done):
             if done:

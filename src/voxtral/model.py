@@ -114,6 +114,7 @@ class VoxtralModel:
         keep_logits: bool = False,
         kv_cache: str | None = None,
         draft_steps: int | None = None,
+        drafts: str | None = None,
         options: Options | None = None,
     ) -> Stream:
         """A live transcription stream: ``feed()`` samples (16 kHz unless
@@ -128,6 +129,7 @@ class VoxtralModel:
                 keep_logits=keep_logits or None,
                 kv_cache=kv_cache,
                 draft_steps=draft_steps,
+                drafts=drafts,
             ),
         )
 

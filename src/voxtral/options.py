@@ -13,11 +13,21 @@ from .errors import UsageError
 from .modes import KV_DTYPES
 
 # Decoder steps verified in one pass (drafted verification, see stream.py).
-# 8: with the pad draft's adaptive window, passes per second of audio fall
-# ~7x on silence and ~2x on pad-heavy speech against 1 (bench/bench_drafts.py);
-# not yet tuned on a trained model or the full-size one.
+# 8: on the trained model's held-out speech (bench/bench_drafts.py) passes
+# per audio second fall 15.4 -> 3.55 against 1, for 1.36 rows per step; 16
+# saves 8% more passes for 9% more rows (not free on 2 cores at full size);
+# not yet tuned on the full-size model.
 DEFAULT_DRAFT_STEPS = 8
 MAX_DRAFT_STEPS = 64
+# Draft sources (drafts.py), in the order they extend a draft. energy,pad at
+# K = 8 on the trained model (bench/bench_drafts.py, held-out speech, BF16 and
+# q4_0; shared recordings): no more passes than pad alone and the same rows
+# within 1% (3.55 vs 3.56 passes per audio second, 1.36 vs 1.37 rows per step
+# on held-out speech; 2.19 vs 2.21 and 1.13 vs 1.12 on the recordings), its
+# own cost < 1 ms per audio second. word: no gain there (the trained model's words are
+# mostly one token; rejected word drafts cut the pads behind them).
+DRAFT_SOURCES = ("word", "energy", "pad")
+DEFAULT_DRAFTS = "energy,pad"
 
 
 def _whole(value, name: str) -> int:
@@ -33,12 +43,15 @@ class Options:
     ``sample_rate``: the rate of the samples fed (None: the model's);
     ``draft_steps``: decoder steps verified per pass when audio is waiting
     (1 = step by step; any value gives the same tokens);
+    ``drafts``: the draft sources, comma-separated, in the order they extend
+    a draft (any of DRAFT_SOURCES; the tokens are the same for any choice);
     ``keep_logits``: keep every step's logits (tests)."""
 
     delay_ms: int = DEFAULT_DELAY_MS
     kv_cache: str = "f32"
     sample_rate: int | None = None
     draft_steps: int = DEFAULT_DRAFT_STEPS
+    drafts: str = DEFAULT_DRAFTS
     keep_logits: bool = False
 
     def __post_init__(self) -> None:
@@ -57,6 +70,11 @@ class Options:
             object.__setattr__(self, "sample_rate", check_sample_rate(self.sample_rate, "sample_rate"))
         if not 1 <= _whole(self.draft_steps, "draft_steps") <= MAX_DRAFT_STEPS:
             raise UsageError(f"draft_steps must be 1..{MAX_DRAFT_STEPS}, got {self.draft_steps}")
+        names = self.drafts.split(",") if isinstance(self.drafts, str) else None
+        if not names or any(n not in DRAFT_SOURCES for n in names) or len(set(names)) != len(names):
+            raise UsageError(
+                f"drafts must be distinct names of {', '.join(DRAFT_SOURCES)}, comma-separated; got {self.drafts!r}"
+            )
 
     def replace(self, **changes) -> Options:
         """A copy with some options changed (checked again)."""

@@ -29,7 +29,9 @@ max_length).
 
 Drafted verification: when audio for several positions is waiting, a step
 covers up to ``draft_steps`` positions at once, the inputs after the first
-drafted as STREAMING_PAD (what most steps emit). ``accept()`` keeps the
+drafted by the stream's draft sources (drafts.py: STREAMING_PAD, what most
+steps emit, where the audio's energy says so or by an adaptive window; the rest of
+a word seen before). ``accept()`` keeps the
 longest prefix whose greedy tokens equal the drafts, plus the first token
 that differs, and rolls the rejected rows back out of the KV cache. Row
 results do not depend on the other rows of a pass, so the tokens are those of
@@ -49,6 +51,7 @@ import numpy.typing as npt
 
 from .audio import Resampler, samples_to_float
 from .decoder import DecoderRows
+from .drafts import Drafter, EnergyDrafts, PadDrafts, WordDrafts
 from .encoder import EncoderState
 from .errors import UsageError
 from .events import TokenEvent
@@ -57,32 +60,6 @@ from .options import Options
 
 if TYPE_CHECKING:
     from .model import VoxtralModel
-
-
-class PadDrafts:
-    """The default draft source: every drafted step is STREAMING_PAD (most
-    steps of speech, all of silence). Its window adapts: after a pass that
-    accepted ``a`` drafts it offers at most ``2a + 1`` (up to the cap), so a
-    run of text costs few wasted rows. ``drafted``/``accepted`` count its
-    drafts (its acceptance rate)."""
-
-    name = "pad"
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-        self.window: int | None = None  # None: no limit yet
-        self.drafted = 0
-        self.accepted = 0
-
-    def propose(self, position: int, n: int) -> list[int]:
-        """Drafts of the tokens at ``position ..``, at most ``n``."""
-        return [self.pad_id] * (n if self.window is None else min(n, self.window))
-
-    def update(self, drafted: int, accepted: int) -> None:
-        self.drafted += drafted
-        self.accepted += accepted
-        if drafted:
-            self.window = 2 * accepted + 1
 
 
 @dataclass
@@ -104,6 +81,7 @@ class DecodeStep:
     rows: DecoderRows
     position: int
     drafts: list[int]
+    sources: list[str] = dataclasses.field(default_factory=list)  # the draft source of each draft
 
 
 class Stream:
@@ -136,7 +114,7 @@ class Stream:
         self._pending = start.embeddings  # never written in place (replaced as embeddings come and go)
         self._pending_pos = 0  # position of _pending[0]
         self._last_token: int | None = None
-        self.drafter = PadDrafts(tok.streaming_pad_id)  # draft source: propose(position, n), update(drafted, accepted)
+        self.drafter = self._drafter(options.drafts)
         self.tokens: list[int] = []
         self.samples_in = 0
         self.finished = False  # the audio has ended
@@ -147,10 +125,20 @@ class Stream:
         # Tests compare every step's logits with the reference.
         self.logits: list[np.ndarray] | None = [] if options.keep_logits else None
 
+    def _drafter(self, names: str) -> Drafter:
+        pad = self.tokenizer.streaming_pad_id
+        make = {
+            "pad": lambda: PadDrafts(pad),
+            "energy": lambda: EnergyDrafts(pad, self.config.n_left_pad_tokens, self.samples_per_token, self.n_delay),
+            "word": lambda: WordDrafts(pad, self.tokenizer.is_control),
+        }
+        return Drafter([make[name]() for name in names.split(",")])
+
     # ---- audio in ----
     def _push_audio(self, samples: np.ndarray) -> None:
         if self.ended_by_eos:  # the model has ended the transcript: nothing more to compute or keep
             return
+        self.drafter.audio(samples)
         mel = self._mel.push(samples)
         if mel.shape[0]:
             self._mel_queue.append(mel)
@@ -233,15 +221,17 @@ class Stream:
     def next_step(self) -> DecodeStep | None:
         """The decoder rows of the next step, or None while the schedule
         waits for audio (or is over). Up to ``draft_steps`` positions whose
-        audio is there are covered at once, drafted as STREAMING_PAD."""
+        audio is there are covered at once, as the draft sources guess them."""
         got = self._next_rows()
         if got is None:
             return None
         pos, known, n = got
-        drafts = self.drafter.propose(pos + len(known), n - len(known)) if n > len(known) else []
+        draft = self.drafter.propose(pos + len(known), n - len(known), self.tokens) if n > len(known) else None
+        drafts = [] if draft is None else draft.tokens[: n - len(known)]
         rows = pos - self._pending_pos
         x = self._pending[rows : rows + len(known) + len(drafts)] + self._embed(known + drafts)
-        return DecodeStep(DecoderRows(self._cache, x, self._ada, n_out=1 + len(drafts)), pos + len(known), drafts)
+        rows_in = DecoderRows(self._cache, x, self._ada, n_out=1 + len(drafts))
+        return DecodeStep(rows_in, pos + len(known), drafts, [] if draft is None else draft.sources[: len(drafts)])
 
     def accept(self, step: DecodeStep, logits: np.ndarray) -> list[TokenEvent]:
         """Take the logits [n_out, vocab] of ``step``: the tokens of the drafts
@@ -255,7 +245,7 @@ class Stream:
                 break
         accepted = len(events)
         self._cache.rollback(step.rows.n_out - accepted)
-        if not self.ended_by_eos:
+        if step.drafts:
             self.drafter.update(len(step.drafts), accepted - 1)
         self.passes += 1
         used = self._cache.next_pos - self._pending_pos

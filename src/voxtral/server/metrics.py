@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+from ..drafts import DraftStats
+
 
 class Metrics:
     def __init__(self):
@@ -18,6 +20,7 @@ class Metrics:
         self.batch_rows = 0
         self.stream_passes = 0  # of finished transcriptions: decoder passes each took part in...
         self.stream_steps = 0  # ... and the steps (tokens) they decoded
+        self.drafts: dict[str, DraftStats] = {}  # of finished transcriptions, by draft source
         self.compute_seconds = 0.0
         self.dropped_audio_seconds = 0.0
         self.lag_events = 0
@@ -29,6 +32,11 @@ class Metrics:
         with self._lock:
             for name, value in amounts.items():
                 setattr(self, name, getattr(self, name) + value)
+
+    def add_drafts(self, stats: dict[str, DraftStats]) -> None:
+        with self._lock:
+            for name, d in stats.items():
+                self.drafts.setdefault(name, DraftStats()).add(d)
 
     def error(self, code: str) -> None:
         with self._lock:
@@ -88,6 +96,15 @@ class Metrics:
         out = []
         for name, kind, help_, value in rows:
             out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {float(value):.6g}"]
+        with self._lock:
+            drafts = sorted((name, d.drafted, d.accepted, d.acceptance) for name, d in self.drafts.items())
+        for metric, kind, help_, col in (
+            ("voxtral_draft_rows_total", "counter", "drafted decoder rows by draft source", 1),
+            ("voxtral_draft_accepted_rows_total", "counter", "drafted rows greedy decoding agreed with", 2),
+            ("voxtral_draft_acceptance_ratio", "gauge", "accepted / drafted rows by draft source", 3),
+        ):
+            out += [f"# HELP {metric} {help_}", f"# TYPE {metric} {kind}"]
+            out += [f'{metric}{{source="{row[0]}"}} {float(row[col]):.6g}' for row in drafts]
         out += [
             "# HELP voxtral_errors_total error events and 4xx/5xx answers by code",
             "# TYPE voxtral_errors_total counter",

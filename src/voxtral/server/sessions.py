@@ -304,6 +304,7 @@ class SessionManager:
                     stream_passes=stream.passes,
                     stream_steps=len(stream.tokens),
                 )
+                self.metrics.add_drafts(stream.drafter.stats)
                 self._drop(stream)
                 s.stream = None
                 s.active = s.final = False
