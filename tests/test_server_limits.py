@@ -322,6 +322,18 @@ def test_slow_and_idle_connections_are_closed(model):
         assert httpx.get(srv.base_url + "/health", timeout=10).status_code == 200
 
 
+def test_websocket_session_outlives_the_header_deadline(model):
+    """The header deadline is for HTTP requests: a realtime session that lasts
+    longer (every live one does) stays open and keeps being answered."""
+    from voxtral.server.transport import HttpLimits
+
+    with limited_server(model, http=HttpLimits(header_timeout_seconds=0.5)) as srv, _connect(srv) as ws:
+        assert recv_json(ws)["type"] == "session.created"
+        time.sleep(1.5)  # three deadlines
+        ws.send(json.dumps({"type": "session.update", "model": "no-such-model"}))  # answered with an error event
+        assert recv_json(ws, timeout=10).get("code") == "model_not_found"
+
+
 def test_connection_cap(model):
     from voxtral.server.transport import HttpLimits
 

@@ -55,6 +55,8 @@ def _limited_protocol(limits: HttpLimits) -> type:
             self._voxtral_timer = None
             if self.transport is None or self.transport.is_closing():
                 return
+            if self.transport.get_protocol() is not self:
+                return  # upgraded to a WebSocket: the session's own limits (idle, audio, backlog) apply
             state = self.conn.their_state
             if state is h11.IDLE and (self.cycle is None or self.cycle.response_complete):
                 reason = "no complete request headers"
