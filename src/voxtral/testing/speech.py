@@ -333,8 +333,8 @@ def write_bank_audio(out: Path, workers: int = 2, raw: bool = False) -> None:
     the offsets go into ``bank.npz``."""
     import soundfile as sf
 
-    with np.load(out / "bank.npz") as z:
-        fields = {k: z[k] for k in z.files}
+    with np.load(out / "bank.npz") as z:  # the text fields (a previous run's offsets are replaced)
+        fields = {k: z[k] for k in z.files if k not in ("offsets", "samples")}
     bank = make_bank([str(w) for w in fields["words"]], tuple(parse_voice(str(v)) for v in fields["voices"]), workers)
     audio = bank["audio"]
     if raw:
