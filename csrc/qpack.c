@@ -119,34 +119,16 @@ static void gemm_qp_scalar(int qtype, const vx_qx *x, int64_t M, const uint8_t *
     }
 }
 
-/* q4_k: quant_scalar.c's dot_q4_k, expression for expression, over the layout */
+/* q4_k over the layout: row r's 128 quant bytes gathered back into GGML
+ * order, then the scalar kernels' own super-block dot (same float order) */
 static float dot_qp_q4_k(const int8_t *xq, const float *xd, const int32_t *xs, const uint8_t *grp, int r, int64_t nsb) {
     const int64_t bb = VX_Q4_K_BYTES * VX_QP_ROWS;
     float acc = 0.0f;
     for (int64_t sb = 0; sb < nsb; sb++) {
         const uint8_t *blk = grp + sb * bb, *head = blk + 16 * r, *qs = blk + 16 * VX_QP_ROWS;
-        const float d = vx_f16_to_f32(vx_load_u16(head)), dmin = vx_f16_to_f32(vx_load_u16(head + 2));
-        uint64_t sc64, mn64;
-        vx_q4k_scales(head + 4, &sc64, &mn64);
-        uint8_t sc[8], mn[8];
-        memcpy(sc, &sc64, 8);
-        memcpy(mn, &mn64, 8);
-        const int8_t *xb = xq + sb * 256;
-        const float *db = xd + sb * 8;
-        const int32_t *sx = xs + sb * 8;
-        float mins = 0.0f;
-        for (int c = 0; c < 4; c++) {
-            int32_t lo = 0, hi = 0;
-            for (int i = 0; i < 32; i++) {
-                const uint8_t q = qs[32 * (8 * c + i / 4) + 4 * r + i % 4];
-                lo += (int32_t)(q & 0x0f) * xb[64 * c + i];
-                hi += (int32_t)(q >> 4) * xb[64 * c + 32 + i];
-            }
-            acc += (d * (float)sc[2 * c] * db[2 * c]) * (float)lo;
-            acc += (d * (float)sc[2 * c + 1] * db[2 * c + 1]) * (float)hi;
-        }
-        for (int j = 0; j < 8; j++) mins += (dmin * (float)mn[j]) * (db[j] * (float)sx[j]);
-        acc -= mins;
+        uint8_t row_qs[128];
+        for (int j = 0; j < 128; j++) row_qs[j] = qs[32 * (j / 4) + 4 * r + j % 4];
+        acc = vx_q4k_superblock_dot(acc, head, row_qs, xq + sb * 256, xd + sb * 8, xs + sb * 8);
     }
     return acc;
 }

@@ -34,28 +34,8 @@ static float dot_q4_0(const int8_t *xq, const float *xd, const int32_t *xs, cons
 static float dot_q4_k(const int8_t *xq, const float *xd, const int32_t *xs, const uint8_t *w, int64_t nsb) {
     float acc = 0.0f;
     for (int64_t sb = 0; sb < nsb; sb++) {
-        const uint8_t *blk = w + sb * VX_Q4_K_BYTES, *qs = blk + 16;
-        const float d = vx_f16_to_f32(vx_load_u16(blk)), dmin = vx_f16_to_f32(vx_load_u16(blk + 2));
-        uint64_t sc64, mn64;
-        vx_q4k_scales(blk + 4, &sc64, &mn64);
-        uint8_t sc[8], mn[8];
-        memcpy(sc, &sc64, 8);
-        memcpy(mn, &mn64, 8);
-        const int8_t *xb = xq + sb * 256;
-        const float *db = xd + sb * 8;
-        const int32_t *sx = xs + sb * 8;
-        float mins = 0.0f;
-        for (int c = 0; c < 4; c++) { /* 32 bytes: low nibbles = sub-block 2c, high = 2c+1 */
-            int32_t lo = 0, hi = 0;
-            for (int i = 0; i < 32; i++) {
-                lo += (int32_t)(qs[32 * c + i] & 0x0f) * xb[64 * c + i];
-                hi += (int32_t)(qs[32 * c + i] >> 4) * xb[64 * c + 32 + i];
-            }
-            acc += (d * (float)sc[2 * c] * db[2 * c]) * (float)lo;
-            acc += (d * (float)sc[2 * c + 1] * db[2 * c + 1]) * (float)hi;
-        }
-        for (int j = 0; j < 8; j++) mins += (dmin * (float)mn[j]) * (db[j] * (float)sx[j]);
-        acc -= mins;
+        const uint8_t *blk = w + sb * VX_Q4_K_BYTES;
+        acc = vx_q4k_superblock_dot(acc, blk, blk + 16, xq + sb * 256, xd + sb * 8, xs + sb * 8);
     }
     return acc;
 }

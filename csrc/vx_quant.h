@@ -108,6 +108,32 @@ static inline void vx_q4k_scales(const uint8_t *s12, uint64_t *sc, uint64_t *mn)
     *mn = (uint64_t)mn_lo | ((uint64_t)mn_hi << 32);
 }
 
+/* One q4_k super-block added to a dot product in the scalar kernels' float
+ * order (the oracle the SIMD bodies are held to): head = d, dmin and the 12
+ * scale bytes; qs = its 128 quant bytes in GGML order; xb, db, sx = the
+ * activations' 256 int8 values, 8 block scales and 8 block sums. */
+static inline float vx_q4k_superblock_dot(float acc, const uint8_t *head, const uint8_t *qs, const int8_t *xb,
+                                          const float *db, const int32_t *sx) {
+    const float d = vx_f16_to_f32(vx_load_u16(head)), dmin = vx_f16_to_f32(vx_load_u16(head + 2));
+    uint64_t sc64, mn64;
+    vx_q4k_scales(head + 4, &sc64, &mn64);
+    uint8_t sc[8], mn[8];
+    memcpy(sc, &sc64, 8);
+    memcpy(mn, &mn64, 8);
+    float mins = 0.0f;
+    for (int c = 0; c < 4; c++) { /* 32 bytes: low nibbles = sub-block 2c, high = 2c+1 */
+        int32_t lo = 0, hi = 0;
+        for (int i = 0; i < 32; i++) {
+            lo += (int32_t)(qs[32 * c + i] & 0x0f) * xb[64 * c + i];
+            hi += (int32_t)(qs[32 * c + i] >> 4) * xb[64 * c + 32 + i];
+        }
+        acc += (d * (float)sc[2 * c] * db[2 * c]) * (float)lo;
+        acc += (d * (float)sc[2 * c + 1] * db[2 * c + 1]) * (float)hi;
+    }
+    for (int j = 0; j < 8; j++) mins += (dmin * (float)mn[j]) * (db[j] * (float)sx[j]);
+    return acc - mins;
+}
+
 /* Shared tiling: outputs in tiles of up to MR x rows by NR (<= 4) weight rows;
  * the tile function gets mr, nr as compile-time constants (so its
  * accumulators stay in registers) and writes r[m][n] before bias/accumulate. */
