@@ -92,3 +92,41 @@ def test_word_timestamps_within_80_ms_of_the_synthesis(trained, name):
     assert [_words(w.word)[0] for w in words] == ref["words"]
     for w, start in zip(words, ref["starts"], strict=True):
         assert abs(w.start - start) <= 0.08, (w.word, w.start, start)
+
+
+def test_cli_draft_sources_say_the_same_words_and_report_themselves(trained_dir, tmp_path):
+    """--drafts / --draft-steps end to end: drafted decoding prints the same
+    words as step by step, fewer passes than steps, and a --verbose line per
+    draft source that drafted; an unknown source is a one-line usage error."""
+    name = EXACT_UTTERANCES[0]
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, _samples(name), 16000, subtype="PCM_16")
+
+    def run(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "voxtral", str(wav), "--model", str(trained_dir), "--quiet", *extra],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    drafted = run("--verbose", "--drafts", "word,energy,pad", "--draft-steps", "8")
+    single = run("--verbose", "--draft-steps", "1")
+    assert drafted.returncode == 0 and single.returncode == 0, drafted.stderr + single.stderr
+    assert _words(drafted.stdout) == _words(single.stdout) == entry(name)["words"]
+    steps = [line for line in drafted.stderr.splitlines() if "decoder steps in" in line]
+    assert len(steps) == 1
+    n_steps, n_passes = _steps_passes(steps[0])
+    assert n_passes < n_steps
+    for source in ("energy", "pad"):  # word drafts nothing on one utterance (no word repeats)
+        assert any(line.startswith(f"voxtral: drafts by {source}:") for line in drafted.stderr.splitlines())
+    bad = run("--drafts", "nope")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr
+
+
+def _steps_passes(line: str) -> tuple[int, int]:
+    """(steps, passes) from 'voxtral: S decoder steps in P passes (...)'."""
+    words = line.split()
+    return int(words[1]), int(words[words.index("in") + 1])
