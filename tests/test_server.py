@@ -345,3 +345,17 @@ def test_serve_cli_rejects_bad_options(capsys):
 
     assert main(["serve", "--max-sessions", "0", "--model", "/nonexistent"]) == 2
     assert "max-sessions" in capsys.readouterr().err
+
+
+def test_serve_cli_draft_options_reach_every_session():
+    from voxtral.cli import main
+    from voxtral.options import Options
+    from voxtral.server.main import build_parser, settings_from
+
+    args = build_parser().parse_args(["--model", "/nonexistent", "--draft-steps", "3", "--drafts", "pad"])
+    options = settings_from(args).options
+    assert (options.draft_steps, options.drafts) == (3, "pad")
+    default = settings_from(build_parser().parse_args(["--model", "/nonexistent"])).options
+    assert (default.draft_steps, default.drafts) == (Options().draft_steps, Options().drafts)
+    for bad in (["--drafts", "nope"], ["--draft-steps", "0"]):
+        assert main(["serve", "--model", "/nonexistent", *bad]) == 2
