@@ -25,7 +25,7 @@ from .errors import UsageError, VoxtralError
 from .formats import EXTENSIONS, WRITERS
 from .limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .modes import KV_DTYPES, QTYPES
-from .options import DEFAULT_DRAFT_STEPS, DEFAULT_DRAFTS, DRAFT_SOURCES, MAX_DRAFT_STEPS, Options
+from .options import Options, add_draft_arguments
 from .output import AtomicOutput
 from .threads import MAX_THREADS, check_num_threads
 
@@ -127,21 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoder KV cache storage: f32 (exact), bf16 or int8 (less memory traffic per token, "
         "slightly different logits; default f32)",
     )
-    p.add_argument(
-        "--draft-steps",
-        type=int,
-        default=None,
-        metavar="K",
-        help=f"decoder steps verified in one pass when audio is waiting, 1..{MAX_DRAFT_STEPS} "
-        f"(default {DEFAULT_DRAFT_STEPS}; the tokens are the same for any K, only the speed changes)",
-    )
-    p.add_argument(
-        "--drafts",
-        default=None,
-        metavar="SOURCES",
-        help=f"draft sources of those steps, comma-separated, in order: {', '.join(DRAFT_SOURCES)} "
-        f"(default {DEFAULT_DRAFTS}; the tokens are the same for any choice; --verbose shows each one's acceptance)",
-    )
+    add_draft_arguments(p, shown_by="--verbose")
     p.add_argument(
         "--batch-size",
         type=int,

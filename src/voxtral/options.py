@@ -80,3 +80,24 @@ class Options:
         """A copy with some options changed (checked again)."""
         changes = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self, **changes) if changes else self
+
+
+def add_draft_arguments(parser, *, shown_by: str) -> None:
+    """``--draft-steps`` and ``--drafts`` (None: the default), as the CLI and
+    ``serve`` both take them; ``shown_by`` names where each source's acceptance
+    is reported."""
+    parser.add_argument(
+        "--draft-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"decoder steps verified in one pass when audio is waiting, 1..{MAX_DRAFT_STEPS} "
+        f"(default {DEFAULT_DRAFT_STEPS}; the tokens are the same for any K, only the speed changes)",
+    )
+    parser.add_argument(
+        "--drafts",
+        default=None,
+        metavar="SOURCES",
+        help=f"draft sources of those steps, comma-separated, in order: {', '.join(DRAFT_SOURCES)} "
+        f"(default {DEFAULT_DRAFTS}; the tokens are the same for any choice; {shown_by} shows each one's acceptance)",
+    )

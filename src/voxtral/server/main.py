@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ..config import DEFAULT_DELAY_MS
 from ..errors import BindError, UsageError, VoxtralError
 from ..modes import KV_DTYPES, QTYPES
-from ..options import DEFAULT_DRAFT_STEPS, DEFAULT_DRAFTS, DRAFT_SOURCES, MAX_DRAFT_STEPS, Options
+from ..options import Options, add_draft_arguments
 from .sessions import Settings
 
 API_KEY_ENV = "VOXTRAL_API_KEY"
@@ -79,21 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{" + ",".join(KV_DTYPES) + "}",
         help="KV cache storage of every session (default f32, exact)",
     )
-    p.add_argument(
-        "--draft-steps",
-        type=int,
-        default=None,
-        metavar="K",
-        help=f"decoder steps a session's stream verifies in one pass when its audio is waiting, "
-        f"1..{MAX_DRAFT_STEPS} (default {DEFAULT_DRAFT_STEPS}; the tokens are the same for any K)",
-    )
-    p.add_argument(
-        "--drafts",
-        default=None,
-        metavar="SOURCES",
-        help=f"draft sources of those steps, comma-separated: {', '.join(DRAFT_SOURCES)} (default {DEFAULT_DRAFTS}; "
-        "/metrics shows each one's acceptance)",
-    )
+    add_draft_arguments(p, shown_by="/metrics")
     p.add_argument("--max-sessions", type=int, default=d.max_sessions, help=f"default {d.max_sessions}")
     p.add_argument(
         "--max-message-bytes",
