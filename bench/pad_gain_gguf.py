@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 EMBEDDING = "mm_streams_embeddings.embedding_module.tok_embeddings.weight"
-Q8_0_BLOCK = 32  # weights per block; a block is an f16 scale + 32 int8
 
 
 def scale_row(gguf_path: Path, row: int, gain: float) -> None:
     from gguf import GGUFReader
+
+    from voxtral.qformats import BLOCK
 
     tensor = next((t for t in GGUFReader(gguf_path).tensors if t.name == EMBEDDING), None)
     if tensor is None:
@@ -41,7 +42,8 @@ def scale_row(gguf_path: Path, row: int, gain: float) -> None:
         gguf_path, dtype=np.uint8, mode="r+", offset=tensor.data_offset + row * row_bytes, shape=(row_bytes,)
     )
     if kind == "Q8_0":
-        blocks = data.reshape(width // Q8_0_BLOCK, 2 + Q8_0_BLOCK)
+        per, nbytes = BLOCK["q8_0"]  # a block: an f16 scale, then per int8 weights
+        blocks = data.reshape(width // per, nbytes)
         scales = blocks[:, :2].copy().view(np.float16).astype(np.float32) * np.float32(gain)
         blocks[:, :2] = scales.astype(np.float16).view(np.uint8).reshape(-1, 2)
     elif kind == "BF16":
