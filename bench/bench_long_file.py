@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         "rtf_sequential": sw / seq_s,
         "rtf_sequential_cpu": sc / seq_s,
         "speedup": (sw / seq_s) / (bw / audio_s),
-        "segments": len({round(s.start, 2) for s in batched.segments}),
+        "transcript_segments_batched": len(batched.segments),
         "words_batched": len(batched.text.split()),
         "words_sequential": len(sequential.text.split()),
     }
