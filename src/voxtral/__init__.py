@@ -11,7 +11,11 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from .omp_waits import short_openmp_spins
+
+short_openmp_spins()  # before any module loads the kernels' OpenMP runtime
+
+from .errors import (  # noqa: E402
     AudioError,
     CheckpointError,
     ConfigError,
