@@ -93,6 +93,32 @@ def test_realtime_event_order_and_text(server, model, clip_path):
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
+@pytest.fixture(scope="module")
+def pad_heavy_model(tmp_path_factory):
+    """tiny whose greedy output is about half pads: drafted passes verify several steps."""
+    from voxtral.testing.checkpoint import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("pad_heavy"), preset="tiny", layout="native", pad_gain=8.0)
+    return voxtral.load(ckpt["native"], download=False)
+
+
+def test_one_delta_per_token_when_a_pass_verifies_several_steps(pad_heavy_model, clip_path):
+    """Clients count tokens by deltas (the live latency of token k is its
+    delta's arrival): a pass that accepts several drafted steps must still send
+    one delta per token, not one per pass."""
+    pcm, samples = _int16_clip(pad_heavy_model, clip_path)
+    # all at once, fed 8 tokens' audio per step: the audio waits, passes verify drafts
+    with running_server(pad_heavy_model, names=(NAME,), feed_seconds_per_step=0.64) as srv:
+        done, before = transcribe_ws(srv.ws_url, pcm, model=NAME)
+        metrics = httpx.get(srv.base_url + "/metrics").text
+    steps_per_pass = float(metrics.split("\nvoxtral_accepted_steps_per_pass ")[1].split()[0])
+    assert steps_per_pass > 1.2  # (1.4 measured: about half pads)
+    deltas = [e["delta"] for e in before if e["type"] == "transcription.delta"]
+    ref_text, ref_tokens = _reference(pad_heavy_model, samples)
+    assert len(deltas) == ref_tokens
+    assert "".join(deltas) == done["text"] == ref_text
+
+
 def test_realtime_delay_from_session_update(server, model, clip_path):
     pcm, samples = _int16_clip(model, clip_path, seconds=2.5)
     done, _ = transcribe_ws(server.ws_url, pcm, delay_ms=160)

@@ -59,6 +59,17 @@ class Settings:
     max_pending_bytes: int = 4 << 20  # a session's events not yet sent, checked on every put
 
 
+def token_texts(events) -> list[str]:
+    """The text of each token among ``events``, a text-only event joined to the token before it."""
+    texts: list[str] = []
+    for e in events:
+        if e.token_id < 0 and texts:
+            texts[-1] += e.text
+        else:
+            texts.append(e.text)
+    return texts
+
+
 class TooManySessions(Exception):
     pass
 
@@ -290,11 +301,14 @@ class SessionManager:
             s = owner.get(id(stream))
             if s is None:
                 continue  # closed while the step ran
-            text = "".join(e.text for e in evs)
             if s.kind == "http":
                 s.token_events.extend(evs)
             self.metrics.add(tokens_out=sum(1 for e in evs if e.token_id >= 0))
-            if evs:  # one delta per token, empty for control tokens, as vLLM sends them
+            # One delta per token, empty for control tokens, as vLLM sends them: a
+            # pass that verified several drafted steps sends several (clients count
+            # tokens by deltas). A text-only event (the tail of a UTF-8 character)
+            # belongs to the token before it.
+            for text in token_texts(evs):
                 s.text.append(text)
                 s.put(protocol.delta(text))
             if stream.completed:
