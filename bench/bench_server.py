@@ -2,7 +2,9 @@
 sending 80 ms chunks of speech in real time over /v1/realtime.
 
 Latency of a token = when its transcription.delta arrives minus when the
-chunk that completes the audio it needs was sent. The server sends one delta
+chunk that completes the audio it needs was due (its place on the real-time
+schedule: a live source has that audio then, whether or not the consumer is
+ready for it; a consumer that falls behind is charged for it). The server sends one delta
 per token; the k-th token of a stream with delay D tokens needs the audio of
 chunks 0 .. D + k (the model's own delay is thus not counted: this is what
 the server adds). First, without the server, the seconds per live step of
@@ -99,10 +101,11 @@ async def live_client(url: str, audio: np.ndarray, delay_tokens: int, start_at: 
 
         async def send():
             for j in range(n_chunks):
-                await asyncio.sleep(max(0.0, start_at + j * CHUNK_S - time.perf_counter()))
+                due = start_at + j * CHUNK_S
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 data = base64.b64encode(pcm[j * chunk : (j + 1) * chunk].tobytes()).decode()
                 await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": data}))
-                sent_at.append(time.perf_counter())
+                sent_at.append(due)
             await ws.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
 
         sender = asyncio.create_task(send())
@@ -146,13 +149,19 @@ def plain_stream(model_dir: Path, seconds: float, delay_tokens: int, threads: in
     audio = speech(seconds, 0)
     chunk = int(CHUNK_S * RATE)
     stream = model.stream()
-    sent_at, arrivals = [], []
+    n_chunks = int(np.ceil(len(audio) / chunk))
     start = time.perf_counter() + 0.2
-    for j in range(int(np.ceil(len(audio) / chunk))):
-        time.sleep(max(0.0, start + j * CHUNK_S - time.perf_counter()))
-        sent_at.append(time.perf_counter())
-        for _ in stream.feed(audio[j * chunk : (j + 1) * chunk]):
-            arrivals.append(time.perf_counter())
+    # chunk j is due at start + j * CHUNK_S, whether or not feed() is ready for it
+    sent_at = [start + j * CHUNK_S for j in range(n_chunks)]
+    arrivals: list[float] = []
+    fed = 0
+    while fed < n_chunks:
+        time.sleep(max(0.0, sent_at[fed] - time.perf_counter()))
+        # everything due by now, as a live source buffers it while the stream is busy
+        due = min(n_chunks, 1 + int((time.perf_counter() - start) / CHUNK_S))
+        events = stream.feed(audio[fed * chunk : due * chunk])
+        fed = due
+        arrivals += [time.perf_counter()] * len(events)
     latencies = [
         arrivals[k] - sent_at[delay_tokens + k] for k in range(len(arrivals)) if delay_tokens + k < len(sent_at)
     ]
