@@ -3,10 +3,12 @@
 Every session (a WebSocket connection or an HTTP transcription) owns an
 inbox of received audio and an outbox of events. One scheduler task drives
 the model's ``Engine`` over every session's stream: it moves audio from the
-inboxes into the streams (at most ``feed_seconds_per_step`` per stream and
+inboxes into the streams (at most ``feed_seconds_per_step``, or the
+session's ``draft_steps`` tokens of audio if that is more, per stream and
 step, so a long upload or a client sending faster than real time cannot
-starve the others; and only while fewer than ``max_ready_tokens`` of its
-steps wait for the decoder), runs one engine step in the engine's own
+starve the others while a session that fell behind can catch up in drafted
+passes; and only while fewer than ``max_ready_tokens`` (or ``draft_steps``)
+of its steps wait for the decoder), runs one engine step in the engine's own
 thread (one worker, never behind upload decoding), and puts the resulting
 events into the outboxes. It never awaits a client: a slow reader only grows
 its own outbox (and is cut off past ``max_pending_events``). A session whose
@@ -52,7 +54,7 @@ class Settings:
     idle_timeout_seconds: float = 60.0
     lag_warn_seconds: float = 2.0
     max_backlog_seconds: float = 120.0
-    feed_seconds_per_step: float = 0.16  # audio moved into one stream per step...
+    feed_seconds_per_step: float = 0.16  # audio moved into one stream per step (or draft_steps tokens' worth)...
     max_ready_tokens: int = 4  # ... while fewer than this many of its steps (or draft_steps) wait for the decoder
     max_pending_events: int = 4096
     options: Options | None = None  # every session's defaults (None: the model's); a session may change some
@@ -238,7 +240,6 @@ class SessionManager:
     # ---- the scheduler ----
     def _collect(self) -> list[tuple[Session, Stream, np.ndarray | None, bool]]:
         """Open streams and hand each its next slice of audio."""
-        budget = max(1, int(self.settings.feed_seconds_per_step * self.rate))
         work = []
         for s in self.sessions.values():
             if not s.active:
@@ -251,6 +252,10 @@ class SessionManager:
                     continue
                 self.streams.append(s.stream)
                 s.text = []
+            # A stream that fell behind gets up to draft_steps tokens' audio per
+            # step, so one pass can verify that many drafted steps and it catches up.
+            seconds = max(self.settings.feed_seconds_per_step, s.options.draft_steps * s.stream.seconds_per_token)
+            budget = max(1, int(seconds * self.rate))
             pieces, taken = [], 0
             # Encode ahead of the decoder only a little: an upload or a fast sender
             # then costs each step a bounded slice of encoder work, not seconds of it.
