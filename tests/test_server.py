@@ -93,6 +93,12 @@ def test_realtime_event_order_and_text(server, model, clip_path):
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
+def _steps_per_pass(srv) -> float:
+    """The server's /metrics figure of decoder steps a stream gained per pass."""
+    metrics = httpx.get(srv.base_url + "/metrics").text
+    return float(metrics.split("\nvoxtral_accepted_steps_per_pass ")[1].split()[0])
+
+
 @pytest.fixture(scope="module")
 def pad_heavy_model(tmp_path_factory):
     """tiny whose greedy output is about half pads: drafted passes verify several steps."""
@@ -110,8 +116,7 @@ def test_one_delta_per_token_when_a_pass_verifies_several_steps(pad_heavy_model,
     # all at once, fed 8 tokens' audio per step: the audio waits, passes verify drafts
     with running_server(pad_heavy_model, names=(NAME,), feed_seconds_per_step=0.64) as srv:
         done, before = transcribe_ws(srv.ws_url, pcm, model=NAME)
-        metrics = httpx.get(srv.base_url + "/metrics").text
-    steps_per_pass = float(metrics.split("\nvoxtral_accepted_steps_per_pass ")[1].split()[0])
+        steps_per_pass = _steps_per_pass(srv)
     assert steps_per_pass > 1.2  # (1.4 measured: about half pads)
     deltas = [e["delta"] for e in before if e["type"] == "transcription.delta"]
     ref_text, ref_tokens = _reference(pad_heavy_model, samples)
@@ -130,8 +135,7 @@ def test_a_session_behind_real_time_catches_up_in_drafted_passes():
     pcm, samples = _int16_clip(trained, HELDOUT_DIR / "utt016.flac")
     with running_server(trained, names=(NAME,)) as srv:
         done, _ = transcribe_ws(srv.ws_url, pcm, model=NAME)
-        metrics = httpx.get(srv.base_url + "/metrics").text
-    steps_per_pass = float(metrics.split("\nvoxtral_accepted_steps_per_pass ")[1].split()[0])
+        steps_per_pass = _steps_per_pass(srv)
     assert steps_per_pass > 3.2, steps_per_pass
     assert done["text"] == _reference(trained, samples)[0]
 
