@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="files: cut at silences (voice activity detection, the vad extra) and decode up to N "
-        "segments together (faster on long recordings; each segment as if transcribed alone)",
+        "segments, of one file or several, together (faster on long recordings and many files; "
+        "each segment as if transcribed alone)",
     )
     p.add_argument(
         "--verbose",
@@ -329,14 +330,26 @@ def stdin_chunks(f, target_rate: int, raw_format: str, raw_rate: int) -> Iterato
     return read_audio_stream(f, target_rate, name="<stdin>", raw_format=raw_format, raw_rate=raw_rate)
 
 
-def _transcribe_file(args, model, path: str, writer, progress: Progress, multiple: bool, label: str = "") -> None:
-    name = label + os.path.basename(path)
-    if args.batch_size is not None:  # segments at silences, decoded together (no progress per piece)
-        events = iter(model.transcribe(path, options=args.options, batch_size=args.batch_size).events)
-    else:
-        events = model.transcribe_iter(
-            path, options=args.options, on_progress=lambda done, total: progress.show(name, done, total)
+def _file_results(args, model, progress: Progress) -> Iterator[tuple[str, Iterator | VoxtralError]]:
+    """(path, its token events or the error reading it) for every file, in order.
+    With --batch-size the segments of all files are decoded together
+    (``transcribe_many``; no progress per piece), else each file streams."""
+    if args.batch_size is not None:
+        results = model.transcribe_many(args.files, batch_size=args.batch_size, options=args.options)
+        for path, result in zip(args.files, results, strict=True):
+            yield path, result if isinstance(result, VoxtralError) else iter(result.events)
+        return
+    for i, path in enumerate(args.files):
+        name = _label(i, args.files) + os.path.basename(path)
+        yield (
+            path,
+            model.transcribe_iter(
+                path, options=args.options, on_progress=lambda done, total, name=name: progress.show(name, done, total)
+            ),
         )
+
+
+def _write_file(writer, path: str, events: Iterator, multiple: bool) -> None:
     # The audio is read and checked before the first event: a bad file fails
     # here, before its header or anything else is written.
     first = next(events, None)
@@ -352,9 +365,11 @@ def _run_files(args, model, writer, progress: Progress) -> tuple[int, int]:
     """Every file in turn; a bad one is reported and skipped. Returns the exit
     code of the first failure (0 if none) and how many files were done."""
     failed = done = 0
-    for i, path in enumerate(args.files):
+    for path, events in _file_results(args, model, progress):
         try:
-            _transcribe_file(args, model, path, writer, progress, len(args.files) > 1, _label(i, args.files))
+            if isinstance(events, VoxtralError):
+                raise events
+            _write_file(writer, path, events, len(args.files) > 1)
             done += 1
         except VoxtralError as exc:
             progress.clear()
@@ -371,12 +386,14 @@ def _run_files_to_dir(args, model, progress: Progress) -> int:
     except OSError as exc:
         raise UsageError(f"--output-dir {args.output_dir}: cannot create ({exc.strerror})") from None
     failed = 0
-    for i, path in enumerate(args.files):
+    for path, events in _file_results(args, model, progress):
         target = output_path(args.output_dir, path, args.format)
         try:
+            if isinstance(events, VoxtralError):
+                raise events
             with AtomicOutput(target) as out:
                 writer = WRITERS[args.format](out)
-                _transcribe_file(args, model, path, writer, progress, False, _label(i, args.files))
+                _write_file(writer, path, events, False)
                 writer.close()
         except VoxtralError as exc:
             progress.clear()

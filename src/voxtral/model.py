@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,7 +19,7 @@ from .config import DEFAULT_DELAY_MS, ModelConfig
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
 from .engine import Engine
-from .errors import ConfigError, TokenizerError, UsageError
+from .errors import ConfigError, TokenizerError, UsageError, VoxtralError
 from .events import TokenEvent
 from .mel import LogMelStream, MelFrontEnd
 from .options import Options
@@ -178,11 +179,17 @@ class VoxtralModel:
         alone, its times on the recording's timeline. Without it: the whole
         recording as one stream (exactly the streaming result)."""
         options = self.stream_options(options, delay_ms=delay_ms, draft_steps=draft_steps)
+        if batch_size is not None:
+            result = next(
+                self.transcribe_many([audio], batch_size=batch_size, sample_rate=sample_rate, options=options)
+            )
+            if isinstance(result, VoxtralError):
+                raise result
+            return result
         samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
-        if batch_size is None:
-            events = list(self._decode_samples(samples, options))
-        else:
-            events = self._decode_segments(samples, dataclasses.replace(options, sample_rate=None), batch_size)
+        return self._transcription(list(self._decode_samples(samples, options)), options, samples.shape[0])
+
+    def _transcription(self, events: list[TokenEvent], options: Options, n_samples: int) -> Transcription:
         ids = [e.token_id for e in events if e.token_id >= 0]
         return Transcription(
             text=self.tokenizer.decode(ids),
@@ -190,32 +197,99 @@ class VoxtralModel:
             segments=build_segments(events),
             events=events,
             delay_ms=options.delay_ms,
-            duration=samples.shape[0] / self.sample_rate,
+            duration=n_samples / self.sample_rate,
         )
 
-    def _decode_segments(self, samples: np.ndarray, options: Options, batch_size: int) -> list[TokenEvent]:
-        """Speech segments decoded as independent streams, up to ``batch_size`` at a time."""
+    def transcribe_many(
+        self,
+        audios: Iterable[AudioSource],
+        *,
+        batch_size: int,
+        sample_rate: int | None = None,
+        delay_ms: int | None = None,
+        options: Options | None = None,
+        draft_steps: int | None = None,
+    ) -> Iterator[Transcription | VoxtralError]:
+        """Several recordings decoded together: each is cut at silences (Silero
+        VAD, the ``vad`` extra) and up to ``batch_size`` segments, of one
+        recording or of several, are decoded in the same passes over the
+        weights. Each segment's tokens are those of transcribing it alone, its
+        times on its own recording's timeline. Yields one result per input, in
+        input order, as soon as it and those before it are done: its
+        ``Transcription``, or the ``VoxtralError`` that reading it raised (the
+        others go on). A recording is read only when its segments are next,
+        so memory holds the audio of at most ``batch_size`` + 1 recordings."""
         from .vad import speech_segments
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
-        todo = list(enumerate(speech_segments(samples)))
-        found: dict[int, list[TokenEvent]] = {}
-        active: dict[Stream, tuple[int, float]] = {}
-        while todo or active:
-            while todo and len(active) < batch_size:
-                i, seg = todo.pop(0)
-                stream = Stream(self, options)
-                stream.push(samples[seg.start : seg.end])
+        options = self.stream_options(options, delay_ms=delay_ms, draft_steps=draft_steps)
+        segment_options = dataclasses.replace(options, sample_rate=None)  # load_audio resamples
+        inputs = enumerate(audios)
+        results: dict[int, _Recording | VoxtralError] = {}
+        waiting: deque[tuple[int, int, np.ndarray, float]] = deque()  # recording, segment, samples, offset (s)
+        active: dict[Stream, tuple[int, int, float]] = {}
+        next_out, read_all = 0, False
+        while True:
+            while len(active) < batch_size and (waiting or not read_all):
+                if not waiting:
+                    item = next(inputs, None)
+                    if item is None:
+                        read_all = True
+                        break
+                    i, audio = item
+                    try:
+                        samples = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate)
+                    except VoxtralError as exc:
+                        results[i] = exc
+                        continue
+                    segments = speech_segments(samples)
+                    results[i] = _Recording(samples.shape[0], [[] for _ in segments], len(segments))
+                    for j, seg in enumerate(segments):
+                        waiting.append((i, j, samples[seg.start : seg.end], seg.start / self.sample_rate))
+                    continue
+                i, j, piece, offset = waiting.popleft()
+                stream = Stream(self, segment_options)
+                stream.push(piece)
                 stream.end()
-                active[stream] = (i, seg.start / self.sample_rate)
-                found[i] = []
+                active[stream] = (i, j, offset)
+            while next_out in results and not _pending(results[next_out]):
+                finished = results.pop(next_out)
+                if isinstance(finished, _Recording):
+                    events = [e for part in finished.parts for e in part]
+                    yield self._transcription(events, options, finished.n_samples)
+                else:
+                    yield finished
+                next_out += 1
+            if not active:
+                if read_all and not waiting:
+                    return
+                continue
             for stream, events in self.engine.step(list(active)).items():
-                i, offset = active[stream]
-                found[i] += [dataclasses.replace(e, start=e.start + offset, end=e.end + offset) for e in events]
-            for stream in [s for s in active if s.completed]:
-                del active[stream]
-        return [e for i in sorted(found) for e in found[i]]
+                i, j, offset = active[stream]
+                recording = results[i]
+                assert isinstance(recording, _Recording)
+                recording.parts[j] += [
+                    dataclasses.replace(e, start=e.start + offset, end=e.end + offset) for e in events
+                ]
+            for stream in [st for st in active if st.completed]:
+                i, _, _ = active.pop(stream)
+                recording = results[i]
+                assert isinstance(recording, _Recording)
+                recording.open -= 1
+
+
+@dataclass
+class _Recording:
+    """One input of ``transcribe_many`` while its segments are decoded."""
+
+    n_samples: int
+    parts: list[list[TokenEvent]]  # events per segment, in segment order
+    open: int  # segments not yet completed
+
+
+def _pending(result: _Recording | VoxtralError) -> bool:
+    return isinstance(result, _Recording) and result.open > 0
 
 
 def load(
