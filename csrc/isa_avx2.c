@@ -11,6 +11,7 @@
 
 #include <string.h>
 
+#include "attn_mq_avx2.h"
 #include "simd_avx2.h"
 
 VX_INLINE __m256 bf16x8(const uint16_t *p) {
@@ -148,87 +149,12 @@ static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
 }
 
 
-/* ---- attention for one query position and one KV head's `group` query heads ----
- * scores = scale * q.k over n rows (row j at k + j*stride), softmax over j
- * (max-subtracted, vectorised exp), then og[g] = sum_j p[g][j] v_j.
- * Up to 4 query heads share each K/V row load. Needs D % 8 == 0 (returns 0
- * otherwise and the caller takes the generic path). Each output depends
- * only on its visible rows, in order: no dependence on M, T or threads. */
-
-
-#define VX_ATTN_PREFETCH 4
-
-VX_INLINE void prefetch_avx2(const float *p, int64_t n) {
-    for (int64_t d = 0; d < n; d += 16) _mm_prefetch((const char *)(p + d), _MM_HINT_T0);
-}
-
-/* G query heads (q, D apart) against one key row kj: s[g * lds] = scale * q_g . kj */
-VX_INLINE void attn_dot_row(int G, const float *q, const float *kj, int64_t D, float scale, float *s, int64_t lds) {
-    __m256 acc[4];
-    for (int g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
-    for (int64_t d = 0; d < D; d += 8) {
-        const __m256 kv = _mm256_loadu_ps(kj + d);
-        for (int g = 0; g < G; g++) acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * D + d), kv, acc[g]);
-    }
-    for (int g = 0; g < G; g++) s[g * lds] = scale * hsum8(acc[g]);
-}
-
-/* o_g += p[g * ldp] * vj for G heads (D apart) */
-VX_INLINE void attn_axpy_row(int G, const float *p, int64_t ldp, const float *vj, int64_t D, float *o) {
-    __m256 pb[4];
-    for (int g = 0; g < G; g++) pb[g] = _mm256_set1_ps(p[g * ldp]);
-    for (int64_t d = 0; d < D; d += 8) {
-        const __m256 vv = _mm256_loadu_ps(vj + d);
-        for (int g = 0; g < G; g++)
-            _mm256_storeu_ps(o + g * D + d, _mm256_fmadd_ps(pb[g], vv, _mm256_loadu_ps(o + g * D + d)));
-    }
-}
-
-
-#define VX_GROUP_CASES(CALL1, CALL2, CALL3, CALL4) \
-    switch (G) {                                   \
-    case 1: CALL1; break;                          \
-    case 2: CALL2; break;                          \
-    case 3: CALL3; break;                          \
-    default: CALL4; break;                         \
-    }
-
-int vx_attn_avx2(const float *qg, int64_t nkv, int64_t group, const float *k, const float *v, int64_t stride, int64_t n,
-                 int64_t D, float scale, float *scores, float *og) {
-    if (D % 8 || n <= 0) return 0;
-    const int64_t heads = nkv * group; /* query heads of this task, D apart in qg/og */
-    /* scores[(h * group + g) * n + j]; rows read once, all nkv heads together */
-    for (int64_t j = 0; j < n; j++) {
-        const float *kj = k + j * stride;
-        if (j + VX_ATTN_PREFETCH < n) prefetch_avx2(kj + VX_ATTN_PREFETCH * stride, nkv * D);
-        for (int64_t h = 0; h < nkv; h++) {
-            for (int64_t g0 = 0; g0 < group; g0 += 4) {
-                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
-                const int64_t qh = h * group + g0;
-                const float *q = qg + qh * D, *kh = kj + h * D;
-                float *s = scores + qh * n + j;
-                VX_GROUP_CASES(attn_dot_row(1, q, kh, D, scale, s, n), attn_dot_row(2, q, kh, D, scale, s, n),
-                               attn_dot_row(3, q, kh, D, scale, s, n), attn_dot_row(4, q, kh, D, scale, s, n))
-            }
-        }
-    }
-    softmax_rows(scores, heads, n);
-    memset(og, 0, (size_t)(heads * D) * sizeof(float));
-    for (int64_t j = 0; j < n; j++) {
-        const float *vj = v + j * stride;
-        if (j + VX_ATTN_PREFETCH < n) prefetch_avx2(vj + VX_ATTN_PREFETCH * stride, nkv * D);
-        for (int64_t h = 0; h < nkv; h++) {
-            for (int64_t g0 = 0; g0 < group; g0 += 4) {
-                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
-                const int64_t qh = h * group + g0;
-                const float *p = scores + qh * n + j, *vh = vj + h * D;
-                float *o = og + qh * D;
-                VX_GROUP_CASES(attn_axpy_row(1, p, n, vh, D, o), attn_axpy_row(2, p, n, vh, D, o),
-                               attn_axpy_row(3, p, n, vh, D, o), attn_axpy_row(4, p, n, vh, D, o))
-            }
-        }
-    }
-    return 1;
+/* ---- attention (the multi-position body: attn_mq_avx2.h) ---- */
+int vx_attn_avx2(int64_t nq, const float *q, int64_t qstride, const int64_t *lo, const int64_t *n, int64_t nkv,
+                 int64_t group, const float *k, const float *v, int64_t stride, int64_t nu, int64_t D, float scale,
+                 float *scores, float *o, int64_t ostride) {
+    return attn_mq_body(VX_ROW_F32, nq, q, qstride, lo, n, nkv, group, k, v, NULL, NULL, stride, 0, nu, D, scale,
+                        scores, o, ostride);
 }
 
 const vx_ops vx_ops_avx2 = {gemm_bf16_avx2, dot_avx2, axpy_avx2, vx_attn_avx2};

@@ -2,41 +2,22 @@
  * -mavx2 -mfma, only called when the CPU has them.
  *
  * Rows are widened to fp32 in registers (bf16: a 16-bit shift, exact; int8:
- * an exact int -> float conversion), never copied, so the cache is streamed
- * once per token at 1/2 or 1/4 of the fp32 bytes. At those byte counts the
- * arithmetic, not memory, is the limit, so both phases are register-blocked:
- *  - scores: 2 rows x up to 4 query heads of a GQA group per pass (8
- *    accumulators; each q load serves 2 rows, each K load 4 heads), reduced
- *    together by one hadd tree;
- *  - output: per block of rows, 16 output lanes x 4 heads stay in registers
- *    across the block (no load/store of the output per row).
+ * an exact int -> float conversion), so the cache is streamed once per task
+ * at 1/2 or 1/4 of the fp32 bytes. At those byte counts the arithmetic, not
+ * memory, is the limit. Two bodies, chosen by shape (vx_kv.c), never by M:
+ *  - one position per task (GQA groups of 4 or more: the decoder): both
+ *    phases register-blocked over the group's query heads;
+ *    - scores: 2 rows x up to 4 query heads per pass (8 accumulators; each
+ *      q load serves 2 rows, each K load 4 heads), reduced together by one
+ *      hadd tree;
+ *    - output: per block of rows, 16 output lanes x 4 heads stay in
+ *      registers across the block (no load/store of the output per row);
+ *  - several positions per task, sharing every row read (smaller groups:
+ *    the encoder's 4-position live push): the fp32 cache's body,
+ *    attn_mq_avx2.h.
  * INT8 folds each row's scale into its score and into its softmax weight. */
 #if defined(__x86_64__) || defined(_M_X64)
-#include "vx_kv.h"
-
-#include <string.h>
-
-#include "simd_avx2.h"
-
-/* 8 consecutive elements of a compact row, as fp32 */
-VX_INLINE __m256 ld8(int kind, const void *p, int64_t i) {
-    if (kind == VX_KV_BF16) {
-        const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    const __m128i b = _mm_loadl_epi64((const __m128i *)((const int8_t *)p + i));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-}
-
-
-/* lane i = sum of the lanes of a[i], for 8 vectors at once */
-VX_INLINE __m256 hsum8x8(const __m256 *a) {
-    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
-    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
-    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-
+#include "attn_mq_avx2.h"
 
 /* Scores of R rows (R <= 2; row r at element off + r*stride) x G query heads
  * (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r */
@@ -46,7 +27,7 @@ VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, i
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t d = 0; d < D; d += 8) {
         __m256 kr[2];
-        for (int r = 0; r < R; r++) kr[r] = ld8(kind, k, off + r * stride + d);
+        for (int r = 0; r < R; r++) kr[r] = load8_f32(kind, k, off + r * stride + d);
         for (int g = 0; g < G; g++) {
             const __m256 qv = _mm256_loadu_ps(q + g * D + d);
             for (int r = 0; r < R; r++) acc[r * 4 + g] = _mm256_fmadd_ps(qv, kr[r], acc[r * 4 + g]);
@@ -77,7 +58,7 @@ VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, c
             prefetch_bytes((const char *)v + (off + (j + KV_V_BLOCK) * stride) * (kind == VX_KV_BF16 ? 2 : 1),
                            8 * NC * (kind == VX_KV_BF16 ? 2 : 1));
         __m256 vv[2];
-        for (int c = 0; c < NC; c++) vv[c] = ld8(kind, v, off + j * stride + 8 * c);
+        for (int c = 0; c < NC; c++) vv[c] = load8_f32(kind, v, off + j * stride + 8 * c);
         for (int g = 0; g < G; g++) {
             const __m256 p = _mm256_broadcast_ss(w + g * ldw + j);
             for (int c = 0; c < NC; c++) acc[g][c] = _mm256_fmadd_ps(p, vv[c], acc[g][c]);
@@ -175,5 +156,17 @@ int vx_attn_kv_avx2(int kind, const float *qg, int64_t nkv, int64_t group, const
         attn_kind(VX_KV_BF16, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     else attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     return 1;
+}
+int vx_attn_kv_mq_avx2(int kind, int64_t nq, const float *q, int64_t qstride, const int64_t *lo, const int64_t *n,
+                       int64_t nkv, int64_t group, const void *k, const void *v, const float *ks, const float *vs,
+                       int64_t stride, int64_t sstride, int64_t nu, int64_t D, float scale, float *scores, float *o,
+                       int64_t ostride) {
+    if (kind == VX_KV_BF16)
+        return attn_mq_body(VX_KV_BF16, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
+                            scores, o, ostride);
+    if (kind == VX_KV_INT8)
+        return attn_mq_body(VX_KV_INT8, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
+                            scores, o, ostride);
+    return 0;
 }
 #endif

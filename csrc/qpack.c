@@ -39,7 +39,7 @@ int64_t vx_qp_block_bytes(int qtype) {
 }
 
 /* bytes of a block before its quants */
-static int64_t head_bytes(int qtype) { return qtype == VX_Q4_K ? 16 : 2; }
+static int64_t head_bytes(int qtype) { return qtype == VX_Q4_K ? VX_Q4_K_HEAD_BYTES : VX_Q_HEAD_BYTES; }
 
 int64_t vx_qp_bytes(int qtype, int64_t N, int64_t K) {
     const int64_t bb = vx_qp_block_bytes(qtype);
@@ -95,7 +95,7 @@ static void gemm_qp_scalar(int qtype, const vx_qx *x, int64_t M, const uint8_t *
             const int8_t *xq = x->q + m * K;
             float acc = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *blk = grp + b * bb, *qs = blk + 2 * VX_QP_ROWS;
+                const uint8_t *blk = grp + b * bb, *qs = blk + VX_Q_HEAD_BYTES * VX_QP_ROWS;
                 const int8_t *xb = xq + b * VX_QBLOCK;
                 int32_t isum = 0;
                 if (qtype == VX_Q8_0) {
@@ -109,7 +109,7 @@ static void gemm_qp_scalar(int qtype, const vx_qx *x, int64_t M, const uint8_t *
                         }
                     isum -= 8 * x->s[m * nb + b];
                 }
-                const float dw = vx_f16_to_f32(vx_load_u16(blk + 2 * r));
+                const float dw = vx_f16_to_f32(vx_load_u16(blk + VX_Q_HEAD_BYTES * r));
                 acc = fmaf(dw * x->d[m * nb + b], (float)isum, acc);
             }
             if (bias) acc += bias[n];
@@ -125,7 +125,8 @@ static float dot_qp_q4_k(const int8_t *xq, const float *xd, const int32_t *xs, c
     const int64_t bb = VX_Q4_K_BYTES * VX_QP_ROWS;
     float acc = 0.0f;
     for (int64_t sb = 0; sb < nsb; sb++) {
-        const uint8_t *blk = grp + sb * bb, *head = blk + 16 * r, *qs = blk + 16 * VX_QP_ROWS;
+        const uint8_t *blk = grp + sb * bb, *head = blk + VX_Q4_K_HEAD_BYTES * r,
+                      *qs = blk + VX_Q4_K_HEAD_BYTES * VX_QP_ROWS;
         uint8_t row_qs[128];
         for (int j = 0; j < 128; j++) row_qs[j] = qs[32 * (j / 4) + 4 * r + j % 4];
         acc = vx_q4k_superblock_dot(acc, head, row_qs, xq + sb * 256, xd + sb * 8, xs + sb * 8);

@@ -11,10 +11,13 @@
 
 #include "simd_avx2.h"
 
-/* rows of x per tile: q4_0 serves 8 from one unpack of a block (nibbles in
- * registers, rows inner); q8_0 keeps 4, its per-row sign step reloads the
- * weights either way (8 rows measured no faster than two tiles of 4) */
+/* rows of x per tile: q4_0 keeps 4 (a chunk's nibbles, each row's int16
+ * block sum and fp32 accumulator stay in the 16 ymm registers; 8 rows from
+ * one unpack of the block spilled and measured 5-12% slower at M = 2..16);
+ * q8_0 keeps 4, its per-row sign step reloads the weights either way (8
+ * rows measured no faster than two tiles of 4). VX_QP_MR: the largest. */
 #define VX_QP_MR 8
+#define VX_QP_MR_Q4 4
 #define VX_QP_MR_Q8 4
 #if defined(__GNUC__) && !defined(__clang__)
 #define VX_NO_UNROLL _Pragma("GCC unroll 1")
@@ -22,6 +25,14 @@
 #define VX_NO_UNROLL _Pragma("clang loop unroll(disable)")
 #else
 #define VX_NO_UNROLL
+#endif
+/* An empty asm that claims to change v: the compiler cannot reassociate the
+ * int16 sums across it (GCC otherwise hoists all of a block's products
+ * before the adds and spills them, ~12 stack accesses per row and block). */
+#if defined(__GNUC__) || defined(__clang__)
+#define VX_KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define VX_KEEP_IN_REGISTER(v) ((void)0)
 #endif
 /* software prefetch ahead along the group's stream (about one line per 64 B) */
 #define VX_QP_PREFETCH 1024
@@ -36,39 +47,41 @@ VX_INLINE void prefetch_block(const uint8_t *blk, int64_t bb) {
     for (int64_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)(blk + VX_QP_PREFETCH + o), _MM_HINT_T0);
 }
 
-/* q4_0 loop order: weight block outer, x rows inner. A block's unpacked
- * weights (8 registers of nibbles) are made once and
- * serve every row of the tile while they sit in registers; each row then
- * costs only its broadcasts and multiplies. The int32 block sum of a row is
- * exact (no lane can overflow), so its value does not depend on the order
- * of the partial sums; the fp32 step is the reference's. */
+/* q4_0 loop order: weight block outer, then its 4 chunks, x rows inner.
+ * A chunk's low and high nibbles are unpacked once and serve every row of
+ * the tile; each row keeps its block's int16 sum in a register, so a tile
+ * of VX_QP_MR_Q4 rows holds its nibbles, sums and accumulators in the 16
+ * ymm registers of AVX2 (unpacking the whole block first for 8 rows needs
+ * about 26 and spilled, 8-10 stack accesses per row and block). The int32
+ * block sum of a row is exact (no lane can overflow), so its value does
+ * not depend on the order of the partial sums; the fp32 step is the
+ * reference's. */
 VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t nb, float r[VX_QP_MR][VX_QP_ROWS],
                          const int mr) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    const int64_t bb = 2 * VX_QP_ROWS + 16 * VX_QP_ROWS;
-    __m256 acc[VX_QP_MR];
+    const int64_t bb = VX_Q4_0_BYTES * VX_QP_ROWS;
+    __m256 acc[VX_QP_MR]; /* cases past VX_QP_MR_Q4 are compiled, never run */
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
         prefetch_block(blk, bb);
-        __m256i lo[4], hi[4];
+        __m256i s16[VX_QP_MR];
         for (int j = 0; j < 4; j++) {
-            const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + 2 * VX_QP_ROWS + 32 * j));
-            lo[j] = _mm256_and_si256(y, low4);
-            hi[j] = _mm256_and_si256(_mm256_srli_epi16(y, 4), low4);
+            const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + VX_Q_HEAD_BYTES * VX_QP_ROWS + 32 * j));
+            const __m256i lo = _mm256_and_si256(y, low4), hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), low4);
+            for (int m = 0; m < mr; m++) {
+                const int8_t *xb = x->q + m * K + b * VX_QBLOCK + 4 * j;
+                /* nibble x int8 pairs <= 3810; 8 of them fit int16 */
+                const __m256i p =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(xb)), _mm256_maddubs_epi16(hi, bcast4(xb + 16)));
+                s16[m] = j ? _mm256_add_epi16(s16[m], p) : p;
+                VX_KEEP_IN_REGISTER(s16[m]);
+            }
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
         for (int m = 0; m < mr; m++) {
-            const int8_t *xb = x->q + m * K + b * VX_QBLOCK;
-            /* nibble x int8 pairs <= 3810; 8 of them fit int16 */
-            __m256i s0 = _mm256_maddubs_epi16(lo[0], bcast4(xb));
-            __m256i s1 = _mm256_maddubs_epi16(hi[0], bcast4(xb + 16));
-            for (int j = 1; j < 4; j++) {
-                s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[j], bcast4(xb + 4 * j)));
-                s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[j], bcast4(xb + 16 + 4 * j)));
-            }
-            const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones),
-                                                  _mm256_set1_epi32(8 * x->s[m * nb + b]));
+            const __m256i isum =
+                _mm256_sub_epi32(_mm256_madd_epi16(s16[m], ones), _mm256_set1_epi32(8 * x->s[m * nb + b]));
             const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[m * nb + b]));
             acc[m] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), acc[m]);
         }
@@ -79,7 +92,7 @@ VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
 VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t nb, float r[VX_QP_MR][VX_QP_ROWS],
                          const int mr) {
     const __m256i ones = _mm256_set1_epi16(1);
-    const int64_t bb = 2 * VX_QP_ROWS + 32 * VX_QP_ROWS;
+    const int64_t bb = VX_Q8_0_BYTES * VX_QP_ROWS;
     __m256 acc[VX_QP_MR]; /* cases past VX_QP_MR_Q8 are compiled, never run */
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -89,7 +102,7 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
         for (int m = 0; m < mr; m++) s32[m] = _mm256_setzero_si256();
         VX_NO_UNROLL /* unrolled, GCC runs out of registers and spills acc */
             for (int j = 0; j < 8; j++) {
-            const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + 2 * VX_QP_ROWS + 32 * j));
+            const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + VX_Q_HEAD_BYTES * VX_QP_ROWS + 32 * j));
             const __m256i a = _mm256_abs_epi8(y);
             for (int m = 0; m < mr; m++) {
                 const int8_t *xb = x->q + m * K + b * VX_QBLOCK;
@@ -116,10 +129,10 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
 VX_INLINE void q4k_heads(const uint8_t *blk, float dsc[8][VX_QP_ROWS], float dmn[8][VX_QP_ROWS]) {
     uint32_t dd[VX_QP_ROWS], a[VX_QP_ROWS], b[VX_QP_ROWS], c[VX_QP_ROWS];
     for (int r = 0; r < VX_QP_ROWS; r++) {
-        memcpy(&dd[r], blk + 16 * r, 4);
-        memcpy(&a[r], blk + 16 * r + 4, 4);
-        memcpy(&b[r], blk + 16 * r + 8, 4);
-        memcpy(&c[r], blk + 16 * r + 12, 4);
+        memcpy(&dd[r], blk + VX_Q4_K_HEAD_BYTES * r, 4);
+        memcpy(&a[r], blk + VX_Q4_K_HEAD_BYTES * r + 4, 4);
+        memcpy(&b[r], blk + VX_Q4_K_HEAD_BYTES * r + 8, 4);
+        memcpy(&c[r], blk + VX_Q4_K_HEAD_BYTES * r + 12, 4);
     }
     const __m256i vdd = _mm256_loadu_si256((const __m256i *)dd), va = _mm256_loadu_si256((const __m256i *)a);
     const __m256i vb = _mm256_loadu_si256((const __m256i *)b), vc = _mm256_loadu_si256((const __m256i *)c);
@@ -156,7 +169,7 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     __m256 acc[VX_QP_MR];
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++) {
-        const uint8_t *blk = grp + sb * bb, *qs = blk + 16 * VX_QP_ROWS;
+        const uint8_t *blk = grp + sb * bb, *qs = blk + VX_Q4_K_HEAD_BYTES * VX_QP_ROWS;
         prefetch_block(blk, bb);
         float dsc[8][VX_QP_ROWS], dmn[8][VX_QP_ROWS];
         q4k_heads(blk, dsc, dmn);
@@ -228,8 +241,8 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
         }                                                                                                              \
     }
 
-VX_DEFINE_QP_GEMM(gemm_qp_q8_0_avx2, tile_q8_0, 2 * VX_QP_ROWS + 32 * VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q8)
-VX_DEFINE_QP_GEMM(gemm_qp_q4_0_avx2, tile_q4_0, 2 * VX_QP_ROWS + 16 * VX_QP_ROWS, VX_QBLOCK, VX_QP_MR)
+VX_DEFINE_QP_GEMM(gemm_qp_q8_0_avx2, tile_q8_0, VX_Q8_0_BYTES *VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q8)
+VX_DEFINE_QP_GEMM(gemm_qp_q4_0_avx2, tile_q4_0, VX_Q4_0_BYTES *VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q4)
 VX_DEFINE_QP_GEMM(gemm_qp_q4_k_avx2, tile_q4_k, VX_Q4_K_BYTES *VX_QP_ROWS, VX_Q4K_SUPER, VX_QP_MR)
 
 const vx_qops vx_qpops_avx2 = {"avx2", {gemm_qp_q8_0_avx2, gemm_qp_q4_0_avx2, gemm_qp_q4_k_avx2}};

@@ -1,5 +1,5 @@
 /* AVX2 + FMA helpers shared by the files compiled with -mavx2 -mfma: the
- * horizontal sum, a vectorised expf and the in-place softmax of score rows
+ * horizontal sums, a vectorised expf and the in-place softmax of score rows
  * (one copy, so the fp32 and the compact-KV attention normalise alike). */
 #ifndef VX_SIMD_AVX2_H
 #define VX_SIMD_AVX2_H
@@ -19,6 +19,15 @@ VX_INLINE float hsum8(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
+}
+
+/* lane i = sum of the lanes of a[i], for 8 vectors at once; each vector's
+ * lanes are added by the same tree whatever its slot */
+VX_INLINE __m256 hsum8x8(const __m256 *a) {
+    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
 VX_INLINE __m256 exp256(__m256 x) { /* Cephes expf, ~1 ulp on [-87, 88] */

@@ -63,73 +63,105 @@ static inline void prefetch_row(const float *p, int64_t D) {
 #endif
 }
 
-int vx_attention(const float *q, const float *k, const float *v, float *out, int64_t M, int64_t Hq, int64_t T,
-                 int64_t Hkv, int64_t D, int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) {
-    if (!q || !k || !v || !out || M <= 0 || Hq <= 0 || T < 0 || Hkv <= 0 || D <= 0 || window <= 0 || Hq % Hkv)
-        return VX_EINVAL;
-    const vx_ops *ops = vx_ops_active();
+/* One query position's heads kv0 .. kv0+nkv-1 over rows [lo, lo+n): the
+ * generic path (per-ISA dot and axpy), for ISAs without a fused kernel. */
+static void attend_generic(const vx_ops *ops, const float *qg, float *og, const float *k, const float *v, int64_t Hkv,
+                           int64_t kv0, int64_t nkv, int64_t group, int64_t lo, int64_t n, int64_t D, float scale,
+                           float *scores) {
+    memset(og, 0, (size_t)(nkv * group * D) * sizeof(float));
+    for (int64_t h = 0; h < nkv; h++) {
+        const int64_t kvh = kv0 + h;
+        const float *qh = qg + h * group * D; /* the group's query heads */
+        float *oh = og + h * group * D;
+        for (int64_t j = 0; j < n; j++) {
+            const float *kj = k + ((lo + j) * Hkv + kvh) * D;
+            if (j + VX_PREFETCH_ROWS < n) prefetch_row(kj + VX_PREFETCH_ROWS * Hkv * D, D);
+            for (int64_t g = 0; g < group; g++) scores[g * n + j] = scale * ops->dot(qh + g * D, kj, D);
+        }
+        for (int64_t g = 0; g < group; g++) {
+            float *s = scores + g * n;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < n; j++)
+                if (s[j] > mx) mx = s[j];
+            double sum = 0.0;
+            for (int64_t j = 0; j < n; j++) {
+                s[j] = expf(s[j] - mx);
+                sum += (double)s[j]; /* in double: n can be 10^4 terms */
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int64_t j = 0; j < n; j++) s[j] *= inv;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            const float *vj = v + ((lo + j) * Hkv + kvh) * D;
+            if (j + VX_PREFETCH_ROWS < n) prefetch_row(vj + VX_PREFETCH_ROWS * Hkv * D, D);
+            for (int64_t g = 0; g < group; g++) ops->axpy(oh + g * D, scores[g * n + j], vj, D);
+        }
+    }
+}
+
+int vx_attn_drive(int64_t M, int64_t Hq, int64_t T, int64_t Hkv, int64_t D, int64_t q_pos0, int64_t k_pos0,
+                  int64_t window, int64_t per_task, const float *q, float *out, vx_attn_task_fn fn, const void *ctx) {
     const int64_t group = Hq / Hkv;
     const int nthreads = threads_for(M * Hq * (T + 1) * D);
-    /* (rows of one head alone are Hkv*D apart: a new page per row, which the
-     * hardware prefetchers do not follow; a block of heads reads hb*D
-     * contiguous floats) */
-    const int64_t hb = vx_attn_head_block(M, Hkv, nthreads);
+    const int64_t q_groups = (M + per_task - 1) / per_task;
+    const int64_t hb = vx_attn_head_block(q_groups, Hkv, nthreads);
     const int64_t n_blocks = (Hkv + hb - 1) / hb;
-    const int64_t n_tasks = M * n_blocks;
+    const int64_t n_tasks = q_groups * n_blocks;
     int status = VX_OK;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-        float *scores = (float *)malloc((size_t)(hb * group * (T > 0 ? T : 1)) * sizeof(float));
+        float *scores = (float *)malloc((size_t)(per_task * hb * group * (T > 0 ? T : 1)) * sizeof(float));
         if (!scores) {
 #pragma omp critical(vx_status)
             status = VX_ENOMEM;
         } else {
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < n_tasks; t++) {
-                const int64_t i = t / n_blocks, kv0 = (t % n_blocks) * hb;
-                const int64_t nkv = (Hkv - kv0) < hb ? (Hkv - kv0) : hb;
-                const int64_t qpos = q_pos0 + i;
-                int64_t lo, hi;
-                vx_attn_visible(qpos, k_pos0, window, T, &lo, &hi);
-                float *oblk = out + (i * Hq + kv0 * group) * D;
-                memset(oblk, 0, (size_t)(nkv * group * D) * sizeof(float));
-                if (hi < lo) continue;
-                const int64_t n = hi - lo + 1;
-                if (ops->attn && ops->attn(q + (i * Hq + kv0 * group) * D, nkv, group, k + (lo * Hkv + kv0) * D,
-                                           v + (lo * Hkv + kv0) * D, Hkv * D, n, D, scale, scores, oblk))
-                    continue;
-                for (int64_t kvh = kv0; kvh < kv0 + nkv; kvh++) {
-                    const float *qg = q + (i * Hq + kvh * group) * D; /* the group's query heads */
-                    float *og = out + (i * Hq + kvh * group) * D;
-                    for (int64_t j = 0; j < n; j++) {
-                        const float *kj = k + ((lo + j) * Hkv + kvh) * D;
-                        if (j + VX_PREFETCH_ROWS < n) prefetch_row(kj + VX_PREFETCH_ROWS * Hkv * D, D);
-                        for (int64_t g = 0; g < group; g++) scores[g * n + j] = scale * ops->dot(qg + g * D, kj, D);
-                    }
-                    for (int64_t g = 0; g < group; g++) {
-                        float *s = scores + g * n;
-                        float mx = -INFINITY;
-                        for (int64_t j = 0; j < n; j++)
-                            if (s[j] > mx) mx = s[j];
-                        double sum = 0.0;
-                        for (int64_t j = 0; j < n; j++) {
-                            s[j] = expf(s[j] - mx);
-                            sum += (double)s[j]; /* in double: n can be 10^4 terms */
-                        }
-                        const float inv = (float)(1.0 / sum);
-                        for (int64_t j = 0; j < n; j++) s[j] *= inv;
-                    }
-                    for (int64_t j = 0; j < n; j++) {
-                        const float *vj = v + ((lo + j) * Hkv + kvh) * D;
-                        if (j + VX_PREFETCH_ROWS < n) prefetch_row(vj + VX_PREFETCH_ROWS * Hkv * D, D);
-                        for (int64_t g = 0; g < group; g++) ops->axpy(og + g * D, scores[g * n + j], vj, D);
-                    }
-                } /* kvh */
+                const int64_t i0 = (t / n_blocks) * per_task, kv0 = (t % n_blocks) * hb;
+                int64_t rel[VX_ATTN_MQ], n[VX_ATTN_MQ];
+                vx_attn_task task = {.kv0 = kv0, .rel = rel, .n = n};
+                task.nq = (M - i0) < per_task ? (M - i0) : per_task;
+                task.nkv = (Hkv - kv0) < hb ? (Hkv - kv0) : hb;
+                task.q = q + (i0 * Hq + kv0 * group) * D;
+                task.o = out + (i0 * Hq + kv0 * group) * D;
+                vx_attn_task_rows(task.nq, q_pos0 + i0, k_pos0, window, T, rel, n, &task.ulo, &task.nu);
+                if (task.nu) fn(ctx, &task, scores);
+                else /* no position sees any row */
+                    for (int64_t i = 0; i < task.nq; i++)
+                        memset(task.o + i * Hq * D, 0, (size_t)(task.nkv * group * D) * sizeof(float));
             }
             free(scores);
         }
     }
     return status;
+}
+
+typedef struct f32_attn {
+    const vx_ops *ops;
+    const float *k, *v;
+    int64_t Hq, Hkv, D;
+    float scale;
+} f32_attn;
+
+static void attend_f32_task(const void *ctx, const vx_attn_task *t, float *scores) {
+    const f32_attn *a = (const f32_attn *)ctx;
+    const int64_t group = a->Hq / a->Hkv, D = a->D, off = (t->ulo * a->Hkv + t->kv0) * D;
+    if (a->ops->attn && a->ops->attn(t->nq, t->q, a->Hq * D, t->rel, t->n, t->nkv, group, a->k + off, a->v + off,
+                                     a->Hkv * D, t->nu, D, a->scale, scores, t->o, a->Hq * D))
+        return;
+    for (int64_t i = 0; i < t->nq; i++)
+        attend_generic(a->ops, t->q + i * a->Hq * D, t->o + i * a->Hq * D, a->k, a->v, a->Hkv, t->kv0, t->nkv, group,
+                       t->ulo + t->rel[i], t->n[i], D, a->scale, scores);
+}
+
+int vx_attention(const float *q, const float *k, const float *v, float *out, int64_t M, int64_t Hq, int64_t T,
+                 int64_t Hkv, int64_t D, int64_t q_pos0, int64_t k_pos0, int64_t window, float scale) {
+    if (!q || !k || !v || !out || M <= 0 || Hq <= 0 || T < 0 || Hkv <= 0 || D <= 0 || window <= 0 || Hq % Hkv)
+        return VX_EINVAL;
+    /* VX_ATTN_MQ consecutive positions per task: they see almost the same
+     * rows, which an fp32 cache (4 bytes a value) makes worth reading once */
+    const f32_attn ctx = {vx_ops_active(), k, v, Hq, Hkv, D, scale};
+    return vx_attn_drive(M, Hq, T, Hkv, D, q_pos0, k_pos0, window, VX_ATTN_MQ, q, out, attend_f32_task, &ctx);
 }
 
 int vx_rms_norm(const float *x, const float *w, float *out, int64_t M, int64_t D, float eps) {

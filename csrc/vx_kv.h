@@ -43,10 +43,23 @@ typedef int (*vx_attn_kv_fn)(int kind, const float *qg, int64_t nkv, int64_t gro
 int vx_attn_kv_scalar(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                       const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                       float scale, float *scores, float *og);
+/* The same over a task of nq <= VX_ATTN_MQ query positions that share
+ * every row read: query i's heads at q + i*qstride (output o + i*ostride),
+ * its rows [lo[i], lo[i] + n[i]) of the nu rows at k/v (n[i] = 0: zeros);
+ * scores: nq*nkv*group*nu floats. An output does not depend on the other
+ * positions of the task. */
+typedef int (*vx_attn_kv_mq_fn)(int kind, int64_t nq, const float *q, int64_t qstride, const int64_t *lo,
+                                const int64_t *n, int64_t nkv, int64_t group, const void *k, const void *v,
+                                const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t nu,
+                                int64_t D, float scale, float *scores, float *o, int64_t ostride);
 #if defined(__x86_64__) || defined(_M_X64)
 int vx_attn_kv_avx2(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                     const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                     float scale, float *scores, float *og);
+int vx_attn_kv_mq_avx2(int kind, int64_t nq, const float *q, int64_t qstride, const int64_t *lo, const int64_t *n,
+                       int64_t nkv, int64_t group, const void *k, const void *v, const float *ks, const float *vs,
+                       int64_t stride, int64_t sstride, int64_t nu, int64_t D, float scale, float *scores, float *o,
+                       int64_t ostride);
 #if defined(VX_HAVE_AVX512)
 int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                       const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,

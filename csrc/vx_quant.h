@@ -12,11 +12,13 @@
 #include <stdint.h>
 #include <string.h>
 
-#define VX_QBLOCK 32      /* activation block: 32 int8 values, one fp32 scale, their sum */
-#define VX_Q4K_SUPER 256  /* q4_k super-block */
-#define VX_Q8_0_BYTES 34  /* fp16 d + 32 x int8 */
-#define VX_Q4_0_BYTES 18  /* fp16 d + 16 bytes of nibbles */
-#define VX_Q4_K_BYTES 144 /* fp16 d, fp16 dmin, 12 bytes scales/mins, 128 bytes of nibbles */
+#define VX_QBLOCK 32          /* activation block: 32 int8 values, one fp32 scale, their sum */
+#define VX_Q4K_SUPER 256      /* q4_k super-block */
+#define VX_Q8_0_BYTES 34      /* fp16 d + 32 x int8 */
+#define VX_Q4_0_BYTES 18      /* fp16 d + 16 bytes of nibbles */
+#define VX_Q4_K_BYTES 144     /* fp16 d, fp16 dmin, 12 bytes scales/mins, 128 bytes of nibbles */
+#define VX_Q_HEAD_BYTES 2     /* q8_0 / q4_0: the bytes of a block before its quants (fp16 d) */
+#define VX_Q4_K_HEAD_BYTES 16 /* q4_k: the bytes before its quants (d, dmin, scales and mins) */
 
 /* Quantized activations: row m has K int8 at q + m*K, and K/32 scales and
  * block sums at d + m*(K/32), s + m*(K/32). */

@@ -30,8 +30,11 @@ MODES = [("bf16", "f32"), ("bf16", "int8"), ("q8_0", "bf16"), ("q4_0", "int8"), 
 @pytest.fixture(scope="module")
 def pad_dirs(tmp_path_factory):
     """dim-256 tiny checkpoint (q4_k rows need multiples of 256) whose greedy
-    output is a quarter to a half pads in every mode (2.5 left the repacked q4_0
-    kernels at 7%), and its quantized copies."""
+    output mixes pads and other tokens in every mode (2.5 left the repacked q4_0
+    kernels at 7%), and its quantized copies. The share moves with any change
+    of rounding: the quantized modes round activations to int8, and a random
+    model carries one flipped rounding far (q4_k/f32 went from 29% to 92% pads
+    when the fp32 attention's sum order changed, its values within 2e-6)."""
     return mode_dirs(tmp_path_factory.mktemp("drafts"), pad_gain=2.8)
 
 
@@ -56,15 +59,12 @@ def audio(audio_dir):
     return load_audio(audio_dir / WAV)
 
 
-def _pad_share(model, ids) -> float:
-    return sum(i == model.tokenizer.streaming_pad_id for i in ids) / len(ids)
-
-
 @pytest.mark.parametrize("weights,kv", MODES)
 def test_drafts_give_the_step_by_step_tokens(pad_dirs, audio, weights, kv):
     model = voxtral.load(pad_dirs[weights], kv_cache=kv)
     exact = model.transcribe(audio, 16000, draft_steps=1).token_ids
-    assert 0.1 < _pad_share(model, exact) < 0.9  # drafts are accepted and rejected
+    pads = sum(i == model.tokenizer.streaming_pad_id for i in exact)
+    assert 5 <= pads <= len(exact) - 5  # pad drafts are accepted, and rejected, several times
 
     @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(

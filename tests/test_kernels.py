@@ -168,6 +168,26 @@ def test_attention_does_not_depend_on_threads_or_batching(isa):
     np.testing.assert_array_equal(one, np.concatenate(rows))
 
 
+@pytest.mark.parametrize("group", [1, 4])
+def test_attention_positions_sharing_a_task_do_not_change_each_other(isa, group):
+    """Positions are attended in groups that read each K/V row once: a group
+    mixes positions whose windows start and end at different rows, and ones
+    that see no row at all (keys in their future). Each still gets the bits it
+    gets alone, and the reference's values."""
+    M, Hkv, D, T, k_pos0, window = 11, 3, 24, 40, 5, 17
+    q_pos0 = k_pos0 - 3  # the first 3 positions see nothing
+    q = rng.standard_normal((M, Hkv * group, D), dtype=np.float32)
+    k = rng.standard_normal((T, Hkv, D), dtype=np.float32)
+    v = rng.standard_normal((T, Hkv, D), dtype=np.float32)
+    together = K.attention(q, k, v, np.empty_like(q), q_pos0, k_pos0, window, 0.2)
+    alone = [
+        K.attention(q[i : i + 1].copy(), k, v, np.empty_like(q[:1]), q_pos0 + i, k_pos0, window, 0.2) for i in range(M)
+    ]
+    np.testing.assert_array_equal(together, np.concatenate(alone))
+    assert not together[:3].any()
+    close(together, ref_attention(q, k, v, q_pos0, k_pos0, window, 0.2), rel=1e-5)
+
+
 def test_attention_with_no_visible_key_gives_zeros(isa):
     q = rng.standard_normal((2, 2, 8), dtype=np.float32)
     k = rng.standard_normal((3, 2, 8), dtype=np.float32)

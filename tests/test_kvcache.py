@@ -187,6 +187,28 @@ def test_attention_kv_does_not_depend_on_threads_or_batching(isa, kind):
 
 
 @pytest.mark.parametrize("kind", ["bf16", "int8"])
+@pytest.mark.parametrize("group,D", [(1, 64), (4, 24)])
+def test_attention_kv_positions_sharing_a_task_do_not_change_each_other(isa, kind, group, D):
+    """Positions are attended in groups that read each row once: a group mixes
+    positions whose windows start and end at different rows, and ones that
+    see no row at all (keys in their future). Each still gets the bits it
+    gets alone, and the reference's values."""
+    M, Hkv, T, k_pos0, window = 11, 3, 40, 5, 17
+    q_pos0 = k_pos0 - 3  # the first 3 positions see nothing
+    q = rng.standard_normal((M, Hkv * group, D), dtype=np.float32)
+    k, v = (rng.standard_normal((T, Hkv, D), dtype=np.float32) for _ in range(2))
+    (kc, ks), (vc, vs) = compact(kind, k), compact(kind, v)
+    together = K.attention_kv(q, kc, vc, ks, vs, np.empty_like(q), q_pos0, k_pos0, window, 0.2)
+    alone = [
+        K.attention_kv(q[i : i + 1].copy(), kc, vc, ks, vs, np.empty_like(q[:1]), q_pos0 + i, k_pos0, window, 0.2)
+        for i in range(M)
+    ]
+    np.testing.assert_array_equal(together, np.concatenate(alone))
+    assert not together[:3].any()
+    close(together, ref_attention(q, dequant(kind, k), dequant(kind, v), q_pos0, k_pos0, window, 0.2))
+
+
+@pytest.mark.parametrize("kind", ["bf16", "int8"])
 def test_attention_kv_with_no_visible_key_gives_zeros(isa, kind):
     q = rng.standard_normal((2, 2, 8), dtype=np.float32)
     kc, ks = compact(kind, rng.standard_normal((3, 2, 8), dtype=np.float32))
