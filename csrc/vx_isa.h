@@ -28,6 +28,9 @@ typedef struct vx_ops {
                 float *scores, float *o, int64_t ostride);
 } vx_ops;
 
+/* Below this much work (multiply-adds) a parallel region costs more than it saves. */
+#define VX_PARALLEL_MIN_WORK (1 << 16)
+
 /* Query positions per fp32 attention task: they share every K/V row read. */
 #define VX_ATTN_MQ 4
 

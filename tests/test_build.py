@@ -17,6 +17,7 @@ CSRC = ROOT / "csrc"
 GENERIC = [
     "vx_cpu.c",
     "vx_core.c",
+    "vx_attn.c",
     "vx_fft.c",
     "isa_scalar.c",
     "vx_quant.c",
@@ -192,7 +193,7 @@ def test_neon_kv_attention_runs_under_qemu(tmp_path):
     exe = tmp_path / "kv_check"
     srcs = [
         ROOT / "tests" / "c" / "kv_check.c",
-        *(CSRC / f for f in ("vx_kv.c", "kv_neon.c", "vx_cpu.c", "isa_scalar.c", "isa_neon.c")),
+        *(CSRC / f for f in ("vx_kv.c", "vx_attn.c", "kv_neon.c", "vx_cpu.c", "isa_scalar.c", "isa_neon.c")),
     ]
     r = subprocess.run(
         [
