@@ -31,7 +31,9 @@ typedef struct vx_ops {
 /* Below this much work (multiply-adds) a parallel region costs more than it saves. */
 #define VX_PARALLEL_MIN_WORK (1 << 16)
 
-/* Query positions per fp32 attention task: they share every K/V row read. */
+/* The most query positions per attention task (the fp32 cache's tasks, and
+ * the compact caches' where GQA groups are small): they share every K/V row
+ * read. */
 #define VX_ATTN_MQ 4
 
 /* W rows processed per gemm task; scratch holds their fp32 copy (padded). */
@@ -54,8 +56,8 @@ extern const vx_ops vx_ops_neon;
 
 const vx_ops *vx_ops_active(void);
 
-/* Attention tasks: a group of query positions (fp32: up to VX_ATTN_MQ;
- * compact caches: one) x a block of hb consecutive KV heads with their query
+/* Attention tasks: a group of query positions (up to VX_ATTN_MQ; see
+ * vx_attention and vx_attention_kv for how many) x a block of hb consecutive KV heads with their query
  * heads, so each K/V row segment (hb*D contiguous values) is read once for
  * all the heads and positions sharing it; blocks shrink only as far as
  * needed to give every thread work (q_groups: the number of position

@@ -115,28 +115,39 @@ typedef struct kv_kernels {
     vx_attn_kv_mq_fn mq;
 } kv_kernels;
 
-static kv_kernels active_kernels(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+static const kv_kernels kv_avx2 = {"avx2", vx_attn_kv_avx2, vx_attn_kv_mq_avx2};
+#if defined(VX_HAVE_AVX512)
+static const kv_kernels kv_avx512 = {"avx512", vx_attn_kv_avx512, NULL};
+#endif
+#endif
+#if defined(__aarch64__)
+static const kv_kernels kv_neon = {"neon", vx_attn_kv_neon, NULL};
+#endif
+static const kv_kernels kv_scalar = {"scalar", vx_attn_kv_scalar, NULL};
+
+static const kv_kernels *active_kernels(void) {
     switch (vx_active_isa()) {
 #if defined(__x86_64__) || defined(_M_X64)
     /* the VNNI levels differ only in the integer matmul kernels */
     case VX_ISA_AVX2:
-    case VX_ISA_AVXVNNI: return (kv_kernels){"avx2", vx_attn_kv_avx2, vx_attn_kv_mq_avx2};
+    case VX_ISA_AVXVNNI: return &kv_avx2;
 #if defined(VX_HAVE_AVX512)
     case VX_ISA_AVX512:
-    case VX_ISA_AVX512VNNI: return (kv_kernels){"avx512", vx_attn_kv_avx512, NULL};
+    case VX_ISA_AVX512VNNI: return &kv_avx512;
 #endif
 #endif
 #if defined(__aarch64__)
-    case VX_ISA_NEON: return (kv_kernels){"neon", vx_attn_kv_neon, NULL};
+    case VX_ISA_NEON: return &kv_neon;
 #endif
-    default: return (kv_kernels){"scalar", vx_attn_kv_scalar, NULL};
+    default: return &kv_scalar;
     }
 }
 
-const char *vx_kv_kernels_name(void) { return active_kernels().name; }
+const char *vx_kv_kernels_name(void) { return active_kernels()->name; }
 
 typedef struct kv_attn {
-    kv_kernels kernels;
+    const kv_kernels *kernels;
     int kind;
     int64_t per_task;
     const void *k, *v;
@@ -153,8 +164,8 @@ static void attend_kv_task(const void *ctx, const vx_attn_task *t, float *scores
     const float *uks = kind == VX_KV_INT8 ? a->ks + t->ulo * Hkv + t->kv0 : NULL;
     const float *uvs = kind == VX_KV_INT8 ? a->vs + t->ulo * Hkv + t->kv0 : NULL;
     const void *kp = (const char *)a->k + (size_t)off * esize, *vp = (const char *)a->v + (size_t)off * esize;
-    if (a->per_task > 1 && a->kernels.mq(kind, t->nq, t->q, a->Hq * D, t->rel, t->n, t->nkv, group, kp, vp, uks, uvs,
-                                         Hkv * D, Hkv, t->nu, D, a->scale, scores, t->o, a->Hq * D))
+    if (a->per_task > 1 && a->kernels->mq(kind, t->nq, t->q, a->Hq * D, t->rel, t->n, t->nkv, group, kp, vp, uks, uvs,
+                                          Hkv * D, Hkv, t->nu, D, a->scale, scores, t->o, a->Hq * D))
         return;
     for (int64_t i = 0; i < t->nq; i++) { /* one position at a time */
         float *oi = t->o + i * a->Hq * D;
@@ -166,8 +177,8 @@ static void attend_kv_task(const void *ctx, const vx_attn_task *t, float *scores
         const int64_t r0 = t->rel[i] * Hkv * D;
         const void *ki = (const char *)kp + (size_t)r0 * esize, *vi = (const char *)vp + (size_t)r0 * esize;
         const float *ksi = uks ? uks + t->rel[i] * Hkv : NULL, *vsi = uvs ? uvs + t->rel[i] * Hkv : NULL;
-        if (!a->kernels.one ||
-            !a->kernels.one(kind, qi, t->nkv, group, ki, vi, ksi, vsi, Hkv * D, Hkv, t->n[i], D, a->scale, scores, oi))
+        if (!a->kernels->one ||
+            !a->kernels->one(kind, qi, t->nkv, group, ki, vi, ksi, vsi, Hkv * D, Hkv, t->n[i], D, a->scale, scores, oi))
             vx_attn_kv_scalar(kind, qi, t->nkv, group, ki, vi, ksi, vsi, Hkv * D, Hkv, t->n[i], D, a->scale, scores,
                               oi);
     }
@@ -180,7 +191,7 @@ int vx_attention_kv(int kind, const float *q, const void *k, const void *v, cons
         return VX_EINVAL;
     if (kind != VX_KV_BF16 && kind != VX_KV_INT8) return VX_EINVAL;
     if (kind == VX_KV_INT8 && (!k_scales || !v_scales)) return VX_EINVAL;
-    const kv_kernels kernels = active_kernels();
+    const kv_kernels *kernels = active_kernels();
     /* Positions share a task (and every row read) where their query heads
      * fit one register block of 4 (GQA groups under 4: the encoder), with
      * the `mq` body for every task, whatever M. Compact rows are widened in
@@ -189,7 +200,7 @@ int vx_attention_kv(int kind, const float *q, const void *k, const void *v, cons
      * the `one` body measured faster (8 drafted positions, int8, 8191 rows:
      * 375 ms against 427 in groups of 4). */
     const int64_t group = Hq / Hkv;
-    const int64_t per_task = kernels.mq && group < VX_ATTN_MQ ? VX_ATTN_MQ / group : 1;
+    const int64_t per_task = kernels->mq && group < VX_ATTN_MQ ? VX_ATTN_MQ / group : 1;
     const kv_attn ctx = {kernels, kind, per_task, k, v, k_scales, v_scales, Hq, Hkv, D, scale};
     return vx_attn_drive(M, Hq, T, Hkv, D, q_pos0, k_pos0, window, per_task, q, out, attend_kv_task, &ctx);
 }
