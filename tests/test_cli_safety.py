@@ -121,6 +121,32 @@ def test_signal_leaves_no_temporaries_quantize(fullwidth_ckpt, tmp_path, sig):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupt_python_dropped_still_ends_the_quantizer(tiny_ckpt, tmp_path):
+    """A signal whose KeyboardInterrupt lands where Python ignores exceptions (here a
+    __del__; in the failure seen, a weakref callback of the import machinery) is
+    raised again before the next tensor: no output is committed, no temporaries stay."""
+    script = f"""
+import os, signal, sys
+from voxtral import interrupts
+from voxtral.quantize import quantize_model
+interrupts.install()
+class Drop:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+d = Drop()
+del d
+print("survived the signal", file=sys.stderr)
+try:
+    quantize_model({str(tiny_ckpt["native"])!r}, {str(tmp_path / "q")!r}, "q8_0")
+except KeyboardInterrupt as exc:
+    sys.exit(interrupts.exit_code(exc))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=300)
+    assert "Exception ignored" in r.stderr and "survived the signal" in r.stderr, r.stderr  # the dropped interrupt
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_keeps_partial_transcript_and_no_temporaries(tiny_ckpt, tmp_path, sig):
     """4: an interrupted -o run keeps what was transcribed and says so; 3: no .part file is left."""

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 
-from . import __version__
+from . import __version__, interrupts
 from .config import DEFAULT_DELAY_MS, DELAY_STEP_MS, MAX_DELAY_MS, MIN_DELAY_MS
 from .errors import UsageError, VoxtralError
 from .formats import EXTENSIONS, WRITERS
@@ -464,7 +463,7 @@ def _run_mic(args, model, writer) -> int:
                         flush=True,
                     )
     except KeyboardInterrupt:
-        pass
+        interrupts.clear()  # Ctrl+C is how a microphone run ends: what follows is its last text
     finally:
         if recorder is not None:
             recorder.close()
@@ -623,10 +622,12 @@ class _Tracked:
         self.writer, self.open = writer, False
 
     def begin(self, source: str, multiple: bool) -> None:
+        interrupts.check()
         self.writer.begin(source, multiple)
         self.open = True
 
     def event(self, e) -> None:
+        interrupts.check()  # a Ctrl+C that Python dropped still ends the run here
         self.writer.event(e)
 
     def pause(self) -> None:  # --vad: a pause in speech breaks the line
@@ -659,31 +660,12 @@ def _isatty(f) -> bool:
         return False
 
 
-def _on_signal(signum, frame):
-    """SIGTERM (timeout, systemd, docker) ends a run the way Ctrl+C does: temporaries removed."""
-    raise KeyboardInterrupt(signum)
-
-
-def install_signal_handlers() -> None:
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            try:
-                signal.signal(getattr(signal, name), _on_signal)
-            except (ValueError, OSError):  # not the main thread
-                pass
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as our one-line messages, not '<frozen importlib...>: RuntimeWarning: ...'."""
     try:
         print(f"voxtral: warning: {message}", file=sys.stderr, flush=True)
     except (OSError, ValueError, AttributeError):
         pass
-
-
-def interrupt_code(exc: KeyboardInterrupt) -> int:
-    signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
-    return 128 + int(signum)
 
 
 def _fix_closed_streams() -> None:
@@ -714,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
-    install_signal_handlers()
+    interrupts.install()
     try:
         try:
             return run(args)
@@ -728,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # on its own line: after an unfinished transcript line, or over the terminal's "^C"
             start = ("\n" if _isatty(sys.stdout) else "\r") if _isatty(sys.stderr) else ""
             print(f"{start}voxtral: interrupted", file=sys.stderr)
-        return interrupt_code(exc)
+        return interrupts.exit_code(exc)
     except BrokenPipeError:
         # Output closed early (e.g. piped into `head`): not an error of ours.
         _quiet_stdout()

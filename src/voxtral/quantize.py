@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _kernels, gguf_io
+from . import _kernels, gguf_io, interrupts
 from .config import to_params_dict
 from .errors import CheckpointError, ModelFileError, UsageError, VoxtralError
 from .layout import GGUF_FILE, detect_layout
@@ -281,6 +281,7 @@ def quantize_model(
                     if progress is not None:
                         progress(done / total, name)
 
+                interrupts.check()
                 source = arr
                 arr = _native_order(cfg, key, arr)
                 _write_tensor(writer, name, arr, ttype, on_rows)
@@ -294,6 +295,7 @@ def quantize_model(
             writer.abort()
             raise
         shutil.copyfile(src / "tekken.json", tmp / "tekken.json")
+        interrupts.check()  # the last chance to end an interrupted run before its output lands
         _replace_dir(tmp, dst)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -427,10 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import install_signal_handlers, interrupt_code
-
     args = build_parser().parse_args(argv)
-    install_signal_handlers()  # SIGTERM removes the temporaries as Ctrl+C does
+    interrupts.install()  # SIGTERM removes the temporaries as Ctrl+C does
     try:
         from .hub import resolve_model_dir
 
@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print("voxtral: interrupted", file=sys.stderr)
-        return interrupt_code(exc)
+        return interrupts.exit_code(exc)
 
 
 __all__ = ["quantize_model", "cached_quantized", "tensor_type", "recipe", "fingerprint", "main"]
