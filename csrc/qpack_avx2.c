@@ -1,15 +1,35 @@
-/* AVX2 kernels over the repacked q4_0 / q8_0 layout (qpack.c): lane r of
- * every vector is weight row r of an 8-row group, so a block's 8 dot
+/* AVX2 kernels over the repacked q4_0 / q8_0 / q4_k layout (qpack.c): lane r
+ * of every vector is weight row r of an 8-row group, so a block's 8 dot
  * products come out of 4 (q4_0) or 8 (q8_0) 32-byte loads, one broadcast of
- * 4 activation bytes per load and maddubs, with no shuffles or horizontal
- * sums; the fp32 step per block is one vcvtph2ps (8 scales), one multiply
- * and one fma, exactly the reference's sequence. A tile is one group x up to
- * VX_QP_MR rows of x: the group's unpacked nibbles serve all of them.
- * Also used by the AVX-512 levels (AVX2 is a subset). */
+ * 4 activation bytes per load and a u8 x s8 dot product, with no shuffles or
+ * horizontal sums; the fp32 step per block is one vcvtph2ps (8 scales), one
+ * multiply and one fma, exactly the reference's sequence. A tile is one
+ * group x up to VX_QP_MR rows of x: the group's unpacked nibbles serve all
+ * of them.
+ * One body, three builds: AVX2 (maddubs into int16, then madd), and, where
+ * qpack_avxvnni.c / qpack_avx512vnni.c include this file, the VEX
+ * (AVX-VNNI) or EVEX (AVX-512 VL + VNNI, 32 vector registers) vpdpbusd on
+ * ymm, which adds four u8 x s8 products straight into int32 lanes. The
+ * block sums are exact int32 in every build, so all three give the scalar
+ * kernel's bits. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include "vx_quant.h"
 
 #include "simd_avx2.h"
+
+/* The build: the kernel table's name and the dot-product instruction. */
+#if defined(VX_QP_EVEX_VNNI)
+#define VX_QP_DPBUSD(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#define VX_QP_TABLE vx_qpops_avx512vnni
+#define VX_QP_TABLE_NAME "avx512vnni"
+#elif defined(VX_QP_VEX_VNNI)
+#define VX_QP_DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#define VX_QP_TABLE vx_qpops_avxvnni
+#define VX_QP_TABLE_NAME "avxvnni"
+#else
+#define VX_QP_TABLE vx_qpops_avx2
+#define VX_QP_TABLE_NAME "avx2"
+#endif
 
 /* rows of x per tile: q4_0 keeps 4 (a chunk's nibbles, each row's int16
  * block sum and fp32 accumulator stay in the 16 ymm registers; 8 rows from
@@ -17,8 +37,13 @@
  * q8_0 keeps 4, its per-row sign step reloads the weights either way (8
  * rows measured no faster than two tiles of 4). VX_QP_MR: the largest. */
 #define VX_QP_MR 8
+#if defined(VX_QP_EVEX_VNNI)
+#define VX_QP_MR_Q4 8
+#define VX_QP_MR_Q8 8
+#else
 #define VX_QP_MR_Q4 4
 #define VX_QP_MR_Q8 4
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define VX_NO_UNROLL _Pragma("GCC unroll 1")
 #elif defined(__clang__)
@@ -58,32 +83,49 @@ VX_INLINE void prefetch_block(const uint8_t *blk, int64_t bb) {
  * reference's. */
 VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t nb, float r[VX_QP_MR][VX_QP_ROWS],
                          const int mr) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+#if !defined(VX_QP_DPBUSD)
+    const __m256i ones = _mm256_set1_epi16(1);
+#endif
     const int64_t bb = VX_Q4_0_BYTES * VX_QP_ROWS;
     __m256 acc[VX_QP_MR]; /* cases past VX_QP_MR_Q4 are compiled, never run */
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
         prefetch_block(blk, bb);
+#if defined(VX_QP_DPBUSD)
+        /* the nibbles' offset of 8 is the sum's initial value */
+        __m256i isum[VX_QP_MR];
+        for (int m = 0; m < mr; m++) isum[m] = _mm256_set1_epi32(-8 * x->s[m * nb + b]);
+#else
         __m256i s16[VX_QP_MR];
+#endif
         for (int j = 0; j < 4; j++) {
             const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + VX_Q_HEAD_BYTES * VX_QP_ROWS + 32 * j));
             const __m256i lo = _mm256_and_si256(y, low4), hi = _mm256_and_si256(_mm256_srli_epi16(y, 4), low4);
             for (int m = 0; m < mr; m++) {
                 const int8_t *xb = x->q + m * K + b * VX_QBLOCK + 4 * j;
+#if defined(VX_QP_DPBUSD)
+                isum[m] = VX_QP_DPBUSD(VX_QP_DPBUSD(isum[m], lo, bcast4(xb)), hi, bcast4(xb + 16));
+#else
                 /* nibble x int8 pairs <= 3810; 8 of them fit int16 */
                 const __m256i p =
                     _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(xb)), _mm256_maddubs_epi16(hi, bcast4(xb + 16)));
                 s16[m] = j ? _mm256_add_epi16(s16[m], p) : p;
                 VX_KEEP_IN_REGISTER(s16[m]);
+#endif
             }
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
         for (int m = 0; m < mr; m++) {
-            const __m256i isum =
+#if !defined(VX_QP_DPBUSD)
+            const __m256i isum_m =
                 _mm256_sub_epi32(_mm256_madd_epi16(s16[m], ones), _mm256_set1_epi32(8 * x->s[m * nb + b]));
+#else
+            const __m256i isum_m = isum[m];
+#endif
             const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[m * nb + b]));
-            acc[m] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), acc[m]);
+            acc[m] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum_m), acc[m]);
         }
     }
     for (int m = 0; m < mr; m++) _mm256_storeu_ps(r[m], acc[m]);
@@ -91,7 +133,9 @@ VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
 
 VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t nb, float r[VX_QP_MR][VX_QP_ROWS],
                          const int mr) {
+#if !defined(VX_QP_DPBUSD)
     const __m256i ones = _mm256_set1_epi16(1);
+#endif
     const int64_t bb = VX_Q8_0_BYTES * VX_QP_ROWS;
     __m256 acc[VX_QP_MR]; /* cases past VX_QP_MR_Q8 are compiled, never run */
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
@@ -99,10 +143,19 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
         const uint8_t *blk = grp + b * bb;
         prefetch_block(blk, bb);
         __m256i s32[VX_QP_MR];
+#if defined(VX_QP_DPBUSD)
+        /* (w + 128) as u8 times x: the offset's -128 sum(x) is the initial value */
+        for (int m = 0; m < mr; m++) s32[m] = _mm256_set1_epi32(-128 * x->s[m * nb + b]);
+#else
         for (int m = 0; m < mr; m++) s32[m] = _mm256_setzero_si256();
+#endif
         VX_NO_UNROLL /* unrolled, GCC runs out of registers and spills acc */
             for (int j = 0; j < 8; j++) {
             const __m256i y = _mm256_loadu_si256((const __m256i *)(blk + VX_Q_HEAD_BYTES * VX_QP_ROWS + 32 * j));
+#if defined(VX_QP_DPBUSD)
+            const __m256i u = _mm256_xor_si256(y, _mm256_set1_epi8((char)0x80));
+            for (int m = 0; m < mr; m++) s32[m] = VX_QP_DPBUSD(s32[m], u, bcast4(x->q + m * K + b * VX_QBLOCK + 4 * j));
+#else
             const __m256i a = _mm256_abs_epi8(y);
             for (int m = 0; m < mr; m++) {
                 const int8_t *xb = x->q + m * K + b * VX_QBLOCK;
@@ -110,6 +163,7 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
                 const __m256i p = _mm256_maddubs_epi16(a, _mm256_sign_epi8(bcast4(xb + 4 * j), y));
                 s32[m] = _mm256_add_epi32(s32[m], _mm256_madd_epi16(p, ones));
             }
+#endif
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
         for (int m = 0; m < mr; m++) {
@@ -164,7 +218,10 @@ VX_INLINE void q4k_heads(const uint8_t *blk, float dsc[8][VX_QP_ROWS], float dmn
 
 VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t nsb, float r[VX_QP_MR][VX_QP_ROWS],
                          const int mr) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+#if !defined(VX_QP_DPBUSD)
+    const __m256i ones = _mm256_set1_epi16(1);
+#endif
     const int64_t bb = VX_Q4_K_BYTES * VX_QP_ROWS, xnb = K / VX_QBLOCK;
     __m256 acc[VX_QP_MR];
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
@@ -182,6 +239,16 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
             const __m256 ds = _mm256_loadu_ps(dsc[j]);
             for (int m = 0; m < mr; m++) {
                 const int8_t *xb = x->q + m * K + sb * VX_Q4K_SUPER + 32 * j;
+#if defined(VX_QP_DPBUSD)
+                /* two chains of dot products, as the int16 pairs below */
+                __m256i s0 = VX_QP_DPBUSD(_mm256_setzero_si256(), wq[0], bcast4(xb));
+                __m256i s1 = VX_QP_DPBUSD(_mm256_setzero_si256(), wq[1], bcast4(xb + 4));
+                for (int k = 2; k < 8; k += 2) {
+                    s0 = VX_QP_DPBUSD(s0, wq[k], bcast4(xb + 4 * k));
+                    s1 = VX_QP_DPBUSD(s1, wq[k + 1], bcast4(xb + 4 * k + 4));
+                }
+                const __m256i isum = _mm256_add_epi32(s0, s1);
+#else
                 /* nibble x int8 pairs <= 3810; 8 of them fit int16 */
                 __m256i s0 = _mm256_maddubs_epi16(wq[0], bcast4(xb));
                 __m256i s1 = _mm256_maddubs_epi16(wq[1], bcast4(xb + 4));
@@ -190,6 +257,7 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
                     s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(wq[k + 1], bcast4(xb + 4 * k + 4)));
                 }
                 const __m256i isum = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones);
+#endif
                 const __m256 t = _mm256_mul_ps(ds, _mm256_set1_ps(x->d[m * xnb + sb * 8 + j]));
                 acc[m] = _mm256_add_ps(acc[m], _mm256_mul_ps(t, _mm256_cvtepi32_ps(isum)));
             }
@@ -241,9 +309,9 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
         }                                                                                                              \
     }
 
-VX_DEFINE_QP_GEMM(gemm_qp_q8_0_avx2, tile_q8_0, VX_Q8_0_BYTES *VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q8)
-VX_DEFINE_QP_GEMM(gemm_qp_q4_0_avx2, tile_q4_0, VX_Q4_0_BYTES *VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q4)
-VX_DEFINE_QP_GEMM(gemm_qp_q4_k_avx2, tile_q4_k, VX_Q4_K_BYTES *VX_QP_ROWS, VX_Q4K_SUPER, VX_QP_MR)
+VX_DEFINE_QP_GEMM(gemm_qp_q8_0, tile_q8_0, VX_Q8_0_BYTES *VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q8)
+VX_DEFINE_QP_GEMM(gemm_qp_q4_0, tile_q4_0, VX_Q4_0_BYTES *VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q4)
+VX_DEFINE_QP_GEMM(gemm_qp_q4_k, tile_q4_k, VX_Q4_K_BYTES *VX_QP_ROWS, VX_Q4K_SUPER, VX_QP_MR)
 
-const vx_qops vx_qpops_avx2 = {"avx2", {gemm_qp_q8_0_avx2, gemm_qp_q4_0_avx2, gemm_qp_q4_k_avx2}};
+const vx_qops VX_QP_TABLE = {VX_QP_TABLE_NAME, {gemm_qp_q8_0, gemm_qp_q4_0, gemm_qp_q4_k}};
 #endif

@@ -53,10 +53,19 @@ const vx_qops *vx_qops_active(void) {
 const char *vx_q_kernels_name(void) { return vx_qops_active()->name; }
 
 const vx_qops *vx_qpops_active(void) {
+    switch (vx_active_isa()) {
 #if defined(__x86_64__) || defined(_M_X64)
-    if (vx_active_isa() >= VX_ISA_AVX2) return &vx_qpops_avx2; /* every x86 level above includes AVX2 */
+    case VX_ISA_AVX2:
+    case VX_ISA_AVX512: return &vx_qpops_avx2; /* AVX-512 without VNNI: the 256-bit maddubs path */
+#if defined(VX_HAVE_AVXVNNI)
+    case VX_ISA_AVXVNNI: return &vx_qpops_avxvnni;
 #endif
-    return &vx_qpops_scalar;
+#if defined(VX_HAVE_AVX512VNNI)
+    case VX_ISA_AVX512VNNI: return &vx_qpops_avx512vnni;
+#endif
+#endif
+    default: return &vx_qpops_scalar;
+    }
 }
 
 const char *vx_qp_kernels_name(void) { return vx_qpops_active()->name; }

@@ -192,6 +192,12 @@ int64_t vx_qp_block_bytes(int qtype); /* bytes of one block of a whole group; -1
 extern const vx_qops vx_qpops_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const vx_qops vx_qpops_avx2;
+#if defined(VX_HAVE_AVXVNNI)
+extern const vx_qops vx_qpops_avxvnni;
+#endif
+#if defined(VX_HAVE_AVX512VNNI)
+extern const vx_qops vx_qpops_avx512vnni;
+#endif
 #endif
 const vx_qops *vx_qpops_active(void);
 

@@ -32,6 +32,8 @@ X86_ONLY = [
     "quant_avxvnni.c",
     "quant_avx512.c",
     "qpack_avx2.c",
+    "qpack_avxvnni.c",
+    "qpack_avx512vnni.c",
     "kv_avx2.c",
     "kv_avx512.c",
     "vx_quantize_avx2.c",
@@ -110,8 +112,37 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
     _compile(
         "gcc", "vx_cpu.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"], tmp_path
     )
-    nm = subprocess.run(["nm", str(tmp_path / "quant_avx512.c.o")], capture_output=True, text=True)
-    assert "vx_qops_avx512vnni" in nm.stdout
+    _compile(
+        "gcc",
+        "qpack_avxvnni.c",
+        ["-march=x86-64", "-DVX_HAVE_AVXVNNI", "-mavxvnni", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off"],
+        tmp_path,
+    )
+    _compile(
+        "gcc",
+        "qpack_avx512vnni.c",
+        [
+            "-march=x86-64",
+            "-DVX_HAVE_AVX512VNNI",
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512dq",
+            "-mavx512vl",
+            "-mavx512vnni",
+            "-mavx2",
+            "-mfma",
+            "-mf16c",
+            "-ffp-contract=off",
+        ],
+        tmp_path,
+    )
+    for obj, table in [
+        ("quant_avx512.c.o", "vx_qops_avx512vnni"),
+        ("qpack_avxvnni.c.o", "vx_qpops_avxvnni"),
+        ("qpack_avx512vnni.c.o", "vx_qpops_avx512vnni"),
+    ]:
+        nm = subprocess.run(["nm", str(tmp_path / obj)], capture_output=True, text=True)
+        assert table in nm.stdout, obj
     _compile("gcc", "kv_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
     _compile("gcc", "vx_quantize_avx2.c", ["-march=x86-64", "-mavx2", "-ffp-contract=off"], tmp_path)
     _compile("gcc", "vx_quantize.c", ["-march=x86-64", "-DVX_HAVE_QUANTIZE_AVX2", "-ffp-contract=off"], tmp_path)

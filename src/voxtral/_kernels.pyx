@@ -298,7 +298,7 @@ def matmul_q(x, w, str qtype, int64_t K, bias=None, out=None, bint accumulate=Fa
 
 
 def qp_kernels():
-    """Name of the repacked-weight kernel table the active ISA runs ("avx2" or "scalar")."""
+    """Name of the repacked-weight kernel table the active ISA runs ("avx512vnni", "avxvnni", "avx2" or "scalar")."""
     return vx_qp_kernels_name().decode()
 
 
