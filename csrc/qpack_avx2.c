@@ -275,6 +275,34 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     for (int m = 0; m < mr; m++) _mm256_storeu_ps(r[m], acc[m]);
 }
 
+/* A tile's results (ldr floats per row of x) to out, with the bias and
+ * accumulation: nr weight rows of mr rows of x. */
+VX_INLINE void qp_store(const float *r, int ldr, int mr, int nr, const float *bias, float *out, int64_t ldo,
+                        int accumulate) {
+    for (int m = 0; m < mr; m++) {
+        float *o = out + m * ldo;
+        for (int n = 0; n < nr; n++) {
+            float v = r[m * ldr + n];
+            if (bias) v += bias[n];
+            if (accumulate) o[n] += v;
+            else o[n] = v;
+        }
+    }
+}
+
+/* the tile call for mr rows of x, specialised for each mr up to 8 */
+#define VX_QP_TILE_CALL(tile, mr, ...)    \
+    switch (mr) {                         \
+    case 1: tile(__VA_ARGS__, 1); break;  \
+    case 2: tile(__VA_ARGS__, 2); break;  \
+    case 3: tile(__VA_ARGS__, 3); break;  \
+    case 4: tile(__VA_ARGS__, 4); break;  \
+    case 5: tile(__VA_ARGS__, 5); break;  \
+    case 6: tile(__VA_ARGS__, 6); break;  \
+    case 7: tile(__VA_ARGS__, 7); break;  \
+    default: tile(__VA_ARGS__, 8); break; \
+    }
+
 #define VX_DEFINE_QP_GEMM(name, tile, block_bytes, block_vals, MR)                                                     \
     static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias, float *out, \
                      int64_t ldo, int accumulate) {                                                                    \
@@ -286,32 +314,17 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
                 const int mr = (M - m0) < (MR) ? (int)(M - m0) : (MR);                                                 \
                 const vx_qx xt = {x->q + m0 * K, x->d + m0 * (K / VX_QBLOCK), x->s + m0 * (K / VX_QBLOCK)};            \
                 float r[VX_QP_MR][VX_QP_ROWS];                                                                         \
-                switch (mr) {                                                                                          \
-                case 1: tile(&xt, K, grp, nb, r, 1); break;                                                            \
-                case 2: tile(&xt, K, grp, nb, r, 2); break;                                                            \
-                case 3: tile(&xt, K, grp, nb, r, 3); break;                                                            \
-                case 4: tile(&xt, K, grp, nb, r, 4); break;                                                            \
-                case 5: tile(&xt, K, grp, nb, r, 5); break;                                                            \
-                case 6: tile(&xt, K, grp, nb, r, 6); break;                                                            \
-                case 7: tile(&xt, K, grp, nb, r, 7); break;                                                            \
-                default: tile(&xt, K, grp, nb, r, 8); break;                                                           \
-                }                                                                                                      \
-                for (int m = 0; m < mr; m++) {                                                                         \
-                    float *o = out + (m0 + m) * ldo + n0;                                                              \
-                    for (int n = 0; n < nr; n++) {                                                                     \
-                        float v = r[m][n];                                                                             \
-                        if (bias) v += bias[n0 + n];                                                                   \
-                        if (accumulate) o[n] += v;                                                                     \
-                        else o[n] = v;                                                                                 \
-                    }                                                                                                  \
-                }                                                                                                      \
+                VX_QP_TILE_CALL(tile, mr, &xt, K, grp, nb, r)                                                          \
+                qp_store(&r[0][0], VX_QP_ROWS, mr, nr, bias ? bias + n0 : NULL, out + m0 * ldo + n0, ldo, accumulate); \
             }                                                                                                          \
         }                                                                                                              \
     }
 
+#if !defined(VX_QP_WIDE) /* qpack_avx512vnni.c defines these over two groups per 512-bit vector */
 VX_DEFINE_QP_GEMM(gemm_qp_q8_0, tile_q8_0, VX_Q8_0_BYTES *VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q8)
 VX_DEFINE_QP_GEMM(gemm_qp_q4_0, tile_q4_0, VX_Q4_0_BYTES *VX_QP_ROWS, VX_QBLOCK, VX_QP_MR_Q4)
 VX_DEFINE_QP_GEMM(gemm_qp_q4_k, tile_q4_k, VX_Q4_K_BYTES *VX_QP_ROWS, VX_Q4K_SUPER, VX_QP_MR)
 
 const vx_qops VX_QP_TABLE = {VX_QP_TABLE_NAME, {gemm_qp_q8_0, gemm_qp_q4_0, gemm_qp_q4_k}};
+#endif
 #endif

@@ -1,8 +1,178 @@
-/* AVX-512 VNNI (EVEX vpdpbusd on ymm, with AVX-512 VL: Ice Lake, Zen 4 and
- * later): the repacked-layout kernels of qpack_avx2.c with the u8 x s8 dot
- * product in one instruction. Built with the AVX-512 flags and
- * -ffp-contract=off; run only when the CPU has it. */
+/* AVX-512 VNNI (EVEX vpdpbusd, Ice Lake, Zen 4 and later): the repacked-
+ * layout kernels of qpack_avx2.c with the u8 x s8 dot product in one
+ * instruction and two 8-row groups side by side in one
+ * 512-bit vector (lanes 0-7 group g, 8-15 group g + 1): each broadcast of
+ * activations, each dot product and each fp32 step serves 16 weight rows,
+ * half the instructions per weight of the 256-bit tile, which still serves a
+ * lone last group. Every lane does the 256-bit tile's (and the
+ * scalar kernel's) operations in the same order: the same bits.
+ * Built with the AVX-512 flags and -ffp-contract=off; run only when the CPU
+ * has it. */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512VNNI)
 #define VX_QP_EVEX_VNNI 1
+#define VX_QP_WIDE 1
 #include "qpack_avx2.c"
+
+#define VX_QP_PAIR (2 * VX_QP_ROWS)
+
+/* 32 bytes at a (group g) and at b (group g + 1) as one vector */
+VX_INLINE __m512i load_pair(const uint8_t *a, const uint8_t *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                              _mm256_loadu_si256((const __m256i *)b), 1);
+}
+
+/* the 8 fp16 block scales at a and the 8 at b, as 16 floats */
+VX_INLINE __m512 scales_pair(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                                   _mm_loadu_si128((const __m128i *)b), 1));
+}
+
+VX_INLINE __m512i bcast4_512(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+VX_INLINE void tile2_q4_0(const vx_qx *x, int64_t K, const uint8_t *g0, const uint8_t *g1, int64_t nb,
+                          float r[VX_QP_MR][VX_QP_PAIR], const int mr) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const int64_t bb = VX_Q4_0_BYTES * VX_QP_ROWS;
+    __m512 acc[VX_QP_MR];
+    for (int m = 0; m < mr; m++) acc[m] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *b0 = g0 + b * bb, *b1 = g1 + b * bb;
+        prefetch_block(b0, bb);
+        prefetch_block(b1, bb);
+        __m512i isum[VX_QP_MR]; /* the nibbles' offset of 8 is the initial value */
+        for (int m = 0; m < mr; m++) isum[m] = _mm512_set1_epi32(-8 * x->s[m * nb + b]);
+        for (int j = 0; j < 4; j++) {
+            const int64_t at = VX_Q_HEAD_BYTES * VX_QP_ROWS + 32 * j;
+            const __m512i y = load_pair(b0 + at, b1 + at);
+            const __m512i lo = _mm512_and_si512(y, low4), hi = _mm512_and_si512(_mm512_srli_epi16(y, 4), low4);
+            for (int m = 0; m < mr; m++) {
+                const int8_t *xb = x->q + m * K + b * VX_QBLOCK + 4 * j;
+                isum[m] =
+                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[m], lo, bcast4_512(xb)), hi, bcast4_512(xb + 16));
+            }
+        }
+        const __m512 dw = scales_pair(b0, b1);
+        for (int m = 0; m < mr; m++) {
+            const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(x->d[m * nb + b]));
+            acc[m] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum[m]), acc[m]);
+        }
+    }
+    for (int m = 0; m < mr; m++) _mm512_storeu_ps(r[m], acc[m]);
+}
+
+VX_INLINE void tile2_q8_0(const vx_qx *x, int64_t K, const uint8_t *g0, const uint8_t *g1, int64_t nb,
+                          float r[VX_QP_MR][VX_QP_PAIR], const int mr) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const int64_t bb = VX_Q8_0_BYTES * VX_QP_ROWS;
+    __m512 acc[VX_QP_MR];
+    for (int m = 0; m < mr; m++) acc[m] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *b0 = g0 + b * bb, *b1 = g1 + b * bb;
+        prefetch_block(b0, bb);
+        prefetch_block(b1, bb);
+        __m512i isum[VX_QP_MR]; /* (w + 128) as u8 times x: -128 sum(x) is the initial value */
+        for (int m = 0; m < mr; m++) isum[m] = _mm512_set1_epi32(-128 * x->s[m * nb + b]);
+        for (int j = 0; j < 8; j++) {
+            const int64_t at = VX_Q_HEAD_BYTES * VX_QP_ROWS + 32 * j;
+            const __m512i u = _mm512_xor_si512(load_pair(b0 + at, b1 + at), flip);
+            for (int m = 0; m < mr; m++)
+                isum[m] = _mm512_dpbusd_epi32(isum[m], u, bcast4_512(x->q + m * K + b * VX_QBLOCK + 4 * j));
+        }
+        const __m512 dw = scales_pair(b0, b1);
+        for (int m = 0; m < mr; m++) {
+            const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(x->d[m * nb + b]));
+            acc[m] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum[m]), acc[m]);
+        }
+    }
+    for (int m = 0; m < mr; m++) _mm512_storeu_ps(r[m], acc[m]);
+}
+
+/* q4_k: the 256-bit tile's sequence (qpack_avx2.c tile_q4_k) on 16 lanes;
+ * each group's heads decoded by q4k_heads, side by side. */
+VX_INLINE __m512 halves(const float *a, const float *b) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(a)), _mm256_loadu_ps(b), 1);
+}
+
+VX_INLINE void tile2_q4_k(const vx_qx *x, int64_t K, const uint8_t *g0, const uint8_t *g1, int64_t nsb,
+                          float r[VX_QP_MR][VX_QP_PAIR], const int mr) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const int64_t bb = VX_Q4_K_BYTES * VX_QP_ROWS, xnb = K / VX_QBLOCK;
+    __m512 acc[VX_QP_MR];
+    for (int m = 0; m < mr; m++) acc[m] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *b0 = g0 + sb * bb, *b1 = g1 + sb * bb;
+        prefetch_block(b0, bb);
+        prefetch_block(b1, bb);
+        float dsc0[8][VX_QP_ROWS], dmn0[8][VX_QP_ROWS], dsc1[8][VX_QP_ROWS], dmn1[8][VX_QP_ROWS];
+        q4k_heads(b0, dsc0, dmn0);
+        q4k_heads(b1, dsc1, dmn1);
+        for (int j = 0; j < 8; j++) { /* sub-block j: chunks 8 (j / 2) .. +7, low nibbles if j is even */
+            __m512i wq[8];
+            for (int k = 0; k < 8; k++) {
+                const int64_t at = VX_Q4_K_HEAD_BYTES * VX_QP_ROWS + 32 * (8 * (j / 2) + k);
+                const __m512i y = load_pair(b0 + at, b1 + at);
+                wq[k] = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(y, 4) : y, low4);
+            }
+            const __m512 ds = halves(dsc0[j], dsc1[j]);
+            for (int m = 0; m < mr; m++) {
+                const int8_t *xb = x->q + m * K + sb * VX_Q4K_SUPER + 32 * j;
+                __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[0], bcast4_512(xb));
+                __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[1], bcast4_512(xb + 4));
+                for (int k = 2; k < 8; k += 2) {
+                    s0 = _mm512_dpbusd_epi32(s0, wq[k], bcast4_512(xb + 4 * k));
+                    s1 = _mm512_dpbusd_epi32(s1, wq[k + 1], bcast4_512(xb + 4 * k + 4));
+                }
+                const __m512i isum = _mm512_add_epi32(s0, s1);
+                const __m512 t = _mm512_mul_ps(ds, _mm512_set1_ps(x->d[m * xnb + sb * 8 + j]));
+                acc[m] = _mm512_add_ps(acc[m], _mm512_mul_ps(t, _mm512_cvtepi32_ps(isum)));
+            }
+        }
+        for (int m = 0; m < mr; m++) { /* mins: sum_j (dmin m_j) (dx_j sum_j(x)), then one subtraction */
+            const float *db = x->d + m * xnb + sb * 8;
+            const int32_t *sx = x->s + m * xnb + sb * 8;
+            __m512 mins = _mm512_setzero_ps();
+            for (int j = 0; j < 8; j++)
+                mins =
+                    _mm512_add_ps(mins, _mm512_mul_ps(halves(dmn0[j], dmn1[j]), _mm512_set1_ps(db[j] * (float)sx[j])));
+            acc[m] = _mm512_sub_ps(acc[m], mins);
+        }
+    }
+    for (int m = 0; m < mr; m++) _mm512_storeu_ps(r[m], acc[m]);
+}
+
+/* Pairs of groups through the wide tile, a lone last group through the
+ * 256-bit one. */
+#define VX_DEFINE_QP_GEMM_WIDE(name, tile2, tile1, block_bytes, block_vals)                                            \
+    static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias, float *out, \
+                     int64_t ldo, int accumulate) {                                                                    \
+        const int64_t nb = K / (block_vals), gb = nb * (block_bytes), xnb = K / VX_QBLOCK;                             \
+        for (int64_t n0 = 0; n0 < N; n0 += VX_QP_PAIR) {                                                               \
+            const int nr = (N - n0) < VX_QP_PAIR ? (int)(N - n0) : VX_QP_PAIR;                                         \
+            const uint8_t *grp = w + (n0 / VX_QP_ROWS) * gb;                                                           \
+            const float *bn = bias ? bias + n0 : NULL;                                                                 \
+            for (int64_t m0 = 0; m0 < M; m0 += VX_QP_MR) {                                                             \
+                const int mr = (M - m0) < VX_QP_MR ? (int)(M - m0) : VX_QP_MR;                                         \
+                const vx_qx xt = {x->q + m0 * K, x->d + m0 * xnb, x->s + m0 * xnb};                                    \
+                if (nr > VX_QP_ROWS) { /* the layout pads the last group to 8 rows */                                  \
+                    float r[VX_QP_MR][VX_QP_PAIR];                                                                     \
+                    VX_QP_TILE_CALL(tile2, mr, &xt, K, grp, grp + gb, nb, r)                                           \
+                    qp_store(&r[0][0], VX_QP_PAIR, mr, nr, bn, out + m0 * ldo + n0, ldo, accumulate);                  \
+                } else {                                                                                               \
+                    float r[VX_QP_MR][VX_QP_ROWS];                                                                     \
+                    VX_QP_TILE_CALL(tile1, mr, &xt, K, grp, nb, r)                                                     \
+                    qp_store(&r[0][0], VX_QP_ROWS, mr, nr, bn, out + m0 * ldo + n0, ldo, accumulate);                  \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+VX_DEFINE_QP_GEMM_WIDE(gemm_qp_q8_0, tile2_q8_0, tile_q8_0, VX_Q8_0_BYTES *VX_QP_ROWS, VX_QBLOCK)
+VX_DEFINE_QP_GEMM_WIDE(gemm_qp_q4_0, tile2_q4_0, tile_q4_0, VX_Q4_0_BYTES *VX_QP_ROWS, VX_QBLOCK)
+VX_DEFINE_QP_GEMM_WIDE(gemm_qp_q4_k, tile2_q4_k, tile_q4_k, VX_Q4_K_BYTES *VX_QP_ROWS, VX_Q4K_SUPER)
+
+const vx_qops VX_QP_TABLE = {VX_QP_TABLE_NAME, {gemm_qp_q8_0, gemm_qp_q4_0, gemm_qp_q4_k}};
 #endif
