@@ -91,10 +91,44 @@ VX_INLINE void tile2_q8_0(const vx_qx *x, int64_t K, const uint8_t *g0, const ui
     for (int m = 0; m < mr; m++) _mm512_storeu_ps(r[m], acc[m]);
 }
 
-/* q4_k: the 256-bit tile's sequence (qpack_avx2.c tile_q4_k) on 16 lanes;
- * each group's heads decoded by q4k_heads, side by side. */
-VX_INLINE __m512 halves(const float *a, const float *b) {
-    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(a)), _mm256_loadu_ps(b), 1);
+/* q4_k: the 256-bit tile's sequence (qpack_avx2.c tile_q4_k) on 16 lanes. */
+
+/* q4k_heads for two groups at once: the 8 heads of a group are 128
+ * contiguous bytes (d|dmin, then the 12 scale bytes as three words, per
+ * row); two permutes per group gather each word of the 8 rows, then the
+ * same bit operations and products as q4k_heads, per lane. */
+VX_INLINE void q4k_heads_pair(const uint8_t *b0, const uint8_t *b1, float dsc[8][VX_QP_PAIR],
+                              float dmn[8][VX_QP_PAIR]) {
+    const __m512i even = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i odd = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512i g0lo = _mm512_loadu_si512((const void *)b0), g0hi = _mm512_loadu_si512((const void *)(b0 + 64));
+    const __m512i g1lo = _mm512_loadu_si512((const void *)b1), g1hi = _mm512_loadu_si512((const void *)(b1 + 64));
+    /* [word 0 of rows 0-7 | word 1 of rows 0-7], [word 2 | word 3], per group */
+    const __m512i t0 = _mm512_permutex2var_epi32(g0lo, even, g0hi), t1 = _mm512_permutex2var_epi32(g0lo, odd, g0hi);
+    const __m512i u0 = _mm512_permutex2var_epi32(g1lo, even, g1hi), u1 = _mm512_permutex2var_epi32(g1lo, odd, g1hi);
+    /* lanes 0-7 group g, 8-15 group g + 1 */
+    const __m512i vdd = _mm512_shuffle_i64x2(t0, u0, 0x44), va = _mm512_shuffle_i64x2(t0, u0, 0xee);
+    const __m512i vb = _mm512_shuffle_i64x2(t1, u1, 0x44), vc = _mm512_shuffle_i64x2(t1, u1, 0xee);
+    const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(vdd));
+    const __m512 dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(vdd, 16)));
+    const __m512i m6 = _mm512_set1_epi32(0x3f3f3f3f), m4 = _mm512_set1_epi32(0x0f0f0f0f);
+    const __m512i m2 = _mm512_set1_epi32(0x03030303), byte = _mm512_set1_epi32(0xff);
+    const __m512i sc_lo = _mm512_and_si512(va, m6), mn_lo = _mm512_and_si512(vb, m6);
+    const __m512i sc_hi =
+        _mm512_or_si512(_mm512_and_si512(vc, m4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(va, 6), m2), 4));
+    const __m512i mn_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(vc, 4), m4),
+                                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(vb, 6), m2), 4));
+    for (int j = 0; j < 4; j++) {
+        const __m128i sh = _mm_cvtsi32_si128(8 * j);
+        const __m512 s0 = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srl_epi32(sc_lo, sh), byte));
+        const __m512 s1 = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srl_epi32(sc_hi, sh), byte));
+        const __m512 n0 = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srl_epi32(mn_lo, sh), byte));
+        const __m512 n1 = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srl_epi32(mn_hi, sh), byte));
+        _mm512_storeu_ps(dsc[j], _mm512_mul_ps(d, s0));
+        _mm512_storeu_ps(dsc[j + 4], _mm512_mul_ps(d, s1));
+        _mm512_storeu_ps(dmn[j], _mm512_mul_ps(dmin, n0));
+        _mm512_storeu_ps(dmn[j + 4], _mm512_mul_ps(dmin, n1));
+    }
 }
 
 VX_INLINE void tile2_q4_k(const vx_qx *x, int64_t K, const uint8_t *g0, const uint8_t *g1, int64_t nsb,
@@ -107,9 +141,8 @@ VX_INLINE void tile2_q4_k(const vx_qx *x, int64_t K, const uint8_t *g0, const ui
         const uint8_t *b0 = g0 + sb * bb, *b1 = g1 + sb * bb;
         prefetch_block(b0, bb);
         prefetch_block(b1, bb);
-        float dsc0[8][VX_QP_ROWS], dmn0[8][VX_QP_ROWS], dsc1[8][VX_QP_ROWS], dmn1[8][VX_QP_ROWS];
-        q4k_heads(b0, dsc0, dmn0);
-        q4k_heads(b1, dsc1, dmn1);
+        float dsc[8][VX_QP_PAIR], dmn[8][VX_QP_PAIR];
+        q4k_heads_pair(b0, b1, dsc, dmn);
         for (int j = 0; j < 8; j++) { /* sub-block j: chunks 8 (j / 2) .. +7, low nibbles if j is even */
             __m512i wq[8];
             for (int k = 0; k < 8; k++) {
@@ -117,7 +150,7 @@ VX_INLINE void tile2_q4_k(const vx_qx *x, int64_t K, const uint8_t *g0, const ui
                 const __m512i y = load_pair(b0 + at, b1 + at);
                 wq[k] = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(y, 4) : y, low4);
             }
-            const __m512 ds = halves(dsc0[j], dsc1[j]);
+            const __m512 ds = _mm512_loadu_ps(dsc[j]);
             for (int m = 0; m < mr; m++) {
                 const int8_t *xb = x->q + m * K + sb * VX_Q4K_SUPER + 32 * j;
                 __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[0], bcast4_512(xb));
@@ -137,7 +170,7 @@ VX_INLINE void tile2_q4_k(const vx_qx *x, int64_t K, const uint8_t *g0, const ui
             __m512 mins = _mm512_setzero_ps();
             for (int j = 0; j < 8; j++)
                 mins =
-                    _mm512_add_ps(mins, _mm512_mul_ps(halves(dmn0[j], dmn1[j]), _mm512_set1_ps(db[j] * (float)sx[j])));
+                    _mm512_add_ps(mins, _mm512_mul_ps(_mm512_loadu_ps(dmn[j]), _mm512_set1_ps(db[j] * (float)sx[j])));
             acc[m] = _mm512_sub_ps(acc[m], mins);
         }
     }
