@@ -40,6 +40,21 @@ X86_ONLY = [
 ]
 
 
+# what CMakeLists.txt gives the AVX-512 VNNI files
+AVX512_VNNI_FLAGS = [
+    "-march=x86-64",
+    "-DVX_HAVE_AVX512VNNI",
+    "-mavx512f",
+    "-mavx512bw",
+    "-mavx512dq",
+    "-mavx512vl",
+    "-mavx512vnni",
+    "-mavx2",
+    "-mfma",
+    "-mf16c",
+]
+
+
 def _compile(cc, src, flags, tmp_path):
     r = subprocess.run(
         [
@@ -85,23 +100,7 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
         ["-march=x86-64", "-DVX_HAVE_AVXVNNI", "-mavxvnni", "-mavx2", "-mfma", "-mf16c"],
         tmp_path,
     )
-    _compile(
-        "gcc",
-        "quant_avx512.c",
-        [
-            "-march=x86-64",
-            "-DVX_HAVE_AVX512VNNI",
-            "-mavx512f",
-            "-mavx512bw",
-            "-mavx512dq",
-            "-mavx512vl",
-            "-mavx512vnni",
-            "-mavx2",
-            "-mfma",
-            "-mf16c",
-        ],
-        tmp_path,
-    )
+    _compile("gcc", "quant_avx512.c", AVX512_VNNI_FLAGS, tmp_path)
     # the generic files with every optional kernel table declared
     _compile(
         "gcc",
@@ -118,24 +117,7 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
         ["-march=x86-64", "-DVX_HAVE_AVXVNNI", "-mavxvnni", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off"],
         tmp_path,
     )
-    _compile(
-        "gcc",
-        "qpack_avx512vnni.c",
-        [
-            "-march=x86-64",
-            "-DVX_HAVE_AVX512VNNI",
-            "-mavx512f",
-            "-mavx512bw",
-            "-mavx512dq",
-            "-mavx512vl",
-            "-mavx512vnni",
-            "-mavx2",
-            "-mfma",
-            "-mf16c",
-            "-ffp-contract=off",
-        ],
-        tmp_path,
-    )
+    _compile("gcc", "qpack_avx512vnni.c", [*AVX512_VNNI_FLAGS, "-ffp-contract=off"], tmp_path)
     for obj, table in [
         ("quant_avx512.c.o", "vx_qops_avx512vnni"),
         ("qpack_avxvnni.c.o", "vx_qpops_avxvnni"),
