@@ -329,3 +329,32 @@ def test_energy_source_backs_off_where_its_rule_fails():
     assert len(src.extend(first, 20, [], [])) == 11
     src.update(Draft([32] * 4, ["energy"] * 3 + ["pad"]), 3)  # the pad source's guess failed
     assert len(src.extend(first, 20, [], [])) == 11
+
+
+def test_a_source_whose_drafts_never_hold_rests():
+    """After REST_AFTER misses in a row a source drafts nothing for 2, 4, ..
+    REST_MAX of its turns (random weights emit no pads: otherwise a wasted
+    row every step); one row that holds ends the rest."""
+    from voxtral.drafts import REST_AFTER, REST_MAX, Draft, PadDrafts
+
+    src = PadDrafts(pad_id=32)
+    rows = []
+    for _ in range(120):
+        got = src.extend(0, 8, [], [])
+        rows.append(len(got))
+        src.update(Draft(got, ["pad"] * len(got)), 0)  # none held
+    assert rows[:REST_AFTER] == [8] + [1] * (REST_AFTER - 1)  # the window shrinks first
+    gaps, run = [], 0
+    for n in rows[REST_AFTER:]:
+        if n:
+            gaps.append(run)
+            run = 0
+        else:
+            run += 1
+    assert set(rows) == {0, 1, 8}
+    assert gaps[:6] == [min(REST_MAX, 2**k) for k in range(1, 7)]
+    assert sum(rows[40:]) <= len(rows[40:]) / REST_MAX + 1
+    while not src.extend(0, 8, [], []):  # wait for its next try, then let it hold
+        src.update(Draft(), 0)
+    src.update(Draft([32], ["pad"]), 1)
+    assert src.extend(0, 8, [], []) == [32] * 3  # 2a + 1, no rest
