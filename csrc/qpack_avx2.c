@@ -35,15 +35,11 @@
  * block sum and fp32 accumulator stay in the 16 ymm registers; 8 rows from
  * one unpack of the block spilled and measured 5-12% slower at M = 2..16);
  * q8_0 keeps 4, its per-row sign step reloads the weights either way (8
- * rows measured no faster than two tiles of 4). VX_QP_MR: the largest. */
+ * rows measured no faster than two tiles of 4). VX_QP_MR: the largest, and
+ * what the AVX-512 build (32 registers) gives every tile. */
 #define VX_QP_MR 8
-#if defined(VX_QP_EVEX_VNNI)
-#define VX_QP_MR_Q4 8
-#define VX_QP_MR_Q8 8
-#else
 #define VX_QP_MR_Q4 4
 #define VX_QP_MR_Q8 4
-#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define VX_NO_UNROLL _Pragma("GCC unroll 1")
 #elif defined(__clang__)
@@ -88,7 +84,7 @@ VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     const __m256i ones = _mm256_set1_epi16(1);
 #endif
     const int64_t bb = VX_Q4_0_BYTES * VX_QP_ROWS;
-    __m256 acc[VX_QP_MR]; /* cases past VX_QP_MR_Q4 are compiled, never run */
+    __m256 acc[VX_QP_MR]; /* past VX_QP_MR_Q4 rows: only the AVX-512 build's lone last group */
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
@@ -137,7 +133,7 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     const __m256i ones = _mm256_set1_epi16(1);
 #endif
     const int64_t bb = VX_Q8_0_BYTES * VX_QP_ROWS;
-    __m256 acc[VX_QP_MR]; /* cases past VX_QP_MR_Q8 are compiled, never run */
+    __m256 acc[VX_QP_MR]; /* past VX_QP_MR_Q8 rows: only the AVX-512 build's lone last group */
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;

@@ -1,11 +1,11 @@
 /* AVX-512 VNNI (EVEX vpdpbusd, Ice Lake, Zen 4 and later): the repacked-
  * layout kernels of qpack_avx2.c with the u8 x s8 dot product in one
- * instruction and two 8-row groups side by side in one
- * 512-bit vector (lanes 0-7 group g, 8-15 group g + 1): each broadcast of
- * activations, each dot product and each fp32 step serves 16 weight rows,
- * half the instructions per weight of the 256-bit tile, which still serves a
- * lone last group. Every lane does the 256-bit tile's (and the
- * scalar kernel's) operations in the same order: the same bits.
+ * instruction and two 8-row groups side by side in one 512-bit vector
+ * (lanes 0-7 group g, 8-15 group g + 1): each broadcast of activations,
+ * each dot product and each fp32 step serves 16 weight rows, half the
+ * instructions per weight of the 256-bit tile, which still serves a lone
+ * last group. Every lane does the 256-bit tile's (and the scalar kernel's)
+ * operations in the same order: the same bits.
  * Built with the AVX-512 flags and -ffp-contract=off; run only when the CPU
  * has it. */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512VNNI)
