@@ -12,6 +12,7 @@
 #define VX_QP_EVEX_VNNI 1
 #define VX_QP_WIDE 1
 #include "qpack_avx2.c"
+#include "vx.h" /* the weight type ids */
 
 #define VX_QP_PAIR (2 * VX_QP_ROWS)
 
@@ -33,26 +34,38 @@ VX_INLINE __m512i bcast4_512(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-VX_INLINE void tile2_q4_0(const vx_qx *x, int64_t K, const uint8_t *g0, const uint8_t *g1, int64_t nb,
-                          float r[VX_QP_MR][VX_QP_PAIR], const int mr) {
-    const __m512i low4 = _mm512_set1_epi8(0x0f);
-    const int64_t bb = VX_Q4_0_BYTES * VX_QP_ROWS;
+/* q4_0 and q8_0 (32-value blocks, an fp16 scale each) over a pair of groups;
+ * qtype is a constant at every call, so each type gets its own loop. q4_0:
+ * nibbles times x, the offset's -8 sum(x) the initial value; q8_0: (w + 128)
+ * as u8 times x, -128 sum(x) the initial value. */
+VX_INLINE void tile2_q32(const int qtype, const vx_qx *x, int64_t K, const uint8_t *g0, const uint8_t *g1, int64_t nb,
+                         float r[VX_QP_MR][VX_QP_PAIR], const int mr) {
+    const int q4 = qtype == VX_Q4_0;
+    const __m512i low4 = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8((char)0x80);
+    const int64_t bb = (q4 ? VX_Q4_0_BYTES : VX_Q8_0_BYTES) * VX_QP_ROWS;
+    const int32_t offset = q4 ? 8 : 128;
     __m512 acc[VX_QP_MR];
     for (int m = 0; m < mr; m++) acc[m] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *b0 = g0 + b * bb, *b1 = g1 + b * bb;
         prefetch_block(b0, bb);
         prefetch_block(b1, bb);
-        __m512i isum[VX_QP_MR]; /* the nibbles' offset of 8 is the initial value */
-        for (int m = 0; m < mr; m++) isum[m] = _mm512_set1_epi32(-8 * x->s[m * nb + b]);
-        for (int j = 0; j < 4; j++) {
+        __m512i isum[VX_QP_MR];
+        for (int m = 0; m < mr; m++) isum[m] = _mm512_set1_epi32(-offset * x->s[m * nb + b]);
+        for (int j = 0; j < (q4 ? 4 : 8); j++) { /* 32-byte chunks of the 8 rows' quants */
             const int64_t at = VX_Q_HEAD_BYTES * VX_QP_ROWS + 32 * j;
             const __m512i y = load_pair(b0 + at, b1 + at);
-            const __m512i lo = _mm512_and_si512(y, low4), hi = _mm512_and_si512(_mm512_srli_epi16(y, 4), low4);
-            for (int m = 0; m < mr; m++) {
-                const int8_t *xb = x->q + m * K + b * VX_QBLOCK + 4 * j;
-                isum[m] =
-                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[m], lo, bcast4_512(xb)), hi, bcast4_512(xb + 16));
+            if (q4) {
+                const __m512i lo = _mm512_and_si512(y, low4), hi = _mm512_and_si512(_mm512_srli_epi16(y, 4), low4);
+                for (int m = 0; m < mr; m++) {
+                    const int8_t *xb = x->q + m * K + b * VX_QBLOCK + 4 * j;
+                    isum[m] =
+                        _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[m], lo, bcast4_512(xb)), hi, bcast4_512(xb + 16));
+                }
+            } else {
+                const __m512i u = _mm512_xor_si512(y, flip);
+                for (int m = 0; m < mr; m++)
+                    isum[m] = _mm512_dpbusd_epi32(isum[m], u, bcast4_512(x->q + m * K + b * VX_QBLOCK + 4 * j));
             }
         }
         const __m512 dw = scales_pair(b0, b1);
@@ -64,31 +77,14 @@ VX_INLINE void tile2_q4_0(const vx_qx *x, int64_t K, const uint8_t *g0, const ui
     for (int m = 0; m < mr; m++) _mm512_storeu_ps(r[m], acc[m]);
 }
 
+VX_INLINE void tile2_q4_0(const vx_qx *x, int64_t K, const uint8_t *g0, const uint8_t *g1, int64_t nb,
+                          float r[VX_QP_MR][VX_QP_PAIR], const int mr) {
+    tile2_q32(VX_Q4_0, x, K, g0, g1, nb, r, mr);
+}
+
 VX_INLINE void tile2_q8_0(const vx_qx *x, int64_t K, const uint8_t *g0, const uint8_t *g1, int64_t nb,
                           float r[VX_QP_MR][VX_QP_PAIR], const int mr) {
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    const int64_t bb = VX_Q8_0_BYTES * VX_QP_ROWS;
-    __m512 acc[VX_QP_MR];
-    for (int m = 0; m < mr; m++) acc[m] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *b0 = g0 + b * bb, *b1 = g1 + b * bb;
-        prefetch_block(b0, bb);
-        prefetch_block(b1, bb);
-        __m512i isum[VX_QP_MR]; /* (w + 128) as u8 times x: -128 sum(x) is the initial value */
-        for (int m = 0; m < mr; m++) isum[m] = _mm512_set1_epi32(-128 * x->s[m * nb + b]);
-        for (int j = 0; j < 8; j++) {
-            const int64_t at = VX_Q_HEAD_BYTES * VX_QP_ROWS + 32 * j;
-            const __m512i u = _mm512_xor_si512(load_pair(b0 + at, b1 + at), flip);
-            for (int m = 0; m < mr; m++)
-                isum[m] = _mm512_dpbusd_epi32(isum[m], u, bcast4_512(x->q + m * K + b * VX_QBLOCK + 4 * j));
-        }
-        const __m512 dw = scales_pair(b0, b1);
-        for (int m = 0; m < mr; m++) {
-            const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(x->d[m * nb + b]));
-            acc[m] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(isum[m]), acc[m]);
-        }
-    }
-    for (int m = 0; m < mr; m++) _mm512_storeu_ps(r[m], acc[m]);
+    tile2_q32(VX_Q8_0, x, K, g0, g1, nb, r, mr);
 }
 
 /* q4_k: the 256-bit tile's sequence (qpack_avx2.c tile_q4_k) on 16 lanes. */
