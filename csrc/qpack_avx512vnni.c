@@ -1,7 +1,7 @@
 /* AVX-512 VNNI (EVEX vpdpbusd, Ice Lake, Zen 4 and later): the repacked-
  * layout kernels of qpack_avx2.c with the u8 x s8 dot product in one
  * instruction and two 8-row groups side by side in one 512-bit vector
- * (lanes 0-7 group g, 8-15 group g + 1): each broadcast of activations,
+ * (lanes 0-7 one group, 8-15 another): each broadcast of activations,
  * each dot product and each fp32 step serves 16 weight rows, half the
  * instructions per weight of the 256-bit tile, which still serves a lone
  * last group. Every lane does the 256-bit tile's (and the scalar kernel's)
@@ -16,7 +16,7 @@
 
 #define VX_QP_PAIR (2 * VX_QP_ROWS)
 
-/* 32 bytes at a (group g) and at b (group g + 1) as one vector */
+/* 32 bytes at a (lanes 0-7's group) and at b (lanes 8-15's) as one vector */
 VX_INLINE __m512i load_pair(const uint8_t *a, const uint8_t *b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
                               _mm256_loadu_si256((const __m256i *)b), 1);
@@ -102,7 +102,7 @@ VX_INLINE void q4k_heads_pair(const uint8_t *b0, const uint8_t *b1, float dsc[8]
     /* [word 0 of rows 0-7 | word 1 of rows 0-7], [word 2 | word 3], per group */
     const __m512i t0 = _mm512_permutex2var_epi32(g0lo, even, g0hi), t1 = _mm512_permutex2var_epi32(g0lo, odd, g0hi);
     const __m512i u0 = _mm512_permutex2var_epi32(g1lo, even, g1hi), u1 = _mm512_permutex2var_epi32(g1lo, odd, g1hi);
-    /* lanes 0-7 group g, 8-15 group g + 1 */
+    /* lanes 0-7 b0's group, 8-15 b1's */
     const __m512i vdd = _mm512_shuffle_i64x2(t0, u0, 0x44), va = _mm512_shuffle_i64x2(t0, u0, 0xee);
     const __m512i vb = _mm512_shuffle_i64x2(t1, u1, 0x44), vc = _mm512_shuffle_i64x2(t1, u1, 0xee);
     const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(vdd));
@@ -173,27 +173,37 @@ VX_INLINE void tile2_q4_k(const vx_qx *x, int64_t K, const uint8_t *g0, const ui
     for (int m = 0; m < mr; m++) _mm512_storeu_ps(r[m], acc[m]);
 }
 
-/* Pairs of groups through the wide tile, a lone last group through the
- * 256-bit one. */
+/* Group i of the task's rows is paired with group i + half (half: the
+ * number of groups, halved and rounded up), so each of the two vectors'
+ * streams walks consecutive groups, one contiguous run of memory, as the
+ * 256-bit kernel's single stream does; a lone middle group (an odd count)
+ * goes through the 256-bit tile. Any two groups can share a vector: a
+ * lane's operations do not depend on its neighbour's. */
 #define VX_DEFINE_QP_GEMM_WIDE(name, tile2, tile1, block_bytes, block_vals)                                            \
     static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias, float *out, \
                      int64_t ldo, int accumulate) {                                                                    \
         const int64_t nb = K / (block_vals), gb = nb * (block_bytes), xnb = K / VX_QBLOCK;                             \
-        for (int64_t n0 = 0; n0 < N; n0 += VX_QP_PAIR) {                                                               \
-            const int nr = (N - n0) < VX_QP_PAIR ? (int)(N - n0) : VX_QP_PAIR;                                         \
-            const uint8_t *grp = w + (n0 / VX_QP_ROWS) * gb;                                                           \
-            const float *bn = bias ? bias + n0 : NULL;                                                                 \
+        const int64_t groups = (N + VX_QP_ROWS - 1) / VX_QP_ROWS, half = (groups + 1) / 2;                             \
+        for (int64_t g = 0; g < half; g++) {                                                                           \
+            const int64_t n0 = g * VX_QP_ROWS, n1 = (g + half) * VX_QP_ROWS;                                           \
+            const int paired = g + half < groups;                                                                      \
+            const int nr0 = (N - n0) < VX_QP_ROWS ? (int)(N - n0) : VX_QP_ROWS;                                        \
+            const int nr1 = paired ? ((N - n1) < VX_QP_ROWS ? (int)(N - n1) : VX_QP_ROWS) : 0;                         \
             for (int64_t m0 = 0; m0 < M; m0 += VX_QP_MR) {                                                             \
                 const int mr = (M - m0) < VX_QP_MR ? (int)(M - m0) : VX_QP_MR;                                         \
                 const vx_qx xt = {x->q + m0 * K, x->d + m0 * xnb, x->s + m0 * xnb};                                    \
-                if (nr > VX_QP_ROWS) { /* the layout pads the last group to 8 rows */                                  \
+                if (paired) {                                                                                          \
                     float r[VX_QP_MR][VX_QP_PAIR];                                                                     \
-                    VX_QP_TILE_CALL(tile2, mr, &xt, K, grp, grp + gb, nb, r)                                           \
-                    qp_store(&r[0][0], VX_QP_PAIR, mr, nr, bn, out + m0 * ldo + n0, ldo, accumulate);                  \
+                    VX_QP_TILE_CALL(tile2, mr, &xt, K, w + g * gb, w + (g + half) * gb, nb, r)                         \
+                    qp_store(&r[0][0], VX_QP_PAIR, mr, nr0, bias ? bias + n0 : NULL, out + m0 * ldo + n0, ldo,         \
+                             accumulate);                                                                              \
+                    qp_store(&r[0][VX_QP_ROWS], VX_QP_PAIR, mr, nr1, bias ? bias + n1 : NULL, out + m0 * ldo + n1,     \
+                             ldo, accumulate);                                                                         \
                 } else {                                                                                               \
                     float r[VX_QP_MR][VX_QP_ROWS];                                                                     \
-                    VX_QP_TILE_CALL(tile1, mr, &xt, K, grp, nb, r)                                                     \
-                    qp_store(&r[0][0], VX_QP_ROWS, mr, nr, bn, out + m0 * ldo + n0, ldo, accumulate);                  \
+                    VX_QP_TILE_CALL(tile1, mr, &xt, K, w + g * gb, nb, r)                                              \
+                    qp_store(&r[0][0], VX_QP_ROWS, mr, nr0, bias ? bias + n0 : NULL, out + m0 * ldo + n0, ldo,         \
+                             accumulate);                                                                              \
                 }                                                                                                      \
             }                                                                                                          \
         }                                                                                                              \

@@ -105,15 +105,26 @@ static void quantize_row(const float *x, int64_t K, int8_t *q, float *d, int32_t
     }
 }
 
-/* Task sizes: 16 weight rows (4 tiles) x 64 rows of x; a task's x panel
- * (64 x K int8) stays in L2 while its weight rows stream through L1. */
-#define VX_Q_TASK_N 16
+/* Task sizes: up to VX_Q_TASK_N weight rows x VX_Q_TASK_M rows of x; a
+ * task's x panel (64 x K int8) stays in L2 while its weight rows stream
+ * through L1. Long tasks keep each stream of weights contiguous for the
+ * hardware prefetchers (the 512-bit kernels pair a task's group i with group
+ * i + half: two long runs): on a Zen 4, 128 rows instead of 16 made a Q4_0
+ * decoder-shaped GEMV 1.2x faster at 2 threads, and Q4_K 1.5x. */
+#define VX_Q_TASK_N 128
 #define VX_Q_TASK_M 64
 #define VX_Q_PARALLEL_MIN_WORK (1 << 16)
 #define VX_Q_SERIAL_QUANT (1 << 15)
 
+/* Weight rows per task: VX_Q_TASK_N, fewer (a multiple of 16) where a
+ * thread would get under 4 tasks, so many threads still share small N. */
+static int64_t task_rows(int64_t N, int nthreads) {
+    const int64_t rows = (N / (4 * (int64_t)nthreads) + 15) / 16 * 16;
+    return rows < 16 ? 16 : rows > VX_Q_TASK_N ? VX_Q_TASK_N : rows;
+}
+
 /* rb: bytes per weight row (the repacked layout has as many per row, in
- * groups of VX_QP_ROWS, which divides VX_Q_TASK_N) */
+ * groups of VX_QP_ROWS, which divides a task's rows) */
 static int matmul_q_driver(const float *x, const uint8_t *w, vx_qgemm_fn gemm, int64_t rb, const float *bias,
                            float *out, int64_t M, int64_t N, int64_t K, int accumulate) {
     const int64_t xnb = K / VX_QBLOCK;
@@ -128,11 +139,12 @@ static int matmul_q_driver(const float *x, const uint8_t *w, vx_qgemm_fn gemm, i
     int32_t *xs = (int32_t *)(base + q_bytes + d_bytes);
     const vx_qx qx = {xq, xd, xs};
 
-    const int64_t tasks_n = (N + VX_Q_TASK_N - 1) / VX_Q_TASK_N;
-    const int64_t tasks_m = (M + VX_Q_TASK_M - 1) / VX_Q_TASK_M;
-    const int64_t n_tasks = tasks_n * tasks_m;
     int nthreads = vx_get_num_threads();
     if (M * N * K < VX_Q_PARALLEL_MIN_WORK) nthreads = 1;
+    const int64_t task_n = task_rows(N, nthreads);
+    const int64_t tasks_n = (N + task_n - 1) / task_n;
+    const int64_t tasks_m = (M + VX_Q_TASK_M - 1) / VX_Q_TASK_M;
+    const int64_t n_tasks = tasks_n * tasks_m;
     /* A few rows (a decoder step, a live push) are quantized before the
      * threads start: a microsecond, and no barrier that a descheduled
      * thread (shared machine) could hold up. */
@@ -147,10 +159,10 @@ static int matmul_q_driver(const float *x, const uint8_t *w, vx_qgemm_fn gemm, i
         }
         /* (implicit barrier) dynamic: a descheduled thread does not hold up
          * the others; results do not depend on who runs which task */
-#pragma omp for schedule(dynamic, 2)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tasks; t++) {
-            const int64_t n0 = (t % tasks_n) * VX_Q_TASK_N, m0 = (t / tasks_n) * VX_Q_TASK_M;
-            const int64_t nb = (N - n0) < VX_Q_TASK_N ? (N - n0) : VX_Q_TASK_N;
+            const int64_t n0 = (t % tasks_n) * task_n, m0 = (t / tasks_n) * VX_Q_TASK_M;
+            const int64_t nb = (N - n0) < task_n ? (N - n0) : task_n;
             const int64_t mb = (M - m0) < VX_Q_TASK_M ? (M - m0) : VX_Q_TASK_M;
             const vx_qx xt = {qx.q + m0 * K, qx.d + m0 * xnb, qx.s + m0 * xnb};
             gemm(&xt, mb, w + n0 * rb, nb, K, bias ? bias + n0 : NULL, out + m0 * N + n0, N, accumulate);

@@ -109,6 +109,28 @@ def test_bit_equal_across_m_chunks_and_threads(isa, qtype, threads):
     assert np.array_equal(K.matmul_qp(x, wp, qtype, N, K_), whole)
 
 
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_long_tasks_equal_the_scalar_kernel(isa, qtype, threads):
+    """Enough rows for the driver's longest tasks (128 rows: the 512-bit
+    kernels pair a task's group i with group i + half), a last task of an odd
+    number of groups ending in a partial group, on 1, 2 and 3 threads: every
+    output equals the scalar kernel's, whichever task and pair it fell in."""
+    K_ = 256
+    N = 4 * 128 * 2 + 8 * 4 + 3  # tasks of 128 rows at 1 and 2 threads, then 5 groups, the last of 3 rows
+    w = make_weights(qtype, N, K_, seed=13)
+    wp = K.repack_q(w, qtype, K_)
+    x = rng.standard_normal((5, K_)).astype(np.float32)
+    K.set_isa("scalar")
+    try:
+        want = K.matmul_qp(x, wp, qtype, N, K_)
+    finally:
+        K.set_isa(isa)
+    for n in (1, 2, 3):
+        threads(n)
+        for rows in (slice(0, 1), slice(0, 4), slice(0, 5)):
+            assert np.array_equal(K.matmul_qp(x[rows], wp, qtype, N, K_), want[rows])
+
+
 def test_non_finite_inputs(isa):
     K_ = 256
     w = make_weights("q4_0", 9, K_, seed=2)
