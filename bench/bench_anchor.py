@@ -56,7 +56,7 @@ def our_step_ms(model, ctx: int, reps: int = 5) -> float:
     import numpy as np
 
     dec = model.decoder
-    cache = dec.new_cache()
+    cache = dec.new_cache(model.kv_cache)  # the KV storage the model was loaded with
     ada = dec.ada_scales(6)
     x = np.random.default_rng(0).standard_normal((1, model.config.decoder.dim)).astype(np.float32)
     dec.forward([DecoderRows(cache, x.copy(), ada)])

@@ -94,7 +94,7 @@ def best_of(fn, reps: int) -> float:
 
 def decoder_step_ms(model, contexts: list[int], reps: int = 5) -> dict[int, float]:
     dec = model.decoder
-    cache = dec.new_cache()
+    cache = dec.new_cache(model.kv_cache)  # the mode's KV storage (the row's label)
     ada = dec.ada_scales(6)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, model.config.decoder.dim)).astype(np.float32)
@@ -109,7 +109,7 @@ def decoder_step_ms(model, contexts: list[int], reps: int = 5) -> dict[int, floa
 def encoder_times(model, audio: np.ndarray) -> dict[str, float]:
     rate = model.sample_rate
     enc = model.encoder
-    state = enc.new_state()
+    state = enc.new_state(model.kv_cache)
     mel = LogMelStream(model.front)
     warm = int(15.04 * rate)
     t = time.perf_counter()
