@@ -27,7 +27,7 @@ VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, i
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t d = 0; d < D; d += 8) {
         __m256 kr[2];
-        for (int r = 0; r < R; r++) kr[r] = load8_f32(kind, k, off + r * stride + d);
+        for (int r = 0; r < R; r++) kr[r] = mq_load(kind, k, off + r * stride + d);
         for (int g = 0; g < G; g++) {
             const __m256 qv = _mm256_loadu_ps(q + g * D + d);
             for (int r = 0; r < R; r++) acc[r * 4 + g] = _mm256_fmadd_ps(qv, kr[r], acc[r * 4 + g]);
@@ -58,7 +58,7 @@ VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, c
             prefetch_bytes((const char *)v + (off + (j + KV_V_BLOCK) * stride) * (kind == VX_KV_BF16 ? 2 : 1),
                            8 * NC * (kind == VX_KV_BF16 ? 2 : 1));
         __m256 vv[2];
-        for (int c = 0; c < NC; c++) vv[c] = load8_f32(kind, v, off + j * stride + 8 * c);
+        for (int c = 0; c < NC; c++) vv[c] = mq_load(kind, v, off + j * stride + 8 * c);
         for (int g = 0; g < G; g++) {
             const __m256 p = _mm256_broadcast_ss(w + g * ldw + j);
             for (int c = 0; c < NC; c++) acc[g][c] = _mm256_fmadd_ps(p, vv[c], acc[g][c]);

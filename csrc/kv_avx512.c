@@ -1,9 +1,13 @@
 /* AVX-512 (F/BW/DQ/VL) attention over a compact (bf16 / int8) KV cache: the
  * AVX2 file's register-blocked scheme with 16 lanes and twice the registers
- * (scores: 4 rows x 4 heads per pass; output: 64 lanes x 4 heads per block).
- * Head dims that are not a multiple of 16 go to the AVX2 kernel (the CPU has
- * it whenever it has these). */
+ * (scores: 4 rows x 4 heads per pass; output: 64 lanes x 4 heads per block),
+ * and the multi-position body (attn_mq_body.h) on 16 lanes for tasks of
+ * several positions (the encoder's push: each row widened once for all of
+ * them; 4 rows x 4 query vectors per score pass). Head dims that are not a
+ * multiple of 16 go to the AVX2 kernels (the CPU has them whenever it has
+ * these). */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512)
+#include "simd_avx2.h"
 #include "vx_kv.h"
 
 #include <immintrin.h>
@@ -85,6 +89,30 @@ static void softmax16(float *s, int64_t rows, int64_t n) {
         }
     }
 }
+
+/* ---- several positions per task: the 16-lane mapping of attn_mq_body.h ---- */
+typedef __m512 mq_vec;
+#define MQ_LANES 16
+#define MQ_ROWS 4 /* 16 accumulators, reduced by one hsum16x16 */
+#define MQ_NC 4
+#define mq_zero _mm512_setzero_ps
+#define mq_loadu _mm512_loadu_ps
+#define mq_storeu _mm512_storeu_ps
+#define mq_bcast(p) _mm512_set1_ps(*(p))
+#define mq_fma _mm512_fmadd_ps
+#define mq_hsum hsum16x16
+
+#define mq_load ld16 /* compact rows only: the fp32 cache's AVX-512 level runs the AVX2 body */
+
+/* s[c][r] = mul[r] * lane (4r + c) of h */
+VX_INLINE void mq_store_scores(int R, int C, const float *mul, __m512 h, float *const *s) {
+    float t[16];
+    _mm512_storeu_ps(t, h);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) s[c][r] = mul[r] * t[4 * r + c];
+}
+
+#include "attn_mq_body.h"
 
 /* Scores of R rows (R <= 4; row r at element off + r*stride) x G query heads
  * (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r */
@@ -227,4 +255,20 @@ int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, con
     else attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     return 1;
 }
+int vx_attn_kv_mq_avx512(int kind, int64_t nq, const float *q, int64_t qstride, const int64_t *lo, const int64_t *n,
+                         int64_t nkv, int64_t group, const void *k, const void *v, const float *ks, const float *vs,
+                         int64_t stride, int64_t sstride, int64_t nu, int64_t D, float scale, float *scores, float *o,
+                         int64_t ostride) {
+    if (D % MQ_LANES)
+        return vx_attn_kv_mq_avx2(kind, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
+                                  scores, o, ostride);
+    if (kind == VX_KV_BF16)
+        return attn_mq_body(VX_KV_BF16, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
+                            scores, o, ostride);
+    if (kind == VX_KV_INT8)
+        return attn_mq_body(VX_KV_INT8, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
+                            scores, o, ostride);
+    return 0;
+}
+
 #endif

@@ -118,9 +118,7 @@ typedef struct kv_kernels {
 #if defined(__x86_64__) || defined(_M_X64)
 static const kv_kernels kv_avx2 = {"avx2", vx_attn_kv_avx2, vx_attn_kv_mq_avx2};
 #if defined(VX_HAVE_AVX512)
-/* several positions (the encoder's push): the AVX2 body, as the fp32 cache's
- * AVX-512 level does; it widens each row once for all of them */
-static const kv_kernels kv_avx512 = {"avx512", vx_attn_kv_avx512, vx_attn_kv_mq_avx2};
+static const kv_kernels kv_avx512 = {"avx512", vx_attn_kv_avx512, vx_attn_kv_mq_avx512};
 #endif
 #endif
 #if defined(__aarch64__)

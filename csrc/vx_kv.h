@@ -64,6 +64,10 @@ int vx_attn_kv_mq_avx2(int kind, int64_t nq, const float *q, int64_t qstride, co
 int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                       const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                       float scale, float *scores, float *og);
+int vx_attn_kv_mq_avx512(int kind, int64_t nq, const float *q, int64_t qstride, const int64_t *lo, const int64_t *n,
+                         int64_t nkv, int64_t group, const void *k, const void *v, const float *ks, const float *vs,
+                         int64_t stride, int64_t sstride, int64_t nu, int64_t D, float scale, float *scores, float *o,
+                         int64_t ostride);
 #endif
 #endif
 #if defined(__aarch64__)
