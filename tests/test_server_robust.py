@@ -205,15 +205,15 @@ def _churn(srv, n_sessions: int, seconds: float):
         if i % 3 == 0:
             transcribe_ws(srv.ws_url, audio, chunk_bytes=5120)
             return
-        ws = connect(srv.ws_url)
-        recv_json(ws)
-        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
-        for start in range(0, len(audio) // (2 if i % 3 == 1 else 4), 5120):
-            ws.send(append(audio[start : start + 5120]))
-        if i % 3 == 1:
-            ws.close()  # cut mid-stream, politely
-        else:
-            ws.socket.close()  # cut mid-stream: the TCP connection just drops
+        with connect(srv.ws_url) as ws:
+            recv_json(ws)
+            ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            for start in range(0, len(audio) // (2 if i % 3 == 1 else 4), 5120):
+                ws.send(append(audio[start : start + 5120]))
+            if i % 3 == 1:
+                ws.close()  # cut mid-stream, politely
+            else:
+                ws.socket.close()  # cut mid-stream: the TCP connection just drops
 
     for wave in range(0, n_sessions, 4):
         threads = [threading.Thread(target=one, args=(i,)) for i in range(wave, min(wave + 4, n_sessions))]
