@@ -161,12 +161,7 @@ int vx_attn_kv_mq_avx2(int kind, int64_t nq, const float *q, int64_t qstride, co
                        int64_t nkv, int64_t group, const void *k, const void *v, const float *ks, const float *vs,
                        int64_t stride, int64_t sstride, int64_t nu, int64_t D, float scale, float *scores, float *o,
                        int64_t ostride) {
-    if (kind == VX_KV_BF16)
-        return attn_mq_body(VX_KV_BF16, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
-                            scores, o, ostride);
-    if (kind == VX_KV_INT8)
-        return attn_mq_body(VX_KV_INT8, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
-                            scores, o, ostride);
-    return 0;
+    return attn_mq_compact(kind, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale, scores,
+                           o, ostride);
 }
 #endif

@@ -255,6 +255,7 @@ int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, con
     else attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     return 1;
 }
+
 int vx_attn_kv_mq_avx512(int kind, int64_t nq, const float *q, int64_t qstride, const int64_t *lo, const int64_t *n,
                          int64_t nkv, int64_t group, const void *k, const void *v, const float *ks, const float *vs,
                          int64_t stride, int64_t sstride, int64_t nu, int64_t D, float scale, float *scores, float *o,
@@ -262,13 +263,8 @@ int vx_attn_kv_mq_avx512(int kind, int64_t nq, const float *q, int64_t qstride, 
     if (D % MQ_LANES)
         return vx_attn_kv_mq_avx2(kind, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
                                   scores, o, ostride);
-    if (kind == VX_KV_BF16)
-        return attn_mq_body(VX_KV_BF16, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
-                            scores, o, ostride);
-    if (kind == VX_KV_INT8)
-        return attn_mq_body(VX_KV_INT8, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale,
-                            scores, o, ostride);
-    return 0;
+    return attn_mq_compact(kind, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale, scores,
+                           o, ostride);
 }
 
 #endif
