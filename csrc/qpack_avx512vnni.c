@@ -3,9 +3,9 @@
  * instruction and two 8-row groups side by side in one 512-bit vector
  * (lanes 0-7 one group, 8-15 another): each broadcast of activations,
  * each dot product and each fp32 step serves 16 weight rows, half the
- * instructions per weight of the 256-bit tile, which still serves a lone
- * last group. Every lane does the 256-bit tile's (and the scalar kernel's)
- * operations in the same order: the same bits.
+ * instructions per weight of the 256-bit tile, which still serves the lone
+ * group of an odd count. Every lane does the 256-bit tile's (and the scalar
+ * kernel's) operations in the same order: the same bits.
  * Built with the AVX-512 flags and -ffp-contract=off; run only when the CPU
  * has it. */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512VNNI)

@@ -109,8 +109,9 @@ static void quantize_row(const float *x, int64_t K, int8_t *q, float *d, int32_t
  * task's x panel (64 x K int8) stays in L2 while its weight rows stream
  * through L1. Long tasks keep each stream of weights contiguous for the
  * hardware prefetchers (the 512-bit kernels pair a task's group i with group
- * i + half: two long runs): on a Zen 4, 128 rows instead of 16 made a Q4_0
- * decoder-shaped GEMV 1.2x faster at 2 threads, and Q4_K 1.5x. */
+ * i + half: two long runs): on a Zen 4 the two together, against 16-row
+ * tasks pairing groups g and g + 1, made a Q4_0 decoder-shaped GEMV 1.2x
+ * faster at 2 threads, and Q4_K 1.5x. */
 #define VX_Q_TASK_N 128
 #define VX_Q_TASK_M 64
 #define VX_Q_PARALLEL_MIN_WORK (1 << 16)
