@@ -233,6 +233,7 @@ def test_drafts_random_weights(benchmark, tmp_path_factory):
 
 def main(argv=None) -> int:
     import voxtral
+    from voxtral.modes import KV_DTYPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path)
@@ -242,9 +243,10 @@ def main(argv=None) -> int:
     p.add_argument("--live-seconds", type=float, default=0.0, help="seconds of live audio (0: no live run)")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--kv", default="f32", choices=KV_DTYPES, help="KV cache storage (default f32, exact)")
     a = p.parse_args(argv)
-    model = voxtral.load(a.model, download=False)
-    report: dict = {"model": str(a.model)}
+    model = voxtral.load(a.model, download=False, kv_cache=a.kv)
+    report: dict = {"model": str(a.model), "kv_cache": a.kv}
     if a.energy:
         report["energy_rule"] = energy_rule(model, dict(list(heldout().items())[:20]))
     else:
