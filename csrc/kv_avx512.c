@@ -7,18 +7,12 @@
  * multiple of 16 go to the AVX2 kernels (the CPU has them whenever it has
  * these). */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512)
-#include "simd_avx2.h"
+#include "simd_avx2.h" /* VX_INLINE, and softmax_rows for the multi-position body */
 #include "vx_kv.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define VX_INLINE static __forceinline
-#else
-#define VX_INLINE static inline __attribute__((always_inline))
-#endif
 
 VX_INLINE __m512 ld16(int kind, const void *p, int64_t i) {
     if (kind == VX_KV_BF16) {
