@@ -164,4 +164,6 @@ int vx_attn_kv_mq_avx2(int kind, int64_t nq, const float *q, int64_t qstride, co
     return attn_mq_compact(kind, nq, q, qstride, lo, n, nkv, group, k, v, ks, vs, stride, sstride, nu, D, scale, scores,
                            o, ostride);
 }
+
+const vx_kv_kernels vx_kv_avx2 = {"avx2", vx_attn_kv_avx2, vx_attn_kv_mq_avx2};
 #endif

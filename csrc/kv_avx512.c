@@ -261,4 +261,6 @@ int vx_attn_kv_mq_avx512(int kind, int64_t nq, const float *q, int64_t qstride, 
                            o, ostride);
 }
 
+
+const vx_kv_kernels vx_kv_avx512 = {"avx512", vx_attn_kv_avx512, vx_attn_kv_mq_avx512};
 #endif

@@ -78,4 +78,6 @@ int vx_attn_kv_neon(int kind, const float *qg, int64_t nkv, int64_t group, const
     attn_kind(kind, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     return 1;
 }
+
+const vx_kv_kernels vx_kv_neon = {"neon", vx_attn_kv_neon, NULL};
 #endif

@@ -17,16 +17,18 @@ enum { VX_OK = 0, VX_EINVAL = -1, VX_ENOMEM = -2 };
 
 /* ISA selection: detected once; can be capped (env VOXTRAL_ISA or vx_set_isa). */
 /* Levels, slowest first; a cap keeps the best available level not above it.
- * avxvnni / avx512vnni run the same float kernels as avx2 / avx512 and add
- * the VNNI integer-dot kernels for quantized weights. */
+ * neon_dotprod / avxvnni / avx512vnni run the same float kernels as neon /
+ * avx2 / avx512 and add the integer-dot kernels for quantized weights (the
+ * levels table in vx_cpu.c says which kernels each level runs). */
 enum {
     VX_ISA_SCALAR = 0,
     VX_ISA_NEON = 1,
-    VX_ISA_AVX2 = 2,
-    VX_ISA_AVXVNNI = 3,
-    VX_ISA_AVX512 = 4,
-    VX_ISA_AVX512VNNI = 5,
-    VX_ISA_COUNT = 6
+    VX_ISA_NEON_DOTPROD = 2,
+    VX_ISA_AVX2 = 3,
+    VX_ISA_AVXVNNI = 4,
+    VX_ISA_AVX512 = 5,
+    VX_ISA_AVX512VNNI = 6,
+    VX_ISA_COUNT = 7
 };
 const char *vx_isa_name(int isa);
 int vx_isa_available(int isa); /* CPU supports it and it was compiled in */

@@ -3,6 +3,7 @@
  * are memory-bound and left to the compiler's baseline vectoriser. */
 #include "vx.h"
 #include "vx_isa.h"
+#include "vx_levels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@ static int threads_for(int64_t work) {
 int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out, int64_t M, int64_t N, int64_t K,
                    int accumulate) {
     if (!x || !w || !out || M <= 0 || N <= 0 || K <= 0) return VX_EINVAL;
-    const vx_ops *ops = vx_ops_active();
+    const vx_ops *ops = vx_level_active()->ops;
     /* Tasks of 16 W rows: enough to balance, few enough to keep W panels hot. */
     const int64_t rows_per_task = 4 * VX_GEMM_ROWS;
     const int64_t n_tasks = (N + rows_per_task - 1) / rows_per_task;
@@ -120,7 +121,7 @@ int vx_attention(const float *q, const float *k, const float *v, float *out, int
         return VX_EINVAL;
     /* VX_ATTN_MQ consecutive positions per task: they see almost the same
      * rows, which an fp32 cache (4 bytes a value) makes worth reading once */
-    const f32_attn ctx = {vx_ops_active(), k, v, Hq, Hkv, D, scale};
+    const f32_attn ctx = {vx_level_active()->ops, k, v, Hq, Hkv, D, scale};
     return vx_attn_drive(M, Hq, T, Hkv, D, q_pos0, k_pos0, window, VX_ATTN_MQ, q, out, attend_f32_task, &ctx);
 }
 

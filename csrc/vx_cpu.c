@@ -1,6 +1,7 @@
-/* CPU features, detected once; the active kernel table; the thread count. */
+/* CPU features, detected once; the levels table (the one dispatch point)
+ * and the active level; the thread count. */
 #include "vx.h"
-#include "vx_isa.h"
+#include "vx_levels.h"
 
 #include <string.h>
 
@@ -107,39 +108,81 @@ int vx_cpu_feature(const char *name) {
     return 0;
 }
 
-const char *vx_isa_name(int isa) {
-    switch (isa) {
-    case VX_ISA_SCALAR: return "scalar";
-    case VX_ISA_NEON: return "neon";
-    case VX_ISA_AVX2: return "avx2";
-    case VX_ISA_AVXVNNI: return "avxvnni";
-    case VX_ISA_AVX512: return "avx512";
-    case VX_ISA_AVX512VNNI: return "avx512vnni";
-    default: return "unknown";
-    }
-}
+/* The levels table: the one place that says which kernels each level runs.
+ * A level whose kernels this build lacks (another architecture, an older
+ * compiler) keeps its name and has NULL tables. */
+#define VX_NOT_BUILT , NULL, NULL, NULL, NULL, NULL
+#if defined(__aarch64__)
+#define VX_ON_ARM(...) __VA_ARGS__
+#else
+#define VX_ON_ARM(...) VX_NOT_BUILT
+#endif
+#if defined(__aarch64__) && defined(VX_HAVE_NEON_DOTPROD)
+#define VX_ON_DOTPROD(...) __VA_ARGS__
+#else
+#define VX_ON_DOTPROD(...) VX_NOT_BUILT
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#define VX_ON_X86(...) __VA_ARGS__
+#else
+#define VX_ON_X86(...) VX_NOT_BUILT
+#endif
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVXVNNI)
+#define VX_ON_AVXVNNI(...) __VA_ARGS__
+#else
+#define VX_ON_AVXVNNI(...) VX_NOT_BUILT
+#endif
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512)
+#define VX_ON_AVX512(...) __VA_ARGS__
+#else
+#define VX_ON_AVX512(...) VX_NOT_BUILT
+#endif
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512VNNI)
+#define VX_ON_AVX512VNNI(...) __VA_ARGS__
+#else
+#define VX_ON_AVX512VNNI(...) VX_NOT_BUILT
+#endif
+#if defined(VX_HAVE_QUANTIZE_AVX2)
+#define VX_QUANTIZE_X86 vx_quantize_blocks_avx2
+#else
+#define VX_QUANTIZE_X86 vx_quantize_blocks_scalar
+#endif
 
+static const vx_level levels[VX_ISA_COUNT] = {
+    [VX_ISA_SCALAR] = {"scalar", &vx_ops_scalar, &vx_qops_scalar, &vx_qpops_scalar, &vx_kv_scalar,
+                       vx_quantize_blocks_scalar},
+    /* NEON: no repacked kernels yet (the GGML-layout ones serve) */
+    [VX_ISA_NEON] = {"neon" VX_ON_ARM(, &vx_ops_neon, &vx_qops_neon, &vx_qpops_scalar, &vx_kv_neon,
+                                      vx_quantize_blocks_scalar)},
+    [VX_ISA_NEON_DOTPROD] = {"neon_dotprod" VX_ON_DOTPROD(, &vx_ops_neon, &vx_qops_neon_dotprod, &vx_qpops_scalar,
+                                                          &vx_kv_neon, vx_quantize_blocks_scalar)},
+    [VX_ISA_AVX2] = {"avx2" VX_ON_X86(, &vx_ops_avx2, &vx_qops_avx2, &vx_qpops_avx2, &vx_kv_avx2, VX_QUANTIZE_X86)},
+    [VX_ISA_AVXVNNI] = {"avxvnni" VX_ON_AVXVNNI(, &vx_ops_avx2, &vx_qops_avxvnni, &vx_qpops_avxvnni, &vx_kv_avx2,
+                                                VX_QUANTIZE_X86)},
+    /* AVX-512 without VNNI: the 256-bit maddubs kernels for quantized weights */
+    [VX_ISA_AVX512] = {"avx512" VX_ON_AVX512(, &vx_ops_avx512, &vx_qops_avx2, &vx_qpops_avx2, &vx_kv_avx512,
+                                             VX_QUANTIZE_X86)},
+    [VX_ISA_AVX512VNNI] = {"avx512vnni" VX_ON_AVX512VNNI(, &vx_ops_avx512, &vx_qops_avx512vnni, &vx_qpops_avx512vnni,
+                                                         &vx_kv_avx512, VX_QUANTIZE_X86)},
+};
+
+const char *vx_isa_name(int isa) { return isa < 0 || isa >= VX_ISA_COUNT ? "unknown" : levels[isa].name; }
+
+/* built (its tables are in this build) and the CPU has every feature its
+ * files are compiled for */
 int vx_isa_available(int isa) {
+    if (isa < 0 || isa >= VX_ISA_COUNT || !levels[isa].ops) return 0;
     detect();
     switch (isa) {
     case VX_ISA_SCALAR: return 1;
-#if defined(__aarch64__)
     case VX_ISA_NEON: return features.neon;
-#endif
-#if defined(__x86_64__) || defined(_M_X64)
+    case VX_ISA_NEON_DOTPROD: return features.neon && features.neon_dotprod;
     case VX_ISA_AVX2: return features.avx2 && features.fma && features.f16c;
-#if defined(VX_HAVE_AVXVNNI)
     case VX_ISA_AVXVNNI: return vx_isa_available(VX_ISA_AVX2) && features.avxvnni;
-#endif
-#if defined(VX_HAVE_AVX512)
-    case VX_ISA_AVX512: /* the file is built with -mavx512{f,bw,dq,vl}: ask for all four */
-        return features.avx512f && features.avx512bw && features.avx512dq && features.avx512vl && features.avx2 &&
-               features.fma && features.f16c;
-#if defined(VX_HAVE_AVX512VNNI)
+    case VX_ISA_AVX512: /* the files are built with -mavx512{f,bw,dq,vl}: ask for all four */
+        return features.avx512f && features.avx512bw && features.avx512dq && features.avx512vl &&
+               vx_isa_available(VX_ISA_AVX2);
     case VX_ISA_AVX512VNNI: return vx_isa_available(VX_ISA_AVX512) && features.avx512vnni;
-#endif
-#endif
-#endif
     default: return 0;
     }
 }
@@ -161,22 +204,7 @@ int vx_set_isa(int isa) {
     return VX_OK;
 }
 
-const vx_ops *vx_ops_active(void) {
-    switch (vx_active_isa()) {
-#if defined(__x86_64__) || defined(_M_X64)
-    case VX_ISA_AVX2:
-    case VX_ISA_AVXVNNI: return &vx_ops_avx2;
-#if defined(VX_HAVE_AVX512)
-    case VX_ISA_AVX512:
-    case VX_ISA_AVX512VNNI: return &vx_ops_avx512;
-#endif
-#endif
-#if defined(__aarch64__)
-    case VX_ISA_NEON: return &vx_ops_neon;
-#endif
-    default: return &vx_ops_scalar;
-    }
-}
+const vx_level *vx_level_active(void) { return &levels[vx_active_isa()]; }
 
 /* Clamped: a huge count makes OpenMP fail to create threads (abort/segfault). */
 void vx_set_num_threads(int n) { num_threads = n < 1 ? 1 : (n > VX_MAX_THREADS ? VX_MAX_THREADS : n); }

@@ -54,7 +54,6 @@ extern const vx_ops vx_ops_avx512;
 extern const vx_ops vx_ops_neon;
 #endif
 
-const vx_ops *vx_ops_active(void);
 
 /* Attention tasks: a group of query positions (up to VX_ATTN_MQ; see
  * vx_attention and vx_attention_kv for how many) x a block of hb consecutive KV heads with their query

@@ -1,9 +1,10 @@
 /* Compact KV cache: the store kernel (fp32 rows -> bf16 / int8 + scales), the
  * scalar reference attention over such rows, and the threaded driver that
- * picks the active ISA's kernel. See vx_kv.h. */
+ * runs the active level's kernels. See vx_kv.h. */
 #include "vx_kv.h"
 #include "vx.h"
 #include "vx_isa.h"
+#include "vx_levels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -103,51 +104,14 @@ int vx_attn_kv_scalar(int kind, const float *qg, int64_t nkv, int64_t group, con
     return 1;
 }
 
-/* ---- dispatch + threaded driver ---- */
+/* ---- the threaded driver ---- */
 
-/* The active level's kernels: one query position per task (`one`), and
- * where the level has it, several positions per task sharing every row read
- * (`mq`). Which one runs depends on the shape only (see per_task below), so
- * an output never depends on M. */
-typedef struct kv_kernels {
-    const char *name;
-    vx_attn_kv_fn one;
-    vx_attn_kv_mq_fn mq;
-} kv_kernels;
+const vx_kv_kernels vx_kv_scalar = {"scalar", vx_attn_kv_scalar, NULL};
 
-#if defined(__x86_64__) || defined(_M_X64)
-static const kv_kernels kv_avx2 = {"avx2", vx_attn_kv_avx2, vx_attn_kv_mq_avx2};
-#if defined(VX_HAVE_AVX512)
-static const kv_kernels kv_avx512 = {"avx512", vx_attn_kv_avx512, vx_attn_kv_mq_avx512};
-#endif
-#endif
-#if defined(__aarch64__)
-static const kv_kernels kv_neon = {"neon", vx_attn_kv_neon, NULL};
-#endif
-static const kv_kernels kv_scalar = {"scalar", vx_attn_kv_scalar, NULL};
-
-static const kv_kernels *active_kernels(void) {
-    switch (vx_active_isa()) {
-#if defined(__x86_64__) || defined(_M_X64)
-    /* the VNNI levels differ only in the integer matmul kernels */
-    case VX_ISA_AVX2:
-    case VX_ISA_AVXVNNI: return &kv_avx2;
-#if defined(VX_HAVE_AVX512)
-    case VX_ISA_AVX512:
-    case VX_ISA_AVX512VNNI: return &kv_avx512;
-#endif
-#endif
-#if defined(__aarch64__)
-    case VX_ISA_NEON: return &kv_neon;
-#endif
-    default: return &kv_scalar;
-    }
-}
-
-const char *vx_kv_kernels_name(void) { return active_kernels()->name; }
+const char *vx_kv_kernels_name(void) { return vx_level_active()->kv->name; }
 
 typedef struct kv_attn {
-    const kv_kernels *kernels;
+    const vx_kv_kernels *kernels;
     int kind;
     int64_t per_task;
     const void *k, *v;
@@ -191,7 +155,7 @@ int vx_attention_kv(int kind, const float *q, const void *k, const void *v, cons
         return VX_EINVAL;
     if (kind != VX_KV_BF16 && kind != VX_KV_INT8) return VX_EINVAL;
     if (kind == VX_KV_INT8 && (!k_scales || !v_scales)) return VX_EINVAL;
-    const kv_kernels *kernels = active_kernels();
+    const vx_kv_kernels *kernels = vx_level_active()->kv;
     /* Positions share a task (and every row read) where their query heads
      * fit one register block of 4 (GQA groups under 4: the encoder), with
      * the `mq` body for every task, whatever M. Compact rows are widened in

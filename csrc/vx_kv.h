@@ -52,7 +52,19 @@ typedef int (*vx_attn_kv_mq_fn)(int kind, int64_t nq, const float *q, int64_t qs
                                 const int64_t *n, int64_t nkv, int64_t group, const void *k, const void *v,
                                 const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t nu,
                                 int64_t D, float scale, float *scores, float *o, int64_t ostride);
+/* A level's compact-cache attention kernels: one query position per task
+ * (`one`), and where the level has it, several positions per task sharing
+ * every row read (`mq`, NULL: none). Which one runs depends on the shape
+ * only (vx_kv.c), so an output never depends on M. */
+typedef struct vx_kv_kernels {
+    const char *name;
+    vx_attn_kv_fn one;
+    vx_attn_kv_mq_fn mq;
+} vx_kv_kernels;
+extern const vx_kv_kernels vx_kv_scalar;
+
 #if defined(__x86_64__) || defined(_M_X64)
+extern const vx_kv_kernels vx_kv_avx2;
 int vx_attn_kv_avx2(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                     const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                     float scale, float *scores, float *og);
@@ -61,6 +73,7 @@ int vx_attn_kv_mq_avx2(int kind, int64_t nq, const float *q, int64_t qstride, co
                        int64_t stride, int64_t sstride, int64_t nu, int64_t D, float scale, float *scores, float *o,
                        int64_t ostride);
 #if defined(VX_HAVE_AVX512)
+extern const vx_kv_kernels vx_kv_avx512;
 int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                       const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                       float scale, float *scores, float *og);
@@ -71,6 +84,7 @@ int vx_attn_kv_mq_avx512(int kind, int64_t nq, const float *q, int64_t qstride, 
 #endif
 #endif
 #if defined(__aarch64__)
+extern const vx_kv_kernels vx_kv_neon;
 int vx_attn_kv_neon(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                     const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                     float scale, float *scores, float *og);

@@ -4,6 +4,7 @@
  * streaming kernel the benchmarks use as the bandwidth roofline. */
 #include "vx.h"
 #include "vx_isa.h"
+#include "vx_levels.h"
 #include "vx_quant.h"
 
 #include <math.h>
@@ -27,48 +28,8 @@ int64_t vx_q_row_bytes(int qtype, int64_t K) {
     return K / t->block_values * t->block_bytes;
 }
 
-const vx_qops *vx_qops_active(void) {
-    switch (vx_active_isa()) {
-#if defined(__x86_64__) || defined(_M_X64)
-    case VX_ISA_AVX2:
-    case VX_ISA_AVX512: return &vx_qops_avx2; /* AVX-512 without VNNI: the 256-bit maddubs path */
-#if defined(VX_HAVE_AVXVNNI)
-    case VX_ISA_AVXVNNI: return &vx_qops_avxvnni;
-#endif
-#if defined(VX_HAVE_AVX512VNNI)
-    case VX_ISA_AVX512VNNI: return &vx_qops_avx512vnni;
-#endif
-#endif
-#if defined(__aarch64__)
-    case VX_ISA_NEON:
-#if defined(VX_HAVE_NEON_DOTPROD)
-        if (vx_cpu_feature("neon_dotprod")) return &vx_qops_neon_dotprod;
-#endif
-        return &vx_qops_neon;
-#endif
-    default: return &vx_qops_scalar;
-    }
-}
-
-const char *vx_q_kernels_name(void) { return vx_qops_active()->name; }
-
-const vx_qops *vx_qpops_active(void) {
-    switch (vx_active_isa()) {
-#if defined(__x86_64__) || defined(_M_X64)
-    case VX_ISA_AVX2:
-    case VX_ISA_AVX512: return &vx_qpops_avx2; /* AVX-512 without VNNI: the 256-bit maddubs path */
-#if defined(VX_HAVE_AVXVNNI)
-    case VX_ISA_AVXVNNI: return &vx_qpops_avxvnni;
-#endif
-#if defined(VX_HAVE_AVX512VNNI)
-    case VX_ISA_AVX512VNNI: return &vx_qpops_avx512vnni;
-#endif
-#endif
-    default: return &vx_qpops_scalar;
-    }
-}
-
-const char *vx_qp_kernels_name(void) { return vx_qpops_active()->name; }
+const char *vx_q_kernels_name(void) { return vx_level_active()->qops->name; }
+const char *vx_qp_kernels_name(void) { return vx_level_active()->qpops->name; }
 
 /* One row of x -> int8 blocks: dx = amax/127, q = round-half-even(x/dx).
  * A block holding inf/NaN gets dx = NaN and q = 0, so its outputs are NaN
@@ -177,14 +138,14 @@ int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, 
                 int64_t K, int accumulate) {
     const int64_t rb = vx_q_row_bytes(qtype, K);
     if (!x || !w || !out || M <= 0 || N <= 0 || rb <= 0) return VX_EINVAL;
-    return matmul_q_driver(x, w, vx_qops_active()->gemm[qtype], rb, bias, out, M, N, K, accumulate);
+    return matmul_q_driver(x, w, vx_level_active()->qops->gemm[qtype], rb, bias, out, M, N, K, accumulate);
 }
 
 int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out, int64_t M, int64_t N,
                  int64_t K, int accumulate) {
     if (!x || !wp || !out || M <= 0 || N <= 0 || vx_qp_bytes(qtype, N, K) < 0) return VX_EINVAL;
     const int64_t rb = vx_q_row_bytes(qtype, K); /* as many bytes per row as the GGML layout */
-    return matmul_q_driver(x, wp, vx_qpops_active()->gemm[qtype], rb, bias, out, M, N, K, accumulate);
+    return matmul_q_driver(x, wp, vx_level_active()->qpops->gemm[qtype], rb, bias, out, M, N, K, accumulate);
 }
 
 /* Read-only streaming of lines [lo, hi) of buf, 64 bytes at a time. The

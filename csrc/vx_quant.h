@@ -183,7 +183,6 @@ static inline float vx_q4k_superblock_dot(float acc, const uint8_t *head, const 
         }                                                                                                              \
     }
 
-const vx_qops *vx_qops_active(void);
 
 /* Repacked layout (qpack.c): groups of VX_QP_ROWS weight rows interleaved;
  * the tables hold kernels for q8_0, q4_0 and q4_k. */
@@ -199,6 +198,5 @@ extern const vx_qops vx_qpops_avxvnni;
 extern const vx_qops vx_qpops_avx512vnni;
 #endif
 #endif
-const vx_qops *vx_qpops_active(void);
 
 #endif

@@ -1,12 +1,13 @@
 /* Weight quantization driver: blocks split over threads, the build chosen at run time. */
 #define VXQ_SUFFIX scalar
 #include "vx_quantize_body.h"
+#include "vx_levels.h"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-static int64_t block_values(int qtype) { return qtype == VX_Q4_K ? 256 : 32; }
+static int64_t block_values(int qtype) { return vx_qtype(qtype)->block_values; }
 
 static int run(vx_quantize_blocks_fn fn, const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t rows,
                int64_t cols) {
@@ -36,9 +37,5 @@ int vx_quantize_rows_scalar(const void *src, int src_bf16, uint8_t *dst, int qty
 }
 
 int vx_quantize_rows(const void *src, int src_bf16, uint8_t *dst, int qtype, int64_t rows, int64_t cols) {
-    vx_quantize_blocks_fn fn = vx_quantize_blocks_scalar;
-#ifdef VX_HAVE_QUANTIZE_AVX2
-    if (vx_active_isa() >= VX_ISA_AVX2 && vx_isa_available(VX_ISA_AVX2)) fn = vx_quantize_blocks_avx2;
-#endif
-    return run(fn, src, src_bf16, dst, qtype, rows, cols);
+    return run(vx_level_active()->quantize, src, src_bf16, dst, qtype, rows, cols);
 }

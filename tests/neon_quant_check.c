@@ -50,6 +50,7 @@ static void quantize(const float *x, int64_t M, int64_t K, int8_t *q, float *d, 
 }
 
 static int failures = 0;
+static int levels_run = 0; /* bit per ISA level whose public path ran */
 
 static void compare(const char *what, int qtype, int64_t M, int64_t N, int64_t K, const float *ref, const float *got) {
     double scale = 0.0, err = 0.0;
@@ -93,25 +94,30 @@ int main(void) {
                     vx_qops_neon_dotprod.gemm[qtype](&qx, M, w, N, K, NULL, got, N, 0);
                     compare("neon_dotprod", qtype, M, N, K, ref, got);
 #endif
-                    /* the public path (activation quantization in C) on the neon ISA */
-                    if (vx_set_isa(VX_ISA_NEON) != VX_OK || vx_matmul_q(x, w, qtype, NULL, got, M, N, K, 0) != VX_OK) {
-                        printf("FAIL vx_matmul_q on neon\n");
-                        failures++;
-                    } else {
-                        compare("vx_matmul_q", qtype, M, N, K, ref, got);
-                    }
-                    /* row determinism: row by row equals the whole call, bit for bit */
-                    for (int64_t m = 0; m < M; m++) {
-                        float row[13];
-                        vx_matmul_q(x + m * K, w, qtype, NULL, row, 1, N, K, 0);
-                        if (memcmp(row, got + m * N, (size_t)N * sizeof(float))) {
-                            printf("FAIL row determinism qtype %d M=%lld row %lld\n", qtype, (long long)M,
-                                   (long long)m);
+                    /* the public path (activation quantization in C) at each NEON level */
+                    for (int isa = VX_ISA_NEON; isa <= VX_ISA_NEON_DOTPROD; isa++) {
+                        if (!vx_isa_available(isa)) continue;
+                        if (vx_set_isa(isa) != VX_OK || vx_matmul_q(x, w, qtype, NULL, got, M, N, K, 0) != VX_OK) {
+                            printf("FAIL vx_matmul_q on %s\n", vx_isa_name(isa));
                             failures++;
+                            continue;
+                        }
+                        compare(vx_isa_name(isa), qtype, M, N, K, ref, got);
+                        levels_run |= 1 << isa;
+                        /* row determinism: row by row equals the whole call, bit for bit */
+                        for (int64_t m = 0; m < M; m++) {
+                            float row[13];
+                            vx_matmul_q(x + m * K, w, qtype, NULL, row, 1, N, K, 0);
+                            if (memcmp(row, got + m * N, (size_t)N * sizeof(float))) {
+                                printf("FAIL row determinism %s qtype %d M=%lld row %lld\n", vx_isa_name(isa), qtype,
+                                       (long long)M, (long long)m);
+                                failures++;
+                            }
                         }
                     }
                     free(w), free(x), free(q), free(d), free(s), free(ref), free(got);
                 }
-    printf("%s: %s kernels, %d failures\n", failures ? "FAILED" : "ok", vx_q_kernels_name(), failures);
+    printf("%s: levels%s%s, %d failures\n", failures ? "FAILED" : "ok", levels_run & (1 << VX_ISA_NEON) ? " neon" : "",
+           levels_run & (1 << VX_ISA_NEON_DOTPROD) ? " neon_dotprod" : "", failures);
     return failures != 0;
 }
