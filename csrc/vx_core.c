@@ -1,9 +1,11 @@
-/* Threaded drivers: split work across OpenMP threads and call the active
- * ISA's single-threaded kernels; plus the light element-wise kernels, which
- * are memory-bound and left to the compiler's baseline vectoriser. */
+/* The fp32 / bf16 entry points: products and attention as tasks of the
+ * threaded driver (vx_tasks.h) over the active level's single-threaded
+ * kernels; plus the light element-wise kernels, which are memory-bound and
+ * left to the compiler's baseline vectoriser. */
 #include "vx.h"
 #include "vx_isa.h"
 #include "vx_levels.h"
+#include "vx_tasks.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -13,39 +15,30 @@
 #include <omp.h>
 #endif
 
-static int threads_for(int64_t work) {
-    int n = vx_get_num_threads();
-    return (work < VX_PARALLEL_MIN_WORK) ? 1 : n;
+typedef struct bf16_gemm {
+    const vx_ops *ops;
+    const float *x;
+    const uint16_t *w;
+    const float *bias;
+    float *out;
+    int64_t M, N, K, rows_per_task;
+    int accumulate;
+} bf16_gemm;
+
+static void bf16_gemm_task(const void *ctx, int64_t t, void *scratch) {
+    const bf16_gemm *g = (const bf16_gemm *)ctx;
+    const int64_t n0 = t * g->rows_per_task, nb = (g->N - n0) < g->rows_per_task ? (g->N - n0) : g->rows_per_task;
+    g->ops->gemm_bf16(g->x, g->M, g->w + n0 * g->K, nb, g->K, g->bias ? g->bias + n0 : NULL, g->out + n0, g->N,
+                      g->accumulate, (float *)scratch);
 }
 
 int vx_matmul_bf16(const float *x, const uint16_t *w, const float *bias, float *out, int64_t M, int64_t N, int64_t K,
                    int accumulate) {
     if (!x || !w || !out || M <= 0 || N <= 0 || K <= 0) return VX_EINVAL;
-    const vx_ops *ops = vx_level_active()->ops;
     /* Tasks of 16 W rows: enough to balance, few enough to keep W panels hot. */
-    const int64_t rows_per_task = 4 * VX_GEMM_ROWS;
-    const int64_t n_tasks = (N + rows_per_task - 1) / rows_per_task;
-    const int nthreads = threads_for(M * N * K);
-    int status = VX_OK;
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-    {
-        float *scratch = (float *)malloc((size_t)vx_gemm_scratch_floats(K) * sizeof(float));
-        if (!scratch) {
-#pragma omp critical(vx_status)
-            status = VX_ENOMEM;
-        } else {
-            /* dynamic: a thread that was descheduled (shared machine) does
-             * not hold up the others; results do not depend on who runs what */
-#pragma omp for schedule(dynamic, 2)
-            for (int64_t t = 0; t < n_tasks; t++) {
-                const int64_t n0 = t * rows_per_task;
-                const int64_t nb = (N - n0) < rows_per_task ? (N - n0) : rows_per_task;
-                ops->gemm_bf16(x, M, w + n0 * K, nb, K, bias ? bias + n0 : NULL, out + n0, N, accumulate, scratch);
-            }
-            free(scratch);
-        }
-    }
-    return status;
+    const bf16_gemm g = {vx_level_active()->ops, x, w, bias, out, M, N, K, 4 * VX_GEMM_ROWS, accumulate};
+    return vx_run_tasks((N + g.rows_per_task - 1) / g.rows_per_task, vx_threads_for(M * N * K), 2,
+                        (size_t)vx_gemm_scratch_floats(K) * sizeof(float), bf16_gemm_task, &g);
 }
 
 /* K/V rows of one head are Hkv*D floats apart: a stride the hardware
@@ -127,7 +120,7 @@ int vx_attention(const float *q, const float *k, const float *v, float *out, int
 
 int vx_rms_norm(const float *x, const float *w, float *out, int64_t M, int64_t D, float eps) {
     if (!x || !w || !out || M <= 0 || D <= 0) return VX_EINVAL;
-    const int nthreads = threads_for(M * D * 8);
+    const int nthreads = vx_threads_for(M * D * 8);
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
     for (int64_t m = 0; m < M; m++) {
         const float *xr = x + m * D;
@@ -167,7 +160,7 @@ int vx_rope(float *x, const float *cos_t, const float *sin_t, int64_t M, int64_t
 
 int vx_gelu(const float *x, float *out, int64_t n) {
     if (!x || !out || n < 0) return VX_EINVAL;
-    const int nthreads = threads_for(n * 16);
+    const int nthreads = vx_threads_for(n * 16);
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
     return VX_OK;
@@ -175,7 +168,7 @@ int vx_gelu(const float *x, float *out, int64_t n) {
 
 int vx_silu_mul(const float *gate, const float *up, float *out, int64_t n) {
     if (!gate || !up || !out || n < 0) return VX_EINVAL;
-    const int nthreads = threads_for(n * 16);
+    const int nthreads = vx_threads_for(n * 16);
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const float g = gate[i];
@@ -206,7 +199,7 @@ int vx_conv1d_bf16(const float *x, const uint16_t *w, const float *bias, float *
 int vx_log_mel(const float *power, const float *filters, float *out, int64_t F, int64_t n_freq, int64_t n_mels,
                float log_floor) {
     if (!power || !filters || !out || F < 0 || n_freq <= 0 || n_mels <= 0) return VX_EINVAL;
-    const int nthreads = threads_for(F * n_freq * n_mels);
+    const int nthreads = vx_threads_for(F * n_freq * n_mels);
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
     for (int64_t f = 0; f < F; f++) {
         const float *p = power + f * n_freq;

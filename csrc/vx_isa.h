@@ -28,9 +28,6 @@ typedef struct vx_ops {
                 float *scores, float *o, int64_t ostride);
 } vx_ops;
 
-/* Below this much work (multiply-adds) a parallel region costs more than it saves. */
-#define VX_PARALLEL_MIN_WORK (1 << 16)
-
 /* The most query positions per attention task (the fp32 cache's tasks, and
  * the compact caches' where GQA groups are small): they share every K/V row
  * read. */

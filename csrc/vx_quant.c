@@ -5,6 +5,7 @@
 #include "vx.h"
 #include "vx_isa.h"
 #include "vx_levels.h"
+#include "vx_tasks.h"
 #include "vx_quant.h"
 
 #include <math.h>
@@ -75,7 +76,6 @@ static void quantize_row(const float *x, int64_t K, int8_t *q, float *d, int32_t
  * faster at 2 threads, and Q4_K 1.5x. */
 #define VX_Q_TASK_N 128
 #define VX_Q_TASK_M 64
-#define VX_Q_PARALLEL_MIN_WORK (1 << 16)
 #define VX_Q_SERIAL_QUANT (1 << 15)
 
 /* Weight rows per task: VX_Q_TASK_N, fewer (a multiple of 16) where a
@@ -83,6 +83,36 @@ static void quantize_row(const float *x, int64_t K, int8_t *q, float *d, int32_t
 static int64_t task_rows(int64_t N, int nthreads) {
     const int64_t rows = (N / (4 * (int64_t)nthreads) + 15) / 16 * 16;
     return rows < 16 ? 16 : rows > VX_Q_TASK_N ? VX_Q_TASK_N : rows;
+}
+
+typedef struct q_gemm {
+    const float *x;
+    int8_t *xq; /* x quantized: int8 values, block scales, block sums */
+    float *xd;
+    int32_t *xs;
+    const uint8_t *w;
+    vx_qgemm_fn gemm;
+    int64_t rb, M, N, K, xnb, task_n, tasks_n;
+    const float *bias;
+    float *out;
+    int accumulate;
+} q_gemm;
+
+static void quantize_task(const void *ctx, int64_t m, void *scratch) {
+    const q_gemm *g = (const q_gemm *)ctx;
+    (void)scratch;
+    quantize_row(g->x + m * g->K, g->K, g->xq + m * g->K, g->xd + m * g->xnb, g->xs + m * g->xnb);
+}
+
+static void gemm_task(const void *ctx, int64_t t, void *scratch) {
+    const q_gemm *g = (const q_gemm *)ctx;
+    (void)scratch;
+    const int64_t n0 = (t % g->tasks_n) * g->task_n, m0 = (t / g->tasks_n) * VX_Q_TASK_M;
+    const int64_t nb = (g->N - n0) < g->task_n ? (g->N - n0) : g->task_n;
+    const int64_t mb = (g->M - m0) < VX_Q_TASK_M ? (g->M - m0) : VX_Q_TASK_M;
+    const vx_qx xt = {g->xq + m0 * g->K, g->xd + m0 * g->xnb, g->xs + m0 * g->xnb};
+    g->gemm(&xt, mb, g->w + n0 * g->rb, nb, g->K, g->bias ? g->bias + n0 : NULL, g->out + m0 * g->N + n0, g->N,
+            g->accumulate);
 }
 
 /* rb: bytes per weight row (the repacked layout has as many per row, in
@@ -96,42 +126,35 @@ static int matmul_q_driver(const float *x, const uint8_t *w, vx_qgemm_fn gemm, i
     char *scratch = (char *)malloc(q_bytes + 2 * d_bytes + 64);
     if (!scratch) return VX_ENOMEM;
     char *base = (char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    int8_t *xq = (int8_t *)base;
-    float *xd = (float *)(base + q_bytes);
-    int32_t *xs = (int32_t *)(base + q_bytes + d_bytes);
-    const vx_qx qx = {xq, xd, xs};
-
-    int nthreads = vx_get_num_threads();
-    if (M * N * K < VX_Q_PARALLEL_MIN_WORK) nthreads = 1;
+    const int nthreads = vx_threads_for(M * N * K);
     const int64_t task_n = task_rows(N, nthreads);
-    const int64_t tasks_n = (N + task_n - 1) / task_n;
-    const int64_t tasks_m = (M + VX_Q_TASK_M - 1) / VX_Q_TASK_M;
-    const int64_t n_tasks = tasks_n * tasks_m;
+    const q_gemm g = {.x = x,
+                      .xq = (int8_t *)base,
+                      .xd = (float *)(base + q_bytes),
+                      .xs = (int32_t *)(base + q_bytes + d_bytes),
+                      .w = w,
+                      .gemm = gemm,
+                      .rb = rb,
+                      .M = M,
+                      .N = N,
+                      .K = K,
+                      .xnb = xnb,
+                      .task_n = task_n,
+                      .tasks_n = (N + task_n - 1) / task_n,
+                      .bias = bias,
+                      .out = out,
+                      .accumulate = accumulate};
     /* A few rows (a decoder step, a live push) are quantized before the
      * threads start: a microsecond, and no barrier that a descheduled
      * thread (shared machine) could hold up. */
     const int quantize_first = M * K <= VX_Q_SERIAL_QUANT;
     if (quantize_first)
-        for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, xq + m * K, xd + m * xnb, xs + m * xnb);
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-    {
-        if (!quantize_first) {
-#pragma omp for schedule(static)
-            for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, xq + m * K, xd + m * xnb, xs + m * xnb);
-        }
-        /* (implicit barrier) dynamic: a descheduled thread does not hold up
-         * the others; results do not depend on who runs which task */
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < n_tasks; t++) {
-            const int64_t n0 = (t % tasks_n) * task_n, m0 = (t / tasks_n) * VX_Q_TASK_M;
-            const int64_t nb = (N - n0) < task_n ? (N - n0) : task_n;
-            const int64_t mb = (M - m0) < VX_Q_TASK_M ? (M - m0) : VX_Q_TASK_M;
-            const vx_qx xt = {qx.q + m0 * K, qx.d + m0 * xnb, qx.s + m0 * xnb};
-            gemm(&xt, mb, w + n0 * rb, nb, K, bias ? bias + n0 : NULL, out + m0 * N + n0, N, accumulate);
-        }
-    }
+        for (int64_t m = 0; m < M; m++) quantize_task(&g, m, NULL);
+    const vx_stage stages[2] = {{quantize_first ? 0 : M, quantize_task},
+                                {g.tasks_n * ((M + VX_Q_TASK_M - 1) / VX_Q_TASK_M), gemm_task}};
+    const int status = vx_run_stages(stages, 2, nthreads, 1, 0, &g);
     free(scratch);
-    return VX_OK;
+    return status;
 }
 
 int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, float *out, int64_t M, int64_t N,

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 GENERIC = [
     "vx_cpu.c",
+    "vx_tasks.c",
     "vx_core.c",
     "vx_attn.c",
     "vx_fft.c",
