@@ -1,11 +1,11 @@
 /* AVX-512 (F/BW/DQ/VL) attention over a compact (bf16 / int8) KV cache: the
- * AVX2 file's register-blocked scheme with 16 lanes and twice the registers
- * (scores: 4 rows x 4 heads per pass; output: 64 lanes x 4 heads per block),
- * and the multi-position body (attn_mq_body.h) on 16 lanes for tasks of
- * several positions (the encoder's push: each row widened once for all of
- * them; 4 rows x 4 query vectors per score pass). Head dims that are not a
- * multiple of 16 go to the AVX2 kernels (the CPU has them whenever it has
- * these). */
+ * 16-lane mapping of both attention bodies, with twice the AVX2 file's
+ * registers: one position per task (attn_one_body.h; scores 4 rows x 4
+ * heads per pass, output 64 lanes x 4 heads per block) and several
+ * positions per task (attn_mq_body.h: the encoder's push, each row widened
+ * once for all of them; 4 rows x 4 query vectors per score pass). Head dims
+ * that are not a multiple of 16 go to the AVX2 kernels (the CPU has them
+ * whenever it has these). */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AVX512)
 #include "simd_avx2.h" /* VX_INLINE, and softmax_rows for the multi-position body */
 #include "vx_kv.h"
@@ -108,145 +108,17 @@ VX_INLINE void mq_store_scores(int R, int C, const float *mul, __m512 h, float *
 
 #include "attn_mq_body.h"
 
-/* Scores of R rows (R <= 4; row r at element off + r*stride) x G query heads
- * (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r */
-VX_INLINE void dot_rows(int kind, int R, int G, const float *q, const void *k, int64_t off, int64_t stride, int64_t D,
-                        const float *mul, float *s, int64_t lds) {
-    __m512 acc[16];
-    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < D; d += 16) {
-        __m512 kr[4];
-        for (int r = 0; r < R; r++) kr[r] = ld16(kind, k, off + r * stride + d);
-        for (int g = 0; g < G; g++) {
-            const __m512 qv = _mm512_loadu_ps(q + g * D + d);
-            for (int r = 0; r < R; r++) acc[r * 4 + g] = _mm512_fmadd_ps(qv, kr[r], acc[r * 4 + g]);
-        }
-    }
-    float t[16];
-    _mm512_storeu_ps(t, hsum16x16(acc));
-    for (int r = 0; r < R; r++)
-        for (int g = 0; g < G; g++) s[g * lds + r] = mul[r] * t[r * 4 + g];
-}
-
-VX_INLINE void prefetch_bytes(const void *p, int64_t bytes) {
-    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
-}
-
-#define KV_PREFETCH_ROWS 16 /* K rows ahead: a few hundred ns of work */
-#define KV_V_BLOCK 64       /* rows whose V stays in L1 while every head/lane chunk passes over them */
-
-/* o_g[0 .. 16*NC) += sum_j w_g[j] * v_j over rows j < nb (row j at element
- * off + j*stride), G heads; w_g at w + g*ldw. */
-VX_INLINE void axpy_rows(int kind, int NC, int G, const float *w, int64_t ldw, const void *v, int64_t off,
-                         int64_t stride, int64_t nb, int64_t ahead, int64_t D, float *o) {
-    __m512 acc[4][4];
-    for (int g = 0; g < G; g++)
-        for (int c = 0; c < NC; c++) acc[g][c] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < nb; j++) {
-        if (j < ahead) /* the same lanes of the next block's row j */
-            prefetch_bytes((const char *)v + (off + (j + KV_V_BLOCK) * stride) * (kind == VX_KV_BF16 ? 2 : 1),
-                           16 * NC * (kind == VX_KV_BF16 ? 2 : 1));
-        __m512 vv[4];
-        for (int c = 0; c < NC; c++) vv[c] = ld16(kind, v, off + j * stride + 16 * c);
-        for (int g = 0; g < G; g++) {
-            const __m512 p = _mm512_set1_ps(w[g * ldw + j]);
-            for (int c = 0; c < NC; c++) acc[g][c] = _mm512_fmadd_ps(p, vv[c], acc[g][c]);
-        }
-    }
-    for (int g = 0; g < G; g++)
-        for (int c = 0; c < NC; c++)
-            _mm512_storeu_ps(o + g * D + 16 * c, _mm512_add_ps(_mm512_loadu_ps(o + g * D + 16 * c), acc[g][c]));
-}
-
-
-#define G_CASES(EXPR)    \
-    switch (G) {         \
-    case 1: {            \
-        enum { G_ = 1 }; \
-        EXPR;            \
-    } break;             \
-    case 2: {            \
-        enum { G_ = 2 }; \
-        EXPR;            \
-    } break;             \
-    case 3: {            \
-        enum { G_ = 3 }; \
-        EXPR;            \
-    } break;             \
-    default: {           \
-        enum { G_ = 4 }; \
-        EXPR;            \
-    } break;             \
-    }
-
-VX_INLINE void attn_kind(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
-                         const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
-                         float scale, float *scores, float *og) {
-    const int64_t esize = kind == VX_KV_BF16 ? 2 : 1, seg = nkv * D * esize, heads = nkv * group;
-    for (int64_t j = 0; j < n; j += 4) {
-        const int R = (n - j) >= 4 ? 4 : (int)(n - j);
-        for (int64_t r = j + KV_PREFETCH_ROWS; r < j + KV_PREFETCH_ROWS + 4 && r < n; r++)
-            prefetch_bytes((const char *)k + r * stride * esize, seg);
-        for (int64_t h = 0; h < nkv; h++) {
-            float mul[4];
-            for (int r = 0; r < R; r++) mul[r] = kind == VX_KV_INT8 ? scale * ks[(j + r) * sstride + h] : scale;
-            for (int64_t g0 = 0; g0 < group; g0 += 4) {
-                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
-                const int64_t qh = h * group + g0;
-                const float *q = qg + qh * D;
-                float *s = scores + qh * n + j;
-                const int64_t off = j * stride + h * D;
-                switch (R) {
-                case 4: G_CASES(dot_rows(kind, 4, G_, q, k, off, stride, D, mul, s, n)) break;
-                case 3: G_CASES(dot_rows(kind, 3, G_, q, k, off, stride, D, mul, s, n)) break;
-                case 2: G_CASES(dot_rows(kind, 2, G_, q, k, off, stride, D, mul, s, n)) break;
-                default: G_CASES(dot_rows(kind, 1, G_, q, k, off, stride, D, mul, s, n)) break;
-                }
-            }
-        }
-    }
-    softmax16(scores, heads, n);
-    if (kind == VX_KV_INT8) /* fold V's row scales into the weights */
-        for (int64_t h = 0; h < nkv; h++)
-            for (int64_t g = 0; g < group; g++) {
-                float *w = scores + (h * group + g) * n;
-                for (int64_t j = 0; j < n; j++) w[j] *= vs[j * sstride + h];
-            }
-    memset(og, 0, (size_t)(heads * D) * sizeof(float));
-    for (int64_t j0 = 0; j0 < n; j0 += KV_V_BLOCK) {
-        const int64_t nb = (n - j0) < KV_V_BLOCK ? (n - j0) : KV_V_BLOCK;
-        const int64_t ahead = (n - j0 - nb) < KV_V_BLOCK ? (n - j0 - nb) : KV_V_BLOCK; /* rows of the next block */
-        if (j0 == 0) /* later blocks were prefetched while the previous one ran */
-            for (int64_t j = 0; j < nb; j++) prefetch_bytes((const char *)v + j * stride * esize, seg);
-        for (int64_t h = 0; h < nkv; h++) {
-            for (int64_t g0 = 0; g0 < group; g0 += 4) {
-                const int G = (int)((group - g0) < 4 ? (group - g0) : 4);
-                const int64_t qh = h * group + g0;
-                const float *w = scores + qh * n + j0;
-                for (int64_t d = 0; d < D;) {
-                    const int64_t off = j0 * stride + h * D + d;
-                    float *o = og + qh * D + d;
-                    if (D - d >= 64) {
-                        G_CASES(axpy_rows(kind, 4, G_, w, n, v, off, stride, nb, ahead, D, o))
-                        d += 64;
-                    } else {
-                        G_CASES(axpy_rows(kind, 1, G_, w, n, v, off, stride, nb, ahead, D, o))
-                        d += 16;
-                    }
-                }
-            }
-        }
-    }
-}
+#define mq_add _mm512_add_ps
+#define MQ_ONE_PREFETCH 16 /* K rows ahead: a few hundred ns of work */
+#define mq_softmax softmax16
+#include "attn_one_body.h"
 
 int vx_attn_kv_avx512(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                       const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                       float scale, float *scores, float *og) {
     if (n <= 0) return 0;
     if (D % 16) return vx_attn_kv_avx2(kind, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
-    if (kind == VX_KV_BF16)
-        attn_kind(VX_KV_BF16, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
-    else attn_kind(VX_KV_INT8, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
+    attn_one_compact(kind, qg, nkv, group, k, v, ks, vs, stride, sstride, n, D, scale, scores, og);
     return 1;
 }
 
