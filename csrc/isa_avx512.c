@@ -13,6 +13,13 @@
 #define VX_INLINE static inline __attribute__((always_inline))
 #endif
 
+/* Weight rows per pass of the GEMV form (M < 3; the decoder step): 16
+ * rows, a whole task, are 16 independent streams in flight and 16
+ * accumulators, where 4 left one thread compute-bound on the bf16 widening
+ * (Zen 4, 3072x3072, 1 thread: 17.5 -> 22.8 GB/s; 2 threads 31.0 -> 34.7
+ * against 37.6 of plain reads). Each output keeps its own sum: same bits. */
+#define VX_GEMV_ROWS 16
+
 VX_INLINE __m512 bf16x16(const uint16_t *p) {
     __m256i h = _mm256_loadu_si256((const __m256i *)p);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -36,7 +43,7 @@ VX_INLINE void store_out(float *o, float r, const float *bias, int64_t n, int ac
 
 VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, const void *wp, int64_t wstride,
                       const float *bias, int64_t n0, float *out, int64_t ldo, int accumulate) {
-    __m512 acc[4][4];
+    __m512 acc[4][VX_GEMV_ROWS]; /* MR x NR, NR above 4 only with MR = 1 */
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
     const int64_t K16 = K & ~(int64_t)15;
@@ -97,6 +104,12 @@ static void gemm_bf16_avx512(const float *x, int64_t M, const uint16_t *w, int64
         const int nr = (int)((N - n) < VX_GEMM_ROWS ? (N - n) : VX_GEMM_ROWS);
         const uint16_t *wn = w + n * K;
         if (M < 3) {
+            if (nr == VX_GEMM_ROWS && N - n >= VX_GEMV_ROWS) {
+                for (int64_t m = 0; m < M; m++)
+                    kernel(1, VX_GEMV_ROWS, 0, x + m * K, K, wn, K, bias, n, out + m * ldo + n, ldo, accumulate);
+                n += VX_GEMV_ROWS - VX_GEMM_ROWS; /* the loop adds VX_GEMM_ROWS */
+                continue;
+            }
             for (int64_t m = 0; m < M; m++) {
                 const int mr = 1;
                 float *o = out + m * ldo + n;
