@@ -55,7 +55,13 @@
 #else
 #define VX_KEEP_IN_REGISTER(v) ((void)0)
 #endif
-/* software prefetch ahead along the group's stream (about one line per 64 B) */
+/* Software prefetch ahead along the group's stream (about one line per 64
+ * B), in tiles of 2 or more rows of x only (mr is a constant in each tile):
+ * at one row the hardware prefetchers keep up alone and the prefetches cost
+ * more than they bring (Zen 4, 3072x3072 GEMV, alternating runs: q4_0 /
+ * q8_0 / q4_k 1.23x / 1.17x / 1.13x faster on one thread without them at
+ * the AVX2 level, 1.08x on two; the AVX-512 VNNI q4_0 / q8_0 1.13x / 1.10x
+ * on one thread, 1.05x / 1.02x on two), while at M = 4 they are worth 1.1x. */
 #define VX_QP_PREFETCH 1024
 
 VX_INLINE __m256i bcast4(const int8_t *p) {
@@ -88,7 +94,7 @@ VX_INLINE void tile_q4_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
-        prefetch_block(blk, bb);
+        if (mr > 1) prefetch_block(blk, bb);
 #if defined(VX_QP_DPBUSD)
         /* the nibbles' offset of 8 is the sum's initial value */
         __m256i isum[VX_QP_MR];
@@ -137,7 +143,7 @@ VX_INLINE void tile_q8_0(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
-        prefetch_block(blk, bb);
+        if (mr > 1) prefetch_block(blk, bb);
         __m256i s32[VX_QP_MR];
 #if defined(VX_QP_DPBUSD)
         /* (w + 128) as u8 times x: the offset's -128 sum(x) is the initial value */
@@ -223,7 +229,7 @@ VX_INLINE void tile_q4_k(const vx_qx *x, int64_t K, const uint8_t *grp, int64_t 
     for (int m = 0; m < mr; m++) acc[m] = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++) {
         const uint8_t *blk = grp + sb * bb, *qs = blk + VX_Q4_K_HEAD_BYTES * VX_QP_ROWS;
-        prefetch_block(blk, bb);
+        if (mr > 1) prefetch_block(blk, bb);
         float dsc[8][VX_QP_ROWS], dmn[8][VX_QP_ROWS];
         q4k_heads(blk, dsc, dmn);
         for (int j = 0; j < 8; j++) { /* sub-block j: chunks 8 (j / 2) .. +7, low nibbles if j is even */

@@ -48,8 +48,8 @@ VX_INLINE void tile2_q32(const int qtype, const vx_qx *x, int64_t K, const uint8
     for (int m = 0; m < mr; m++) acc[m] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *b0 = g0 + b * bb, *b1 = g1 + b * bb;
-        prefetch_block(b0, bb);
-        prefetch_block(b1, bb);
+        if (mr > 1) prefetch_block(b0, bb);
+        if (mr > 1) prefetch_block(b1, bb);
         __m512i isum[VX_QP_MR];
         for (int m = 0; m < mr; m++) isum[m] = _mm512_set1_epi32(-offset * x->s[m * nb + b]);
         for (int j = 0; j < (q4 ? 4 : 8); j++) { /* 32-byte chunks of the 8 rows' quants */
@@ -133,12 +133,12 @@ VX_INLINE void tile2_q4_k(const vx_qx *x, int64_t K, const uint8_t *g0, const ui
     const int64_t bb = VX_Q4_K_BYTES * VX_QP_ROWS, xnb = K / VX_QBLOCK;
     __m512 acc[VX_QP_MR];
     for (int m = 0; m < mr; m++) acc[m] = _mm512_setzero_ps();
-    /* No software prefetch here: a super-block of 8 rows is 1152 bytes, and
-     * prefetching it (36 instructions per pair) measured slower at every M
-     * on a Zen 4 than leaving the two contiguous streams to the hardware
-     * prefetchers (3072x3072 GEMV: 1 thread 1.34x, 2 threads 1.13x faster
-     * without; M = 4 and 64: 1.03x, 1.01x). The q4_0 / q8_0 tiles keep it:
-     * without, M = 4 was 1.1x slower. */
+    /* No software prefetch here, at any M: a super-block of 8 rows is 1152
+     * bytes, and prefetching it 1 KB ahead (36 instructions per pair) only
+     * reached into the block being read; it measured slower at every M on
+     * a Zen 4 (3072x3072 GEMV: 1 thread 1.34x, 2 threads 1.13x faster
+     * without; M = 4 and 64: 1.03x, 1.01x), and so did a distance of one
+     * or two super-blocks. */
     for (int64_t sb = 0; sb < nsb; sb++) {
         const uint8_t *b0 = g0 + sb * bb, *b1 = g1 + sb * bb;
         float dsc[8][VX_QP_PAIR], dmn[8][VX_QP_PAIR];
