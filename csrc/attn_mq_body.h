@@ -60,9 +60,10 @@ VX_INLINE void attn_dot_mq(int kind, int R, int C, const float *const *qv, const
 }
 
 /* o_c[0 .. MQ_LANES*NC) = fma chain of p_c[j] * v_j over rows j in [a_c, b_c),
- * in order, starting from o_c's value; rows j at vr + j*stride */
+ * in order, starting from o_c's value; row j at element off + j*stride of
+ * vr, rows of `kind` (widened as they are read) */
 VX_INLINE void attn_axpy_mq(int C, int NC, const float *const *p, float *const *o, const int64_t *a, const int64_t *b,
-                            const float *vr, int64_t stride) {
+                            int kind, const void *vr, int64_t off, int64_t stride) {
     mq_vec acc[4][MQ_NC];
     int64_t lo = a[0], hi = b[0], same = 1;
     for (int c = 0; c < C; c++) {
@@ -74,7 +75,7 @@ VX_INLINE void attn_axpy_mq(int C, int NC, const float *const *p, float *const *
     if (same) { /* every vector over the same rows (the common case) */
         for (int64_t j = lo; j < hi; j++) {
             mq_vec vv[MQ_NC];
-            for (int k = 0; k < NC; k++) vv[k] = mq_loadu(vr + j * stride + MQ_LANES * k);
+            for (int k = 0; k < NC; k++) vv[k] = mq_load(kind, vr, off + j * stride + MQ_LANES * k);
             for (int c = 0; c < C; c++) {
                 const mq_vec pb = mq_bcast(p[c] + j);
                 for (int k = 0; k < NC; k++) acc[c][k] = mq_fma(pb, vv[k], acc[c][k]);
@@ -83,7 +84,7 @@ VX_INLINE void attn_axpy_mq(int C, int NC, const float *const *p, float *const *
     } else {
         for (int64_t j = lo; j < hi; j++) {
             mq_vec vv[MQ_NC];
-            for (int k = 0; k < NC; k++) vv[k] = mq_loadu(vr + j * stride + MQ_LANES * k);
+            for (int k = 0; k < NC; k++) vv[k] = mq_load(kind, vr, off + j * stride + MQ_LANES * k);
             for (int c = 0; c < C; c++) {
                 if (j < a[c] || j >= b[c]) continue;
                 const mq_vec pb = mq_bcast(p[c] + j);
@@ -120,7 +121,8 @@ VX_INLINE void attn_axpy_mq(int C, int NC, const float *const *p, float *const *
     }
 #endif
 #define VX_DOT_MQ(C_, R_) attn_dot_mq(kind, R_, C_, qv, k, j *stride + h * D, stride, D, mul, sv)
-#define VX_AXPY_MQ(C_, NC_) attn_axpy_mq(C_, NC_, pv, od, a, b, vr, D)
+#define VX_AXPY_MQ(C_, NC_) attn_axpy_mq(C_, NC_, pv, od, a, b, VX_ROW_F32, vb, d, D)
+#define VX_AXPY_MQ_ROWS(C_, NC_) attn_axpy_mq(C_, NC_, pv, od, a, b, kind, v, j0 *stride + h * D + d, stride)
 
 /* The task (see vx_isa.h's attn slot): nq <= VX_ATTN_MQ positions, query i's
  * heads at q + i*qstride, D apart; rows [lo[i], lo[i] + n[i]) of the nu rows
@@ -179,20 +181,25 @@ VX_INLINE int attn_mq_body(int kind, int64_t nq, const float *q, int64_t qstride
         }
         for (int64_t qh = 0; qh < heads; qh++) memset(o + i * ostride + qh * D, 0, (size_t)D * sizeof(float));
     }
-    /* V by blocks of rows, one head at a time. A head's rows are Hkv*D
-     * elements apart (8 KB in the fp32 encoder cache: the same L1 sets for
-     * every row), and each serves every position of the task, so the
-     * block's part of the head is first copied, widened to fp32, to vb
-     * (contiguous) and the register-blocked passes read it there; the
-     * head's next block is prefetched meanwhile. */
+    /* V by blocks of rows, one head at a time; the head's next block is
+     * prefetched meanwhile. With more than 4 query vectors several passes
+     * read the block: a head's rows are Hkv*D elements apart (8 KB in the
+     * fp32 encoder cache: the same L1 sets for every row), so the block's
+     * part of the head is first copied, widened to fp32, to vb (contiguous)
+     * and the passes read it there. With 4 or fewer (the encoder's live
+     * push) one pass reads each row once, straight from the cache: the copy
+     * was a quarter of that attention's time. Either way the same values in
+     * the same order: the same bits. */
+    const int reuse = nvec > 4;
     for (int64_t j0 = 0; j0 < nu; j0 += VX_ATTN_VBLOCK) {
         const int64_t j1 = (nu - j0) < VX_ATTN_VBLOCK ? nu : j0 + VX_ATTN_VBLOCK;
         const int64_t npf = (nu - j1) < VX_ATTN_VBLOCK ? (nu - j1) : VX_ATTN_VBLOCK;
         for (int64_t h = 0; h < nkv; h++) {
             for (int64_t j = j0; j < j1; j++) {
                 if (j - j0 < npf) prefetch_elems(kind, v, (j + VX_ATTN_VBLOCK) * stride + h * D, D);
-                for (int64_t d = 0; d < D; d += MQ_LANES)
-                    mq_storeu(vb + (j - j0) * D + d, mq_load(kind, v, j * stride + h * D + d));
+                if (reuse)
+                    for (int64_t d = 0; d < D; d += MQ_LANES)
+                        mq_storeu(vb + (j - j0) * D + d, mq_load(kind, v, j * stride + h * D + d));
             }
             for (int64_t c0 = 0; c0 < nvec; c0 += 4) {
                 const int C = (int)((nvec - c0) < 4 ? (nvec - c0) : 4);
@@ -207,16 +214,19 @@ VX_INLINE int attn_mq_body(int kind, int64_t nq, const float *q, int64_t qstride
                     if (b[c] < a[c]) b[c] = a[c];
                 }
                 for (int64_t d = 0; d < D;) {
-                    const float *vr = vb + d;
                     float *od[4];
                     for (int c = 0; c < C; c++) od[c] = ov[c] + d;
-                    if (D - d >= MQ_NC * MQ_LANES) {
+                    const int NC = D - d >= MQ_NC * MQ_LANES ? MQ_NC : 1;
+                    if (reuse && NC == MQ_NC) {
                         VX_C_CASES(VX_AXPY_MQ, MQ_NC)
-                        d += MQ_NC * MQ_LANES;
-                    } else {
+                    } else if (reuse) {
                         VX_C_CASES(VX_AXPY_MQ, 1)
-                        d += MQ_LANES;
+                    } else if (NC == MQ_NC) {
+                        VX_C_CASES(VX_AXPY_MQ_ROWS, MQ_NC)
+                    } else {
+                        VX_C_CASES(VX_AXPY_MQ_ROWS, 1)
                     }
+                    d += NC * MQ_LANES;
                 }
             }
         }
