@@ -41,8 +41,10 @@ VX_INLINE void store_out(float *o, float r, const float *bias, int64_t n, int ac
     else *o = r;
 }
 
-VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, const void *wp, int64_t wstride,
-                      const float *bias, int64_t n0, float *out, int64_t ldo, int accumulate) {
+/* out[i*ldo + j] (+)= x row i . bf16 row j (+ bias[n0 + j]) for an MR x NR
+ * tile; rows of x K apart, weight rows wstride apart */
+VX_INLINE void kernel(int MR, int NR, const float *x, int64_t K, const uint16_t *wp, int64_t wstride, const float *bias,
+                      int64_t n0, float *out, int64_t ldo, int accumulate) {
     __m512 acc[4][VX_GEMV_ROWS]; /* MR x NR, NR above 4 only with MR = 1 */
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
@@ -52,8 +54,7 @@ VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, cons
         __m512 xv[4];
         for (int i = 0; i < MR; i++) xv[i] = _mm512_loadu_ps(x + i * K + k);
         for (int j = 0; j < NR; j++) {
-            __m512 wv = W_F32 ? _mm512_loadu_ps((const float *)wp + j * wstride + k)
-                              : bf16x16((const uint16_t *)wp + j * wstride + k);
+            const __m512 wv = bf16x16(wp + j * wstride + k);
             for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
         }
     }
@@ -63,14 +64,9 @@ VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, cons
         __m512 xv[4];
         for (int i = 0; i < MR; i++) xv[i] = _mm512_maskz_loadu_ps(m, x + i * K + k);
         for (int j = 0; j < NR; j++) {
-            __m512 wv;
-            if (W_F32) {
-                wv = _mm512_loadu_ps((const float *)wp + j * wstride + k);
-            } else {
-                uint16_t buf[16] = {0};
-                memcpy(buf, (const uint16_t *)wp + j * wstride + k, (size_t)r * sizeof(uint16_t));
-                wv = bf16x16(buf);
-            }
+            uint16_t buf[16] = {0};
+            memcpy(buf, wp + j * wstride + k, (size_t)r * sizeof(uint16_t));
+            const __m512 wv = bf16x16(buf);
             for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
         }
     }
@@ -80,58 +76,44 @@ VX_INLINE void kernel(int MR, int NR, int W_F32, const float *x, int64_t K, cons
 
 /* a table of case labels in a macro, laid out by hand (clang-format breaks it) */
 /* clang-format off */
-#define CASE(a, b) case a * 8 + b: kernel(a, b, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;
-#define KERNEL_CASES(WF32_, XPTR_, WPTR_, WSTRIDE_)                                                         \
+#define CASE(a, b) case a * 8 + b: kernel(a, b, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;
+#define KERNEL_CASES(XPTR_, WPTR_, WSTRIDE_)                                                                \
     {                                                                                                       \
-        const int WF32 = WF32_;                                                                             \
         const float *XPTR = XPTR_;                                                                          \
-        const void *WPTR = WPTR_;                                                                           \
+        const uint16_t *WPTR = WPTR_;                                                                       \
         const int64_t WSTRIDE = WSTRIDE_;                                                                   \
         switch (mr * 8 + nr) {                                                                              \
             CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)                                                     \
             CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(2, 4)                                                     \
             CASE(3, 1) CASE(3, 2) CASE(3, 3) CASE(3, 4)                                                     \
             CASE(4, 1) CASE(4, 2) CASE(4, 3)                                                                \
-            default: kernel(4, 4, WF32, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;        \
+            default: kernel(4, 4, XPTR, K, WPTR, WSTRIDE, bias, n, o, ldo, accumulate); break;              \
         }                                                                                                   \
     }
 /* clang-format on */
 
+/* Row-deterministic: each output is one kernel's sum over k in order,
+ * whatever the tile it falls in. The bf16 rows are widened as they are read
+ * at every M: an fp32 copy of a task's rows, shared by every block of x
+ * rows, measured slower even at M = 256 (Zen 4, 5120x1280 and 1280x5120:
+ * M = 4 1.5-1.8x, M = 64 1.1-1.35x, M = 256 1.06-1.28x faster without it). */
 static void gemm_bf16_avx512(const float *x, int64_t M, const uint16_t *w, int64_t N, int64_t K, const float *bias,
                              float *out, int64_t ldo, int accumulate, float *scratch) {
-    const int64_t KP = (K + 15) & ~(int64_t)15;
+    (void)scratch;
     for (int64_t n = 0; n < N; n += VX_GEMM_ROWS) {
         const int nr = (int)((N - n) < VX_GEMM_ROWS ? (N - n) : VX_GEMM_ROWS);
         const uint16_t *wn = w + n * K;
-        if (M < 3) {
-            if (nr == VX_GEMM_ROWS && N - n >= VX_GEMV_ROWS) {
-                for (int64_t m = 0; m < M; m++)
-                    kernel(1, VX_GEMV_ROWS, 0, x + m * K, K, wn, K, bias, n, out + m * ldo + n, ldo, accumulate);
-                n += VX_GEMV_ROWS - VX_GEMM_ROWS; /* the loop adds VX_GEMM_ROWS */
-                continue;
-            }
-            for (int64_t m = 0; m < M; m++) {
-                const int mr = 1;
-                float *o = out + m * ldo + n;
-                KERNEL_CASES(0, x + m * K, wn, K)
-            }
+        if (M < 3 && nr == VX_GEMM_ROWS && N - n >= VX_GEMV_ROWS) {
+            for (int64_t m = 0; m < M; m++)
+                kernel(1, VX_GEMV_ROWS, x + m * K, K, wn, K, bias, n, out + m * ldo + n, ldo, accumulate);
+            n += VX_GEMV_ROWS - VX_GEMM_ROWS; /* the loop adds VX_GEMM_ROWS */
             continue;
         }
-        for (int j = 0; j < nr; j++) {
-            float *dst = scratch + j * KP;
-            const uint16_t *src = wn + j * K;
-            int64_t k = 0;
-            for (; k + 16 <= K; k += 16) _mm512_storeu_ps(dst + k, bf16x16(src + k));
-            for (; k < K; k++) {
-                uint32_t bits = (uint32_t)src[k] << 16;
-                memcpy(dst + k, &bits, 4);
-            }
-            for (; k < KP; k++) dst[k] = 0.0f;
-        }
-        for (int64_t m = 0; m < M; m += 4) {
-            const int mr = (int)((M - m) < 4 ? (M - m) : 4);
+        const int64_t mb = M < 3 ? 1 : 4; /* rows of x per block: GEMV rows one by one */
+        for (int64_t m = 0; m < M; m += mb) {
+            const int mr = (int)((M - m) < mb ? (M - m) : mb);
             float *o = out + m * ldo + n;
-            KERNEL_CASES(1, x + m * K, scratch, KP)
+            KERNEL_CASES(x + m * K, wn, K)
         }
     }
 }
