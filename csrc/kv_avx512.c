@@ -134,5 +134,6 @@ int vx_attn_kv_mq_avx512(int kind, int64_t nq, const float *q, int64_t qstride, 
 }
 
 
-const vx_kv_kernels vx_kv_avx512 = {"avx512", vx_attn_kv_avx512, vx_attn_kv_mq_avx512};
+const vx_kv_kernels vx_kv_avx512 = {"avx512", vx_attn_kv_avx512, vx_attn_kv_mq_avx512,
+                                    vx_kv_store_int8_avx2}; /* the store is memory-bound: 256 bits suffice */
 #endif

@@ -79,5 +79,5 @@ int vx_attn_kv_neon(int kind, const float *qg, int64_t nkv, int64_t group, const
     return 1;
 }
 
-const vx_kv_kernels vx_kv_neon = {"neon", vx_attn_kv_neon, NULL};
+const vx_kv_kernels vx_kv_neon = {"neon", vx_attn_kv_neon, NULL, NULL};
 #endif

@@ -50,7 +50,9 @@ int vx_kv_store(int kind, const float *src, void *dst, float *scales, int64_t ro
     if (kind == VX_KV_INT8) {
         if (!scales) return VX_EINVAL;
         int8_t *o = (int8_t *)dst;
-        for (int64_t r = 0; r < rows * H; r++) store_int8_head(src + r * D, o + r * D, scales + r, D);
+        const vx_kv_store_int8_fn fast = vx_level_active()->kv->store_int8;
+        if (!fast || !fast(src, o, scales, rows * H, D))
+            for (int64_t r = 0; r < rows * H; r++) store_int8_head(src + r * D, o + r * D, scales + r, D);
         return VX_OK;
     }
     return VX_EINVAL;
@@ -106,7 +108,7 @@ int vx_attn_kv_scalar(int kind, const float *qg, int64_t nkv, int64_t group, con
 
 /* ---- the threaded driver ---- */
 
-const vx_kv_kernels vx_kv_scalar = {"scalar", vx_attn_kv_scalar, NULL};
+const vx_kv_kernels vx_kv_scalar = {"scalar", vx_attn_kv_scalar, NULL, NULL};
 
 const char *vx_kv_kernels_name(void) { return vx_level_active()->kv->name; }
 

@@ -19,7 +19,8 @@ enum { VX_KV_BF16 = 1, VX_KV_INT8 = 2 };
 
 /* Convert rows src[rows, H, D] (fp32) into dst (bf16 bits as uint16, or int8)
  * with the same layout. BF16: round to nearest even. INT8: per (row, head)
- * scale = amax / 127 written to scales[rows, H], q = rint(x / scale). */
+ * scale = amax / 127 written to scales[rows, H], q = rint(x / scale) (a NaN
+ * value: 0; a row with an inf or NaN amax, or all zeros: zeros). */
 const char *vx_kv_kernels_name(void); /* which compact-KV attention kernel the active ISA uses */
 int vx_kv_store(int kind, const float *src, void *dst, float *scales, int64_t rows, int64_t H, int64_t D);
 
@@ -56,15 +57,21 @@ typedef int (*vx_attn_kv_mq_fn)(int kind, int64_t nq, const float *q, int64_t qs
  * (`one`), and where the level has it, several positions per task sharing
  * every row read (`mq`, NULL: none). Which one runs depends on the shape
  * only (vx_kv.c), so an output never depends on M. */
+/* rows x D fp32 -> int8 + one scale per row, vx_kv_store's INT8 rule bit
+ * for bit; returns 0 when it does not handle D (the scalar store runs). */
+typedef int (*vx_kv_store_int8_fn)(const float *x, int8_t *q, float *scales, int64_t rows, int64_t D);
+
 typedef struct vx_kv_kernels {
     const char *name;
     vx_attn_kv_fn one;
     vx_attn_kv_mq_fn mq;
+    vx_kv_store_int8_fn store_int8; /* NULL: the scalar store */
 } vx_kv_kernels;
 extern const vx_kv_kernels vx_kv_scalar;
 
 #if defined(__x86_64__) || defined(_M_X64)
 extern const vx_kv_kernels vx_kv_avx2;
+int vx_kv_store_int8_avx2(const float *x, int8_t *q, float *scales, int64_t rows, int64_t D);
 int vx_attn_kv_avx2(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                     const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                     float scale, float *scores, float *og);

@@ -102,9 +102,12 @@ def test_store_bf16_rounds_to_nearest_even():
     assert np.isnan((out.astype(np.uint32) << 16).view(np.float32)).all()
 
 
-def test_store_int8_matches_numpy():
-    x = rng.standard_normal((9, 4, 64), dtype=np.float32) * rng.uniform(0.01, 50, (9, 4, 1)).astype(np.float32)
+@pytest.mark.parametrize("D", [16, 24, 32, 64, 128])  # 32 | D: the SIMD store; else the scalar one
+def test_store_int8_matches_numpy(isa, D):
+    x = rng.standard_normal((9, 4, D), dtype=np.float32) * rng.uniform(0.01, 50, (9, 4, 1)).astype(np.float32)
     x[3, 2] = 0.0  # an all-zero head: scale 0, zeros
+    x[5, 1, : D // 2] = np.arange(D // 2, dtype=np.float32) - D / 4 + 0.5  # halves: ties round to even
+    x[5, 1, D // 2] = 127.0  # (the scale is then exactly 1)
     q, s = compact("int8", x)
     q_ref, s_ref = np_int8(x)
     np.testing.assert_array_equal(s, s_ref)
@@ -114,6 +117,19 @@ def test_store_int8_matches_numpy():
     # dequantized error is at most half a step per element
     err = np.abs(q * s[..., None] - x)
     assert (err <= s[..., None] * 0.5 * (1 + 1e-6)).all()
+
+
+def test_store_int8_nan_values_store_zero(isa):
+    """A NaN among finite values stores 0 and leaves the row's scale to the
+    others; every level writes the same bytes."""
+    x = rng.standard_normal((3, 2, 64), dtype=np.float32)
+    x[1, 0, 7] = np.nan
+    q, s = compact("int8", x)
+    assert q[1, 0, 7] == 0
+    finite = np.where(np.isnan(x), 0, x)
+    q_ref, s_ref = np_int8(finite)
+    np.testing.assert_array_equal(s, s_ref)
+    np.testing.assert_array_equal(q, q_ref)
 
 
 def test_store_int8_non_finite_rows_do_not_crash():
