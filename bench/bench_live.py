@@ -25,6 +25,7 @@ from bench_model import full_dir  # noqa: F401  (fixture)
 from livesim import fast_forward, paced_feed, timed
 
 import voxtral
+from conftest import measure_read_bandwidth
 from voxtral import _kernels
 from voxtral.audio import load_audio
 
@@ -55,6 +56,17 @@ def _stages(model):
     ]
 
 
+_MATRICES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+
+
+def _chunk_weight_bytes(model) -> int:
+    """The weights a live chunk reads at least once: a decoder step (its
+    layers and the LM head) and an encoder push (its layers)."""
+    w = model.weights
+    layers = [*w.decoder_layers, *w.encoder_layers]
+    return int(sum(getattr(lw, n).nbytes for lw in layers for n in _MATRICES) + w.tok_embeddings.nbytes)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("context", ["short", "full_window"])
 def test_live_stream(benchmark, full_dir, audio_dir, mode, context):  # noqa: F811
@@ -71,11 +83,16 @@ def test_live_stream(benchmark, full_dir, audio_dir, mode, context):  # noqa: F8
     chunk = int(CHUNK_S * rate)
     stream.feed(live[:chunk])  # one untimed chunk: page faults, first-call allocations
     passes0, tokens0 = stream.passes, len(stream.tokens)
+    # the machine's read bandwidth moves (shared hosts): read just before and
+    # after, so the floor below is the one of this run
+    bw_before = measure_read_bandwidth(512 * 1024 * 1024, repeats=5)
     with timed(_stages(model)) as stages:
         run = paced_feed(stream, live[chunk:], chunk, rate)
+    bw_after = measure_read_bandwidth(512 * 1024 * 1024, repeats=5)
     passes, steps = stream.passes - passes0, len(stream.tokens) - tokens0
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     total = float(np.sum(run.compute))
+    floors = [_chunk_weight_bytes(model) / bw for bw in (bw_before, bw_after)]
     benchmark.extra_info.update(
         isa=_kernels.active_isa(),
         threads=_kernels.get_num_threads(),
@@ -90,6 +107,13 @@ def test_live_stream(benchmark, full_dir, audio_dir, mode, context):  # noqa: F8
         **{k: round(v, 1) for k, v in run.percentiles().items()},
         ms_per_chunk={name: round(1000 * s / run.chunks, 1) for name, s in stages.seconds.items()},
         ms_per_chunk_total=round(1000 * total / run.chunks, 1),
+        read_gb_s_before=round(bw_before / 1e9, 1),
+        read_gb_s_after=round(bw_after / 1e9, 1),
+        # a chunk's weight bytes over each reading: the floor of a chunk at
+        # K = 1 (drafted passes can go below it); a reading can catch a
+        # moment of the host's, so both are given
+        floor_ms_per_chunk=[round(1000 * f, 1) for f in floors],
+        over_floor=[round(total / run.chunks / f, 2) for f in floors],
     )
     del stream, model
     gc.collect()
