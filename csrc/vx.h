@@ -72,6 +72,18 @@ int vx_q_repack(int qtype, const uint8_t *w, int64_t N, int64_t K, uint8_t *dst)
 int vx_q_unpack(int qtype, const uint8_t *wp, int64_t N, int64_t K, uint8_t *dst);
 int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out, int64_t M, int64_t N,
                  int64_t K, int accumulate);
+/* Several repacked products of one x [M, K] in one call: x quantized once,
+ * every product's tasks in one parallel region (the attention's q, k, v; the
+ * FFN's gate and up). Each out[M, N] is the same bits as vx_matmul_qp's. */
+typedef struct vx_qp_product {
+    const uint8_t *wp;
+    int qtype;
+    int64_t N;
+    const float *bias; /* NULL: none */
+    float *out;
+} vx_qp_product;
+#define VX_QP_MANY_MAX 4
+int vx_matmul_qp_many(const float *x, int64_t M, int64_t K, const vx_qp_product *products, int count, int accumulate);
 const char *vx_qp_kernels_name(void); /* "avx2" or "scalar" */
 int vx_drop_file_pages(const void *p,
                        int64_t nbytes); /* madvise(DONTNEED) the whole pages of a read-only file mapping */

@@ -85,16 +85,28 @@ static int64_t task_rows(int64_t N, int nthreads) {
     return rows < 16 ? 16 : rows > VX_Q_TASK_N ? VX_Q_TASK_N : rows;
 }
 
-typedef struct q_gemm {
-    const float *x;
-    int8_t *xq; /* x quantized: int8 values, block scales, block sums */
-    float *xd;
-    int32_t *xs;
+/* One product of a call: w (N rows of rb bytes: the GGML layout, or the
+ * repacked one, which has as many bytes per row in groups of VX_QP_ROWS,
+ * a divisor of a task's rows) and its kernel; its tasks are task_n weight
+ * rows x VX_Q_TASK_M rows of x, numbered from `first` in the call. */
+typedef struct q_product {
     const uint8_t *w;
     vx_qgemm_fn gemm;
-    int64_t rb, M, N, K, xnb, task_n, tasks_n;
+    int64_t rb, N, task_n, tasks_n, first;
     const float *bias;
     float *out;
+} q_product;
+
+/* A call: x quantized once (int8 values, block scales, block sums), then
+ * the tasks of every product in one stage. */
+typedef struct q_gemm {
+    const float *x;
+    int8_t *xq;
+    float *xd;
+    int32_t *xs;
+    int64_t M, K, xnb;
+    int count;
+    const q_product *p;
     int accumulate;
 } q_gemm;
 
@@ -107,18 +119,23 @@ static void quantize_task(const void *ctx, int64_t m, void *scratch) {
 static void gemm_task(const void *ctx, int64_t t, void *scratch) {
     const q_gemm *g = (const q_gemm *)ctx;
     (void)scratch;
-    const int64_t n0 = (t % g->tasks_n) * g->task_n, m0 = (t / g->tasks_n) * VX_Q_TASK_M;
-    const int64_t nb = (g->N - n0) < g->task_n ? (g->N - n0) : g->task_n;
+    int i = g->count - 1;
+    while (i > 0 && t < g->p[i].first) i--;
+    const q_product *p = &g->p[i];
+    t -= p->first;
+    const int64_t n0 = (t % p->tasks_n) * p->task_n, m0 = (t / p->tasks_n) * VX_Q_TASK_M;
+    const int64_t nb = (p->N - n0) < p->task_n ? (p->N - n0) : p->task_n;
     const int64_t mb = (g->M - m0) < VX_Q_TASK_M ? (g->M - m0) : VX_Q_TASK_M;
     const vx_qx xt = {g->xq + m0 * g->K, g->xd + m0 * g->xnb, g->xs + m0 * g->xnb};
-    g->gemm(&xt, mb, g->w + n0 * g->rb, nb, g->K, g->bias ? g->bias + n0 : NULL, g->out + m0 * g->N + n0, g->N,
+    p->gemm(&xt, mb, p->w + n0 * p->rb, nb, g->K, p->bias ? p->bias + n0 : NULL, p->out + m0 * p->N + n0, p->N,
             g->accumulate);
 }
 
-/* rb: bytes per weight row (the repacked layout has as many per row, in
- * groups of VX_QP_ROWS, which divides a task's rows) */
-static int matmul_q_driver(const float *x, const uint8_t *w, vx_qgemm_fn gemm, int64_t rb, const float *bias,
-                           float *out, int64_t M, int64_t N, int64_t K, int accumulate) {
+/* The products p[0 .. count) of one x [M, K]: x is quantized once and the
+ * tasks of all of them share one parallel region, so a product's last
+ * tasks overlap the next one's (each output the same bits as alone). Fills
+ * each product's task fields. */
+static int matmul_q_driver(const float *x, int64_t M, int64_t K, q_product *p, int count, int accumulate) {
     const int64_t xnb = K / VX_QBLOCK;
     /* one allocation: int8 values, then scales, then sums (64-byte aligned parts) */
     const size_t q_bytes = ((size_t)(M * K) + 63) & ~(size_t)63;
@@ -126,32 +143,27 @@ static int matmul_q_driver(const float *x, const uint8_t *w, vx_qgemm_fn gemm, i
     char *scratch = (char *)malloc(q_bytes + 2 * d_bytes + 64);
     if (!scratch) return VX_ENOMEM;
     char *base = (char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    const int nthreads = vx_threads_for(M * N * K);
-    const int64_t task_n = task_rows(N, nthreads);
-    const q_gemm g = {.x = x,
-                      .xq = (int8_t *)base,
-                      .xd = (float *)(base + q_bytes),
-                      .xs = (int32_t *)(base + q_bytes + d_bytes),
-                      .w = w,
-                      .gemm = gemm,
-                      .rb = rb,
-                      .M = M,
-                      .N = N,
-                      .K = K,
-                      .xnb = xnb,
-                      .task_n = task_n,
-                      .tasks_n = (N + task_n - 1) / task_n,
-                      .bias = bias,
-                      .out = out,
-                      .accumulate = accumulate};
+    int64_t N_all = 0;
+    for (int i = 0; i < count; i++) N_all += p[i].N;
+    const int nthreads = vx_threads_for(M * N_all * K);
+    const int64_t tasks_m = (M + VX_Q_TASK_M - 1) / VX_Q_TASK_M;
+    int64_t n_tasks = 0;
+    for (int i = 0; i < count; i++) {
+        p[i].task_n = task_rows(p[i].N, nthreads);
+        p[i].tasks_n = (p[i].N + p[i].task_n - 1) / p[i].task_n;
+        p[i].first = n_tasks;
+        n_tasks += p[i].tasks_n * tasks_m;
+    }
+    const q_gemm g = {
+        x, (int8_t *)base, (float *)(base + q_bytes), (int32_t *)(base + q_bytes + d_bytes), M, K, xnb, count,
+        p, accumulate};
     /* A few rows (a decoder step, a live push) are quantized before the
      * threads start: a microsecond, and no barrier that a descheduled
      * thread (shared machine) could hold up. */
     const int quantize_first = M * K <= VX_Q_SERIAL_QUANT;
     if (quantize_first)
         for (int64_t m = 0; m < M; m++) quantize_task(&g, m, NULL);
-    const vx_stage stages[2] = {{quantize_first ? 0 : M, quantize_task},
-                                {g.tasks_n * ((M + VX_Q_TASK_M - 1) / VX_Q_TASK_M), gemm_task}};
+    const vx_stage stages[2] = {{quantize_first ? 0 : M, quantize_task}, {n_tasks, gemm_task}};
     const int status = vx_run_stages(stages, 2, nthreads, 1, 0, &g);
     free(scratch);
     return status;
@@ -161,14 +173,30 @@ int vx_matmul_q(const float *x, const uint8_t *w, int qtype, const float *bias, 
                 int64_t K, int accumulate) {
     const int64_t rb = vx_q_row_bytes(qtype, K);
     if (!x || !w || !out || M <= 0 || N <= 0 || rb <= 0) return VX_EINVAL;
-    return matmul_q_driver(x, w, vx_level_active()->qops->gemm[qtype], rb, bias, out, M, N, K, accumulate);
+    q_product p = {.w = w, .gemm = vx_level_active()->qops->gemm[qtype], .rb = rb, .N = N, .bias = bias, .out = out};
+    return matmul_q_driver(x, M, K, &p, 1, accumulate);
 }
 
 int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out, int64_t M, int64_t N,
                  int64_t K, int accumulate) {
-    if (!x || !wp || !out || M <= 0 || N <= 0 || vx_qp_bytes(qtype, N, K) < 0) return VX_EINVAL;
-    const int64_t rb = vx_q_row_bytes(qtype, K); /* as many bytes per row as the GGML layout */
-    return matmul_q_driver(x, wp, vx_level_active()->qpops->gemm[qtype], rb, bias, out, M, N, K, accumulate);
+    const vx_qp_product one = {wp, qtype, N, bias, out};
+    return vx_matmul_qp_many(x, M, K, &one, 1, accumulate);
+}
+
+int vx_matmul_qp_many(const float *x, int64_t M, int64_t K, const vx_qp_product *products, int count, int accumulate) {
+    if (!x || !products || M <= 0 || count <= 0 || count > VX_QP_MANY_MAX) return VX_EINVAL;
+    q_product p[VX_QP_MANY_MAX];
+    for (int i = 0; i < count; i++) {
+        const vx_qp_product *q = &products[i];
+        if (!q->wp || !q->out || q->N <= 0 || vx_qp_bytes(q->qtype, q->N, K) < 0) return VX_EINVAL;
+        p[i] = (q_product){.w = q->wp,
+                           .gemm = vx_level_active()->qpops->gemm[q->qtype],
+                           .rb = vx_q_row_bytes(q->qtype, K), /* as many bytes per row as the GGML layout */
+                           .N = q->N,
+                           .bias = q->bias,
+                           .out = q->out};
+    }
+    return matmul_q_driver(x, M, K, p, count, accumulate);
 }
 
 /* Read-only streaming of lines [lo, hi) of buf, 64 bytes at a time. The

@@ -131,6 +131,40 @@ def test_long_tasks_equal_the_scalar_kernel(isa, qtype, threads):
             assert np.array_equal(K.matmul_qp(x[rows], wp, qtype, N, K_), want[rows])
 
 
+@pytest.mark.parametrize("M", [1, 5, 70])  # 70: two blocks of x rows, quantized in the threads
+def test_many_products_equal_one_call_each(isa, threads, M):
+    """matmul_qp_many (x quantized once, every product's tasks in one
+    region) gives each product the bits of its own matmul_qp: mixed types,
+    sizes that end in partial tasks and groups, biases, 1 to 3 threads."""
+    K_ = 256
+    shapes = [("q4_0", 200), ("q8_0", 67), ("q4_k", 1029)]
+    mats = [(q, n, K.repack_q(make_weights(q, n, K_, seed=20 + i), q, K_)) for i, (q, n) in enumerate(shapes)]
+    biases = [rng.standard_normal(n).astype(np.float32) if i != 1 else None for i, (_, n) in enumerate(shapes)]
+    x = rng.standard_normal((M, K_)).astype(np.float32)
+    want = [K.matmul_qp(x, wp, q, n, K_, b) for (q, n, wp), b in zip(mats, biases, strict=True)]
+    for n_threads in (1, 2, 3):
+        threads(n_threads)
+        got = K.matmul_qp_many(x, [(wp, q, n, b) for (q, n, wp), b in zip(mats, biases, strict=True)])
+        for g, w_ in zip(got, want, strict=True):
+            assert np.array_equal(g, w_)
+
+
+def test_many_products_argument_checks():
+    K_ = 256
+    wp = K.repack_q(make_weights("q4_0", 16, K_, seed=3), "q4_0", K_)
+    x = np.ones((2, K_), np.float32)
+    with pytest.raises(ValueError, match="1..4 products"):
+        K.matmul_qp_many(x, [])
+    with pytest.raises(ValueError, match="1..4 products"):
+        K.matmul_qp_many(x, [(wp, "q4_0", 16, None)] * 5)
+    with pytest.raises(ValueError, match="bytes"):
+        K.matmul_qp_many(x, [(wp, "q4_0", 16, None), (wp, "q4_0", 8, None)])
+    with pytest.raises(ValueError, match="bias"):
+        K.matmul_qp_many(x, [(wp, "q4_0", 16, np.ones(3, np.float32))])
+    with pytest.raises(ValueError):
+        K.matmul_qp_many(np.ones((2, 128), np.float32), [(wp, "q4_0", 16, None)])
+
+
 def test_non_finite_inputs(isa):
     K_ = 256
     w = make_weights("q4_0", 9, K_, seed=2)

@@ -6,6 +6,8 @@ raises TypeError (wrong type/dtype) or ValueError (shape, contiguity,
 read-only out, sizes) before any C code runs.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -50,6 +52,7 @@ def matmul_qp(
     out: F32 | None = None,
     accumulate: bool = False,
 ) -> F32: ...
+def matmul_qp_many(x: F32, products: Sequence[tuple[U8, str, int, F32 | None]]) -> list[F32]: ...
 def drop_file_pages(buf: U8) -> None: ...
 def stream_read(buf: U8) -> int: ...
 def attention(q: F32, k: F32, v: F32, out: F32, q_pos0: int, k_pos0: int, window: int, scale: float) -> F32: ...

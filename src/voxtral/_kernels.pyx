@@ -41,6 +41,15 @@ cdef extern from "vx.h":
     int vx_q_unpack(int qtype, const uint8_t *wp, int64_t N, int64_t K, uint8_t *dst) nogil
     int vx_matmul_qp(const float *x, const uint8_t *wp, int qtype, const float *bias, float *out,
                      int64_t M, int64_t N, int64_t K, int accumulate) nogil
+    ctypedef struct vx_qp_product:
+        const uint8_t *wp
+        int qtype
+        int64_t N
+        const float *bias
+        float *out
+    int VX_QP_MANY_MAX
+    int vx_matmul_qp_many(const float *x, int64_t M, int64_t K, const vx_qp_product *products, int count,
+                          int accumulate) nogil
     const char *vx_qp_kernels_name()
     int vx_drop_file_pages(const void *p, int64_t nbytes) nogil
     uint64_t vx_stream_read(const void *buf, int64_t nbytes) nogil
@@ -251,6 +260,8 @@ def _qtype_table():
 
 
 _QTYPE_TABLE = _qtype_table()
+if VX_QP_MANY_MAX > 4:  # matmul_qp_many's array of products
+    raise ImportError("_kernels: VX_QP_MANY_MAX exceeds matmul_qp_many's array")
 _QTYPES = {name: row[:3] for name, row in _QTYPE_TABLE.items()}  # id, values, bytes per block
 
 
@@ -375,6 +386,43 @@ def matmul_qp(x, wp, str qtype, int64_t N, int64_t K, bias=None, out=None, bint 
         status = vx_matmul_qp(px, pw, qt, pb, po, M, N, K, acc)
     _check(status, "matmul_qp")
     return out
+
+
+def matmul_qp_many(x, products):
+    """matmul_qp for several repacked matrices of the same K over one x in one
+    call: ``products`` is a sequence of (wp, qtype, N, bias or None); returns
+    their outputs [M, N] in order, each the same bits as matmul_qp's. x is
+    quantized once and the products' tasks share one parallel region."""
+    _arr(x, "x", np.float32, 2)
+    cdef int count = len(products)
+    if not 1 <= count <= VX_QP_MANY_MAX:
+        raise ValueError(f"matmul_qp_many takes 1..{VX_QP_MANY_MAX} products, got {count}")
+    cdef int64_t M = x.shape[0], K = x.shape[1]
+    cdef vx_qp_product p[4]  # VX_QP_MANY_MAX (a Cython array needs a literal size; checked at import)
+    outs = []
+    keep = []  # the arrays the pointers point into, alive through the call
+    cdef int i, qid
+    cdef int64_t N
+    for i in range(count):
+        wp, qtype, N, bias = products[i]
+        _arr(wp, "wp", np.uint8, 1)
+        qid, size = _qp_dims(qtype, N, K)
+        if wp.shape[0] != size:
+            raise ValueError(f"repacked {qtype} [{N}, {K}] has {size} bytes, got {wp.shape[0]}")
+        out = _matmul_out(x, wp, bias, None, False, M, N, K)
+        p[i].wp = _u8p(wp)
+        p[i].qtype = qid
+        p[i].N = N
+        p[i].bias = _fp(bias) if bias is not None else NULL
+        p[i].out = _fpw(out)
+        outs.append(out)
+        keep.append((wp, bias))
+    cdef const float *px = _fp(x)
+    cdef int status
+    with nogil:
+        status = vx_matmul_qp_many(px, M, K, p, count, 0)
+    _check(status, "matmul_qp_many")
+    return outs
 
 
 def drop_file_pages(buf):

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _kernels as K
 from .kvcache import KVCache
-from .linear import linear
+from .linear import linear, linear_many
 from .rope import RotaryTables
 
 
@@ -79,9 +79,7 @@ class Attention:
         """x += wo(attention(h)) for every span of ``batch``; ``lw``: the
         layer's weights (wq, wk, wv, wo and optional biases bq, bv, bo)."""
         bq, bv, bo = getattr(lw, "bq", None), getattr(lw, "bv", None), getattr(lw, "bo", None)
-        q = linear(h, lw.wq, bq)
-        k = linear(h, lw.wk)
-        v = linear(h, lw.wv, bv)
+        q, k, v = linear_many(h, (lw.wq, lw.wk, lw.wv), (bq, None, bv))
         self.rotate(q, k, batch.cos, batch.sin)
         attn = np.empty_like(q)
         for sp in batch.spans:
@@ -113,4 +111,5 @@ class Attention:
 
 def swiglu(x, h, w1, w3, w2, b2=None) -> None:
     """x += w2(silu(w1 h) * w3 h) (+ b2)."""
-    linear(K.silu_mul(linear(h, w1), linear(h, w3)), w2, b2, out=x, accumulate=True)
+    gate, up = linear_many(h, (w1, w3))
+    linear(K.silu_mul(gate, up), w2, b2, out=x, accumulate=True)

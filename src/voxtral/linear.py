@@ -21,11 +21,29 @@ def linear(x: np.ndarray, w, bias=None, out=None, accumulate: bool = False) -> n
     """out[M,N] (+)= x[M,K] @ w[N,K]^T (+ bias)."""
     if observer is not None:
         observer(x, w)
+    return _product(x, w, bias, out, accumulate)
+
+
+def _product(x: np.ndarray, w, bias=None, out=None, accumulate: bool = False) -> np.ndarray:
     if isinstance(w, QuantMatrix):
         if w.packed is not None:
             return K.matmul_qp(x, w.packed, w.qtype, w.rows, w.cols, bias, out=out, accumulate=accumulate)
         return K.matmul_q(x, w.data, w.qtype, w.cols, bias, out=out, accumulate=accumulate)
     return K.matmul_bf16(x, w, bias, out=out, accumulate=accumulate)
+
+
+def linear_many(x: np.ndarray, ws, biases=None) -> list[np.ndarray]:
+    """[x[M,K] @ w[N,K]^T (+ bias) for each w]: the products of one input
+    (the attention's q, k and v; the FFN's gate and up). Where every matrix
+    is repacked, one call quantizes x once and runs all their tasks in one
+    parallel region; the outputs are the same bits as one linear() each."""
+    biases = [None] * len(ws) if biases is None else biases
+    if observer is not None:
+        for w in ws:
+            observer(x, w)
+    if all(isinstance(w, QuantMatrix) and w.packed is not None for w in ws):
+        return K.matmul_qp_many(x, [(w.packed, w.qtype, w.rows, b) for w, b in zip(ws, biases, strict=True)])
+    return [_product(x, w, b) for w, b in zip(ws, biases, strict=True)]
 
 
 def embedding_rows(table, ids) -> np.ndarray:
