@@ -6,7 +6,6 @@
 #include "vx_isa.h"
 #include "vx_tasks.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct attn_drive {

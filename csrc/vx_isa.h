@@ -1,6 +1,6 @@
-/* Internal: the per-ISA kernels (one file each, like ggml-cpu) and the table
- * the dispatcher picks once. Each kernel is single-threaded; threading lives
- * in vx_core.c. */
+/* Internal: the per-ISA fp32 / bf16 kernels (one file each, like ggml-cpu);
+ * each level's table is named in the levels table (vx_levels.h). Each kernel
+ * is single-threaded; threading lives in the one driver (vx_tasks.h). */
 #ifndef VX_ISA_H
 #define VX_ISA_H
 

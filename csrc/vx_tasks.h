@@ -1,6 +1,7 @@
 /* Internal: the one threaded driver. Every multi-threaded kernel call is a
- * set of independent tasks run through vx_run_tasks; only element-wise maps
- * (norms, activations, the mel filter bank) use a plain parallel loop. */
+ * set of independent tasks run through vx_run_stages; only element-wise maps
+ * (norms, activations, the mel filter bank) and the read-bandwidth probe use
+ * a plain parallel loop. */
 #ifndef VX_TASKS_H
 #define VX_TASKS_H
 
