@@ -27,27 +27,17 @@
 #include "vx_kv.h"
 
 /* Scores of R rows (R <= MQ_ROWS; row r at element off + r*stride) x G
- * query heads (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r */
+ * query heads (q, D apart): s[g*lds + r] = mul[r] * q_g . k_r, by the
+ * multi-position body's score pass (a head is one of its query vectors) */
 VX_INLINE void one_dot_rows(int kind, int R, int G, const float *q, const void *k, int64_t off, int64_t stride,
                             int64_t D, const float *mul, float *s, int64_t lds) {
-    mq_vec acc[4 * MQ_ROWS];
-    for (int i = 0; i < 4 * MQ_ROWS; i++) acc[i] = mq_zero();
-    for (int64_t d = 0; d < D; d += MQ_LANES) {
-        mq_vec kr[MQ_ROWS];
-        for (int r = 0; r < R; r++) kr[r] = mq_load(kind, k, off + r * stride + d);
-        for (int g = 0; g < G; g++) {
-            const mq_vec qv = mq_loadu(q + g * D + d);
-            for (int r = 0; r < R; r++) acc[r * 4 + g] = mq_fma(qv, kr[r], acc[r * 4 + g]);
-        }
+    const float *qv[4];
+    float *sv[4];
+    for (int g = 0; g < G; g++) {
+        qv[g] = q + g * D;
+        sv[g] = s + g * lds;
     }
-    float t[4 * MQ_ROWS];
-    mq_storeu(t, mq_hsum(acc));
-    for (int r = 0; r < R; r++)
-        for (int g = 0; g < G; g++) s[g * lds + r] = mul[r] * t[r * 4 + g];
-}
-
-VX_INLINE void one_prefetch(const void *p, int64_t bytes) {
-    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
+    attn_dot_mq(kind, R, G, qv, k, off, stride, D, mul, sv);
 }
 
 #define VX_ONE_V_BLOCK 64 /* rows whose V stays in L1 while every head/lane chunk passes over them */
@@ -61,8 +51,7 @@ VX_INLINE void one_axpy_rows(int kind, int NC, int G, const float *w, int64_t ld
         for (int c = 0; c < NC; c++) acc[g][c] = mq_zero();
     for (int64_t j = 0; j < nb; j++) {
         if (j < ahead) /* the same lanes of the next block's row j */
-            one_prefetch((const char *)v + (off + (j + VX_ONE_V_BLOCK) * stride) * (kind == VX_KV_BF16 ? 2 : 1),
-                         MQ_LANES * NC * (kind == VX_KV_BF16 ? 2 : 1));
+            prefetch_elems(kind, v, off + (j + VX_ONE_V_BLOCK) * stride, MQ_LANES * NC);
         mq_vec vv[MQ_NC];
         for (int c = 0; c < NC; c++) vv[c] = mq_load(kind, v, off + j * stride + MQ_LANES * c);
         for (int g = 0; g < G; g++) {
@@ -84,12 +73,12 @@ VX_INLINE void one_axpy_rows(int kind, int NC, int G, const float *w, int64_t ld
 VX_INLINE void attn_one_body(int kind, const float *qg, int64_t nkv, int64_t group, const void *k, const void *v,
                              const float *ks, const float *vs, int64_t stride, int64_t sstride, int64_t n, int64_t D,
                              float scale, float *scores, float *og) {
-    const int64_t esize = kind == VX_KV_BF16 ? 2 : 1, seg = nkv * D * esize, heads = nkv * group;
+    const int64_t heads = nkv * group;
     /* scores[(h*group + g)*n + j] */
     for (int64_t j = 0; j < n; j += MQ_ROWS) {
         const int R = (n - j) >= MQ_ROWS ? MQ_ROWS : (int)(n - j);
         for (int64_t r = j + MQ_ONE_PREFETCH; r < j + MQ_ONE_PREFETCH + MQ_ROWS && r < n; r++)
-            one_prefetch((const char *)k + r * stride * esize, seg);
+            prefetch_elems(kind, k, r * stride, nkv * D);
         for (int64_t h = 0; h < nkv; h++) {
             float mul[MQ_ROWS];
             for (int r = 0; r < MQ_ROWS; r++) /* (every entry set: the compiler cannot see that only R are read) */
@@ -116,7 +105,7 @@ VX_INLINE void attn_one_body(int kind, const float *qg, int64_t nkv, int64_t gro
         const int64_t nb = (n - j0) < VX_ONE_V_BLOCK ? (n - j0) : VX_ONE_V_BLOCK;
         const int64_t ahead = (n - j0 - nb) < VX_ONE_V_BLOCK ? (n - j0 - nb) : VX_ONE_V_BLOCK; /* next block's rows */
         if (j0 == 0) /* later blocks were prefetched while the previous one ran */
-            for (int64_t j = 0; j < nb; j++) one_prefetch((const char *)v + j * stride * esize, seg);
+            for (int64_t j = 0; j < nb; j++) prefetch_elems(kind, v, j * stride, nkv * D);
         for (int64_t h = 0; h < nkv; h++) {
             for (int64_t g0 = 0; g0 < group; g0 += 4) {
                 const int C = (int)((group - g0) < 4 ? (group - g0) : 4);
