@@ -400,7 +400,6 @@ def matmul_qp_many(x, products):
     cdef int64_t M = x.shape[0], K = x.shape[1]
     cdef vx_qp_product p[4]  # VX_QP_MANY_MAX (a Cython array needs a literal size; checked at import)
     outs = []
-    keep = []  # the arrays the pointers point into, alive through the call
     cdef int i, qid
     cdef int64_t N
     for i in range(count):
@@ -416,7 +415,6 @@ def matmul_qp_many(x, products):
         p[i].bias = _fp(bias) if bias is not None else NULL
         p[i].out = _fpw(out)
         outs.append(out)
-        keep.append((wp, bias))
     cdef const float *px = _fp(x)
     cdef int status
     with nogil:
