@@ -28,6 +28,7 @@ import voxtral
 from conftest import measure_read_bandwidth
 from voxtral import _kernels
 from voxtral.audio import load_audio
+from voxtral.weights import LINEAR_FIELDS
 
 CHUNK_S = 0.08
 WARM_S = 15.04  # fills the encoder window (750 frames at 50/s)
@@ -56,15 +57,12 @@ def _stages(model):
     ]
 
 
-_MATRICES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
-
-
 def _chunk_weight_bytes(model) -> int:
     """The weights a live chunk reads at least once: a decoder step (its
     layers and the LM head) and an encoder push (its layers)."""
     w = model.weights
     layers = [*w.decoder_layers, *w.encoder_layers]
-    return int(sum(getattr(lw, n).nbytes for lw in layers for n in _MATRICES) + w.tok_embeddings.nbytes)
+    return int(sum(getattr(lw, n).nbytes for lw in layers for n in LINEAR_FIELDS) + w.tok_embeddings.nbytes)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -44,6 +44,7 @@ from voxtral import _kernels
 from voxtral.audio import load_audio
 from voxtral.decoder import DecoderRows
 from voxtral.mel import LogMelStream
+from voxtral.weights import LINEAR_FIELDS
 
 CONTEXTS = [64, 1024, 2048, 4096, 8191]
 
@@ -77,9 +78,7 @@ def load_with_layout(model_dir, fmt: str, kv: str, layout: str):
 
 def decoder_weight_bytes(model) -> int:
     w = model.weights
-    per_layer = sum(
-        getattr(lw, n).nbytes for lw in w.decoder_layers for n in ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
-    )
+    per_layer = sum(getattr(lw, n).nbytes for lw in w.decoder_layers for n in LINEAR_FIELDS)
     return int(per_layer + w.tok_embeddings.nbytes)
 
 
