@@ -217,5 +217,7 @@ VX_DEFINE_QP_GEMM_WIDE(gemm_qp_q8_0, tile2_q8_0, tile_q8_0, VX_Q8_0_BYTES *VX_QP
 VX_DEFINE_QP_GEMM_WIDE(gemm_qp_q4_0, tile2_q4_0, tile_q4_0, VX_Q4_0_BYTES *VX_QP_ROWS, VX_QBLOCK)
 VX_DEFINE_QP_GEMM_WIDE(gemm_qp_q4_k, tile2_q4_k, tile_q4_k, VX_Q4_K_BYTES *VX_QP_ROWS, VX_Q4K_SUPER)
 
+#if !defined(VX_QP_NO_TABLE) /* qpack_amx.c includes these kernels for its small M */
 const vx_qops VX_QP_TABLE = {VX_QP_TABLE_NAME, {gemm_qp_q8_0, gemm_qp_q4_0, gemm_qp_q4_k}};
+#endif
 #endif

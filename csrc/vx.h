@@ -18,8 +18,9 @@ enum { VX_OK = 0, VX_EINVAL = -1, VX_ENOMEM = -2 };
 /* ISA selection: detected once; can be capped (env VOXTRAL_ISA or vx_set_isa). */
 /* Levels, slowest first; a cap keeps the best available level not above it.
  * neon_dotprod / avxvnni / avx512vnni run the same float kernels as neon /
- * avx2 / avx512 and add the integer-dot kernels for quantized weights (the
- * levels table in vx_cpu.c says which kernels each level runs). */
+ * avx2 / avx512 and add the integer-dot kernels for quantized weights; amx
+ * adds int8 tile products for repacked weights at M >= 4 (the levels table
+ * in vx_cpu.c says which kernels each level runs). */
 enum {
     VX_ISA_SCALAR = 0,
     VX_ISA_NEON = 1,
@@ -28,7 +29,8 @@ enum {
     VX_ISA_AVXVNNI = 4,
     VX_ISA_AVX512 = 5,
     VX_ISA_AVX512VNNI = 6,
-    VX_ISA_COUNT = 7
+    VX_ISA_AMX = 7,
+    VX_ISA_COUNT = 8
 };
 const char *vx_isa_name(int isa);
 int vx_isa_available(int isa); /* CPU supports it and it was compiled in */
@@ -36,7 +38,7 @@ int vx_active_isa(void);
 int vx_set_isa(int isa);              /* VX_EINVAL if not available */
 int vx_cpu_feature(const char *name); /* "avx2", "fma", "f16c", "avx512f", "avx512bw",
                                       "avx512dq", "avx512vl", "avx512bf16", "avx512vnni",
-                                      "avxvnni", "neon", "neon_dotprod" */
+                                      "avxvnni", "amx", "neon", "neon_dotprod" */
 
 #define VX_MAX_THREADS 1024 /* = voxtral.threads.MAX_THREADS */
 void vx_set_num_threads(int n);

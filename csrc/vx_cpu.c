@@ -12,6 +12,13 @@
 #endif
 #endif
 
+#if defined(__linux__) && defined(__x86_64__) && defined(VX_HAVE_AMX)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define VX_ARCH_REQ_XCOMP_PERM 0x1023 /* <asm/prctl.h>, Linux 5.16 and later */
+#define VX_XFEATURE_XTILEDATA 18
+#endif
+
 #if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
 #include <immintrin.h>
 #include <intrin.h>
@@ -19,12 +26,34 @@
 
 typedef struct {
     int detected;
-    int avx2, fma, f16c, avx512f, avx512bw, avx512dq, avx512vl, avx512bf16, avx512vnni, avxvnni, neon, neon_dotprod;
+    int avx2, fma, f16c, avx512f, avx512bw, avx512dq, avx512vl, avx512bf16, avx512vnni, avxvnni, amx, neon,
+        neon_dotprod;
 } vx_features;
 
 static vx_features features;
 static int active_isa = -1;
 static int num_threads = 1;
+
+/* AMX tiles with int8 products: CPUID.7.0:EDX bits 24 (AMX-TILE) and 25
+ * (AMX-INT8), the OS enabling the tile state in XCR0 (bits 17, 18), and on
+ * Linux the process's permission for it (arch_prctl; refused before 5.16
+ * or by policy: then the level is not available). Only builds with the AMX
+ * kernels ask, so the request is made only where it can be used. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+static int amx_usable(unsigned int cpuid7_edx) {
+#if defined(__linux__) && defined(VX_HAVE_AMX)
+    if (!((cpuid7_edx >> 24) & 1) || !((cpuid7_edx >> 25) & 1)) return 0;
+    unsigned int xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    (void)xcr0_hi;
+    if (((xcr0_lo >> 17) & 3) != 3) return 0;
+    return syscall(SYS_arch_prctl, VX_ARCH_REQ_XCOMP_PERM, VX_XFEATURE_XTILEDATA) == 0;
+#else
+    (void)cpuid7_edx;
+    return 0;
+#endif
+}
+#endif
 
 static void detect(void) {
     if (features.detected) return;
@@ -56,6 +85,7 @@ static void detect(void) {
         if (max_leaf >= 7) {
             __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
             features.avx512vnni = features.avx512f && ((ecx >> 11) & 1);
+            features.amx = amx_usable(edx);
             __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(1));
             features.avxvnni = features.avx2 && ((eax >> 4) & 1);
         }
@@ -103,6 +133,7 @@ int vx_cpu_feature(const char *name) {
     if (!strcmp(name, "avx512bf16")) return features.avx512bf16;
     if (!strcmp(name, "avx512vnni")) return features.avx512vnni;
     if (!strcmp(name, "avxvnni")) return features.avxvnni;
+    if (!strcmp(name, "amx")) return features.amx;
     if (!strcmp(name, "neon")) return features.neon;
     if (!strcmp(name, "neon_dotprod")) return features.neon_dotprod;
     return 0;
@@ -142,6 +173,11 @@ int vx_cpu_feature(const char *name) {
 #else
 #define VX_ON_AVX512VNNI(...) VX_NOT_BUILT
 #endif
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(VX_HAVE_AMX)
+#define VX_ON_AMX(...) __VA_ARGS__
+#else
+#define VX_ON_AMX(...) VX_NOT_BUILT
+#endif
 #if defined(VX_HAVE_QUANTIZE_AVX2)
 #define VX_QUANTIZE_X86 vx_quantize_blocks_avx2
 #else
@@ -164,6 +200,9 @@ static const vx_level levels[VX_ISA_COUNT] = {
                                              VX_QUANTIZE_X86)},
     [VX_ISA_AVX512VNNI] = {"avx512vnni" VX_ON_AVX512VNNI(, &vx_ops_avx512, &vx_qops_avx512vnni, &vx_qpops_avx512vnni,
                                                          &vx_kv_avx512, VX_QUANTIZE_X86)},
+    /* AMX: int8 tile products for repacked weights at M >= 4, else as avx512vnni */
+    [VX_ISA_AMX] = {"amx" VX_ON_AMX(, &vx_ops_avx512, &vx_qops_avx512vnni, &vx_qpops_amx, &vx_kv_avx512,
+                                    VX_QUANTIZE_X86)},
 };
 
 const char *vx_isa_name(int isa) { return isa < 0 || isa >= VX_ISA_COUNT ? "unknown" : levels[isa].name; }
@@ -183,6 +222,7 @@ int vx_isa_available(int isa) {
         return features.avx512f && features.avx512bw && features.avx512dq && features.avx512vl &&
                vx_isa_available(VX_ISA_AVX2);
     case VX_ISA_AVX512VNNI: return vx_isa_available(VX_ISA_AVX512) && features.avx512vnni;
+    case VX_ISA_AMX: return vx_isa_available(VX_ISA_AVX512VNNI) && features.amx;
     default: return 0;
     }
 }

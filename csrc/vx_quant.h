@@ -197,6 +197,9 @@ extern const vx_qops vx_qpops_avxvnni;
 #if defined(VX_HAVE_AVX512VNNI)
 extern const vx_qops vx_qpops_avx512vnni;
 #endif
+#if defined(VX_HAVE_AMX)
+extern const vx_qops vx_qpops_amx;
+#endif
 #endif
 
 #endif

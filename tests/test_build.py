@@ -35,6 +35,7 @@ X86_ONLY = [
     "qpack_avx2.c",
     "qpack_avxvnni.c",
     "qpack_avx512vnni.c",
+    "qpack_amx.c",
     "kv_avx2.c",
     "kv_avx512.c",
     "vx_quantize_avx2.c",
@@ -109,9 +110,9 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
         ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"],
         tmp_path,
     )
-    _compile(
-        "gcc", "vx_cpu.c", ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI"], tmp_path
-    )
+    every_level = ["-march=x86-64", "-DVX_HAVE_AVX512", "-DVX_HAVE_AVXVNNI", "-DVX_HAVE_AVX512VNNI", "-DVX_HAVE_AMX"]
+    _compile("gcc", "vx_cpu.c", every_level, tmp_path)
+    _compile("gcc", "vx_quant.c", every_level, tmp_path)
     _compile(
         "gcc",
         "qpack_avxvnni.c",
@@ -119,13 +120,19 @@ def test_generic_files_compile_for_baseline_x86_64(tmp_path):
         tmp_path,
     )
     _compile("gcc", "qpack_avx512vnni.c", [*AVX512_VNNI_FLAGS, "-ffp-contract=off"], tmp_path)
+    # AMX: the VNNI flags plus the tiles'; its copy of the VNNI kernels must not define their table again
+    amx = [*AVX512_VNNI_FLAGS, "-DVX_HAVE_AMX", "-mamx-tile", "-mamx-int8", "-ffp-contract=off"]
+    _compile("gcc", "qpack_amx.c", amx, tmp_path)
     for obj, table in [
         ("quant_avx512.c.o", "vx_qops_avx512vnni"),
         ("qpack_avxvnni.c.o", "vx_qpops_avxvnni"),
         ("qpack_avx512vnni.c.o", "vx_qpops_avx512vnni"),
+        ("qpack_amx.c.o", "vx_qpops_amx"),
     ]:
         nm = subprocess.run(["nm", str(tmp_path / obj)], capture_output=True, text=True)
         assert table in nm.stdout, obj
+    nm = subprocess.run(["nm", str(tmp_path / "qpack_amx.c.o")], capture_output=True, text=True)
+    assert "vx_qpops_avx512vnni" not in nm.stdout
     _compile("gcc", "kv_avx2.c", ["-march=x86-64", "-mavx2", "-mfma", "-mf16c"], tmp_path)
     _compile("gcc", "vx_quantize_avx2.c", ["-march=x86-64", "-mavx2", "-ffp-contract=off"], tmp_path)
     _compile("gcc", "vx_quantize.c", ["-march=x86-64", "-DVX_HAVE_QUANTIZE_AVX2", "-ffp-contract=off"], tmp_path)

@@ -368,5 +368,5 @@ def test_every_isa_level_runs_its_own_kernel(isa):
     """Each x86 level uses the widest compact-KV kernel it allows (the VNNI
     levels only change the integer matmul kernels): never the scalar
     fallback by accident."""
-    want = {"avxvnni": "avx2", "avx512vnni": "avx512"}.get(isa, isa)
+    want = {"avxvnni": "avx2", "avx512vnni": "avx512", "amx": "avx512"}.get(isa, isa)
     assert K.kv_kernels() == want

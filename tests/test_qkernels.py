@@ -116,13 +116,18 @@ def test_isas_and_kernel_tables():
         assert "avxvnni" not in ISAS
     if not feats["neon_dotprod"]:
         assert "neon_dotprod" not in ISAS
+    if not feats["amx"]:
+        assert "amx" not in ISAS
     before = K.active_isa()
     try:
         for isa in ISAS:
             K.set_isa(isa)
-            # the integer-dot levels run their own kernels; avx512 without VNNI the 256-bit ones
-            want = {"avx512": "avx2"}.get(isa, isa)
+            # the integer-dot levels run their own kernels; avx512 without VNNI the 256-bit ones;
+            # amx adds tile kernels for the repacked layout only
+            want = {"avx512": "avx2", "amx": "avx512vnni"}.get(isa, isa)
             assert K.q_kernels() == want
+            if isa == "amx":
+                assert K.qp_kernels() == "amx"
     finally:
         K.set_isa(before)
 

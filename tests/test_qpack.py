@@ -222,3 +222,30 @@ def test_drop_file_pages_keeps_contents(tmp_path):
     assert np.array_equal(np.asarray(view), data) and int(view.sum(dtype=np.int64)) == first
     with pytest.raises(ValueError, match="read-only"):
         K.drop_file_pages(data)  # anonymous memory would lose its contents
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_full_tiles_of_sixteen_rows_equal_the_scalar_kernel(isa, qtype, threads):
+    """The AMX level runs every full tile of 16 rows of x through tile
+    products (a pair of 8-row groups per tile, a lone last group paired with
+    itself) and the rows after them through the VNNI kernel; at every level
+    each output equals the scalar kernel's, for M of whole tiles, whole tiles
+    plus a few rows, and several of the driver's 64-row blocks, on 1-3
+    threads."""
+    K_ = 768 if qtype == "q4_k" else 416  # 13 blocks: an odd count for the two-block pipeline
+    N = 128 + 8 * 3 + 5  # a long task, then 3 groups and a partial one
+    w = make_weights(qtype, N, K_, seed=29)
+    wp = K.repack_q(w, qtype, K_)
+    x = rng.standard_normal((150, K_)).astype(np.float32)
+    x[37, 5] = np.nan  # one row's block is NaN, in the middle of a tile: its row only
+    K.set_isa("scalar")
+    try:
+        want = K.matmul_qp(x, wp, qtype, N, K_)
+    finally:
+        K.set_isa(isa)
+    assert np.isnan(want[37]).all() and np.isfinite(np.delete(want, 37, axis=0)).all()
+    for n in (1, 2, 3):
+        threads(n)
+        for M in (16, 19, 32, 64, 150):
+            got = K.matmul_qp(x[:M], wp, qtype, N, K_)
+            assert np.array_equal(got, want[:M], equal_nan=True), (n, M)

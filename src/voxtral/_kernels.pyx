@@ -69,7 +69,7 @@ cdef extern from "vx.h":
 
 
 _FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16", "avx512vnni",
-             "avxvnni", "neon", "neon_dotprod")
+             "avxvnni", "amx", "neon", "neon_dotprod")
 
 
 cdef _check(int status, str what):
@@ -309,7 +309,7 @@ def matmul_q(x, w, str qtype, int64_t K, bias=None, out=None, bint accumulate=Fa
 
 
 def qp_kernels():
-    """Name of the repacked-weight kernel table the active ISA runs ("avx512vnni", "avxvnni", "avx2" or "scalar")."""
+    """Name of the repacked-weight kernel table the active ISA runs ("amx", "avx512vnni", "avxvnni", "avx2" or "scalar")."""
     return vx_qp_kernels_name().decode()
 
 
