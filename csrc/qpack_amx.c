@@ -10,7 +10,7 @@
  * Per output the arithmetic is the reference's (qpack.c): an exact int32 dot
  * product per 32-value block, then the VNNI kernels' fp32 step in the same
  * order. AMX only computes the int32 block sums: one tile product per block
- * (up to 16 rows of x by 16 weight rows, K = 32: the scales change every 32
+ * (16 rows of x by 16 weight rows, K = 32: the scales change every 32
  * values, so a tile's full K = 64 cannot be used), stored to memory, then
  * the fp32 step with AVX-512 on 16 outputs per vector. So every row has the
  * bits of the VNNI and scalar kernels, at any M, tile or thread count.
@@ -18,10 +18,10 @@
  * Weights: a pair of 8-row groups (16 weight rows: a B tile's columns) is
  * unpacked once per call into int8 B tiles for the whole K (16 K bytes),
  * its block scales to fp32 (q4_k: d*sc and dmin*m per sub-block); then each
- * tile of up to 16 rows of x streams over it, its 16 accumulators in
- * registers. A B tile row holds 4 consecutive k of each of the 16 weight
- * rows, which is what the layout's 32-byte chunks hold for 8 rows: a chunk
- * pair's low nibbles are one B row, its high nibbles another.
+ * tile of 16 rows of x streams over it, its 16 accumulators in registers.
+ * A B tile row holds 4 consecutive k of each of the 16 weight rows, which
+ * is what the layout's 32-byte chunks hold for 8 rows: a chunk pair's low
+ * nibbles are one B row, its high nibbles another.
  *
  * Built with the AVX-512 VNNI flags, -mamx-tile -mamx-int8 and
  * -ffp-contract=off; run only when the CPU has AMX and Linux granted this
@@ -39,9 +39,12 @@
 
 /* K is walked as a pipeline: block b's tile product is stored to buffer
  * b % AMX_NBUF while the fp32 step reads block b - AMX_LAG's, stored two
- * products earlier (a tile store's data reaches vector loads late: reading
- * it at once made every block wait, ~45 ns a block whatever the tile's
- * height). The fp32 steps still run in block order. */
+ * products earlier (a tile store's data reaches vector loads late: in a
+ * probe on the Xeon VM, reading each block's sums right after its store
+ * made a 16-row block 2.5x slower). The fp32 steps still run in block
+ * order. Four buffers of 1 KB: a lag of 4 over 8 buffers measured 2x
+ * slower in the same probe (store and loads 4 KB apart; a false store
+ * dependency is the likely cause). */
 #define AMX_LAG 2
 #define AMX_NBUF 4
 
