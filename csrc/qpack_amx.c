@@ -92,7 +92,7 @@ typedef struct amx_scratch {
     int8_t *bt;                       /* [K/32] B tiles of the current pair */
     float *ws;  /* q4_0/q8_0: [K/32][16] weight scales; q4_k: [K/256] x {[8][16] d*sc, [8][16] dmin*m} */
     float *dxt; /* [tiles][K/32][16] x block scales */
-    float *sxt; /* q4_k: [tiles][K/32][16] x block scale * block sum, the mins' factor */
+    float *sxt; /* q4_k only (else NULL): [tiles][K/32][16] x block scale * block sum, the mins' factor */
     void *base;
 } amx_scratch;
 
@@ -100,7 +100,7 @@ static int amx_scratch_init(amx_scratch *s, int qtype, const vx_qx *x, int64_t M
     const int64_t nb = K / VX_QBLOCK, tiles = M / AMX_ROWS;
     const size_t c = AMX_NBUF * AMX_ROWS * AMX_COLS * sizeof(int32_t), bt = (size_t)(nb * AMX_B_BYTES);
     const size_t ws = (size_t)(nb * AMX_COLS) * sizeof(float) * 2, xt = (size_t)(tiles * nb * AMX_ROWS) * sizeof(float);
-    char *p = (char *)malloc(c + bt + ws + 2 * xt + 64);
+    char *p = (char *)malloc(c + bt + ws + (qtype == VX_Q4_K ? 2 : 1) * xt + 64);
     if (!p) return 0;
     char *a = (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
     s->base = p;
@@ -108,13 +108,13 @@ static int amx_scratch_init(amx_scratch *s, int qtype, const vx_qx *x, int64_t M
     s->bt = (int8_t *)(a + c);
     s->ws = (float *)(a + c + bt);
     s->dxt = (float *)(a + c + bt + ws);
-    s->sxt = (float *)(a + c + bt + ws + xt);
+    s->sxt = qtype == VX_Q4_K ? (float *)(a + c + bt + ws + xt) : NULL;
     for (int64_t m = 0; m < M; m++) {
         float *d = s->dxt + (m / AMX_ROWS) * nb * AMX_ROWS + m % AMX_ROWS;
-        float *sx = s->sxt + (m / AMX_ROWS) * nb * AMX_ROWS + m % AMX_ROWS;
-        for (int64_t b = 0; b < nb; b++) {
-            d[b * AMX_ROWS] = x->d[m * nb + b];
-            if (qtype == VX_Q4_K) sx[b * AMX_ROWS] = x->d[m * nb + b] * (float)x->s[m * nb + b];
+        for (int64_t b = 0; b < nb; b++) d[b * AMX_ROWS] = x->d[m * nb + b];
+        if (s->sxt) {
+            float *sx = s->sxt + (m / AMX_ROWS) * nb * AMX_ROWS + m % AMX_ROWS;
+            for (int64_t b = 0; b < nb; b++) sx[b * AMX_ROWS] = x->d[m * nb + b] * (float)x->s[m * nb + b];
         }
     }
     return 1;
@@ -192,42 +192,40 @@ static void unpack_q4_k(const uint8_t *g0, const uint8_t *g1, int64_t nsb, amx_s
  * q8_0 fp32 step of block b: acc = fma(dw * dx, float(isum), acc). */
 static void rows_q32(const int8_t *xq, int64_t K, int64_t nb, amx_scratch *s, const float *dxt,
                      float r[AMX_ROWS][AMX_COLS]) {
-    const int rows = AMX_ROWS;
     __m512 acc[AMX_ROWS];
-    for (int m = 0; m < rows; m++) acc[m] = _mm512_setzero_ps();
+    for (int m = 0; m < AMX_ROWS; m++) acc[m] = _mm512_setzero_ps();
 #define STEP_Q32(b)                                                                                          \
     do {                                                                                                     \
         const __m512 dw = _mm512_load_ps(s->ws + (b) * AMX_COLS);                                            \
         const int32_t (*c)[AMX_COLS] = s->c[(b) % AMX_NBUF];                                                 \
-        for (int m = 0; m < rows; m++) {                                                                     \
+        for (int m = 0; m < AMX_ROWS; m++) {                                                                 \
             const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(dxt[(b) * AMX_ROWS + m]));                    \
             acc[m] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_load_si512((const void *)c[m])), acc[m]); \
         }                                                                                                    \
     } while (0)
     AMX_WALK(_tile_dpbssd, xq, K, nb, s, STEP_Q32)
 #undef STEP_Q32
-    for (int m = 0; m < rows; m++) _mm512_storeu_ps(r[m], acc[m]);
+    for (int m = 0; m < AMX_ROWS; m++) _mm512_storeu_ps(r[m], acc[m]);
 }
 
 /* q4_k, sub-block b (super-block b / 8): acc += (d sc dx) * float(isum), no
  * fma; after a super-block's 8th, its mins: acc -= sum_j (dmin m_j) (dx_j sum_j(x)) */
 static void rows_q4_k(const int8_t *xq, int64_t K, int64_t nb, amx_scratch *s, const float *dxt, const float *sxt,
                       float r[AMX_ROWS][AMX_COLS]) {
-    const int rows = AMX_ROWS;
     __m512 acc[AMX_ROWS];
-    for (int m = 0; m < rows; m++) acc[m] = _mm512_setzero_ps();
+    for (int m = 0; m < AMX_ROWS; m++) acc[m] = _mm512_setzero_ps();
 #define STEP_Q4_K(b)                                                                                                \
     do {                                                                                                            \
         const float *dsc = s->ws + ((b) / 8) * 2 * 8 * AMX_COLS, *dmn = dsc + 8 * AMX_COLS;                         \
         const __m512 ds = _mm512_load_ps(dsc + ((b) % 8) * AMX_COLS);                                               \
         const int32_t (*c)[AMX_COLS] = s->c[(b) % AMX_NBUF];                                                        \
-        for (int m = 0; m < rows; m++) {                                                                            \
+        for (int m = 0; m < AMX_ROWS; m++) {                                                                        \
             const __m512 t = _mm512_mul_ps(ds, _mm512_set1_ps(dxt[(b) * AMX_ROWS + m]));                            \
             acc[m] =                                                                                                \
                 _mm512_add_ps(acc[m], _mm512_mul_ps(t, _mm512_cvtepi32_ps(_mm512_load_si512((const void *)c[m])))); \
         }                                                                                                           \
         if ((b) % 8 == 7)                                                                                           \
-            for (int m = 0; m < rows; m++) {                                                                        \
+            for (int m = 0; m < AMX_ROWS; m++) {                                                                    \
                 const float *sx = sxt + ((b) - 7) * AMX_ROWS + m;                                                   \
                 __m512 mins = _mm512_setzero_ps();                                                                  \
                 for (int j = 0; j < 8; j++)                                                                         \
@@ -238,7 +236,7 @@ static void rows_q4_k(const int8_t *xq, int64_t K, int64_t nb, amx_scratch *s, c
     } while (0)
     AMX_WALK(_tile_dpbsud, xq, K, nb, s, STEP_Q4_K)
 #undef STEP_Q4_K
-    for (int m = 0; m < rows; m++) _mm512_storeu_ps(r[m], acc[m]);
+    for (int m = 0; m < AMX_ROWS; m++) _mm512_storeu_ps(r[m], acc[m]);
 }
 
 /* r's first mr rows, nr columns (+ bias) to out, stored or added (the
@@ -255,14 +253,13 @@ static void store_rows(float r[AMX_ROWS][AMX_COLS], int mr, int nr, const float 
     }
 }
 
-/* M: a multiple of 16 */
-static void gemm_amx(const int qtype, const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K,
-                     const float *bias, float *out, int64_t ldo, int accumulate) {
+/* M: a multiple of 16; vnni: the type's VNNI kernel, for when the scratch
+ * cannot be had (the same bits) */
+static void gemm_amx(const int qtype, vx_qgemm_fn vnni, const vx_qx *x, int64_t M, const uint8_t *w, int64_t N,
+                     int64_t K, const float *bias, float *out, int64_t ldo, int accumulate) {
     amx_scratch s;
-    if (!amx_scratch_init(&s, qtype, x, M, K)) { /* no memory for the tiles: the VNNI kernel, same bits */
-        (qtype == VX_Q8_0   ? gemm_qp_q8_0
-         : qtype == VX_Q4_0 ? gemm_qp_q4_0
-                            : gemm_qp_q4_k)(x, M, w, N, K, bias, out, ldo, accumulate);
+    if (!amx_scratch_init(&s, qtype, x, M, K)) {
+        vnni(x, M, w, N, K, bias, out, ldo, accumulate);
         return;
     }
     const int64_t nb = K / VX_QBLOCK, nsb = K / VX_Q4K_SUPER;
@@ -293,7 +290,7 @@ static void gemm_amx(const int qtype, const vx_qx *x, int64_t M, const uint8_t *
     static void name(const vx_qx *x, int64_t M, const uint8_t *w, int64_t N, int64_t K, const float *bias, float *out, \
                      int64_t ldo, int accumulate) {                                                                    \
         const int64_t full = M / AMX_ROWS * AMX_ROWS, nb = K / VX_QBLOCK;                                              \
-        if (full) gemm_amx(qtype, x, full, w, N, K, bias, out, ldo, accumulate);                                       \
+        if (full) gemm_amx(qtype, vnni, x, full, w, N, K, bias, out, ldo, accumulate);                                 \
         if (full < M) {                                                                                                \
             const vx_qx rest = {x->q + full * K, x->d + full * nb, x->s + full * nb};                                  \
             vnni(&rest, M - full, w, N, K, bias, out + full * ldo, ldo, accumulate);                                   \
